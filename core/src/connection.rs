@@ -1,0 +1,61 @@
+//! What the gateway persists per socket. In Lambda every frame is a separate invocation, so
+//! the protocol state lives here, not in memory; handshake headers and the query string exist
+//! only on `$connect`, so whatever later messages need is copied here then.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A connection is dropped by TTL this long after it opened: API Gateway closes every
+/// connection after two hours, and `$disconnect` is best effort.
+pub const RETENTION: Duration = Duration::hours(3);
+
+/// Where a connection is in the graphql-transport-ws handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Phase {
+    /// Socket open, no `connection_init` yet.
+    AwaitingInit,
+    /// `connection_ack` sent; operations may start.
+    Acknowledged,
+}
+
+/// One client socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connection {
+    /// The id API Gateway (or the local server) assigned.
+    pub id: String,
+    /// The handshake phase.
+    pub phase: Phase,
+    /// When the socket opened.
+    pub connected_at: DateTime<Utc>,
+    /// The `connection_init` payload, once received.
+    pub init_payload: Option<Value>,
+    /// The `$connect` query string, kept because later events do not carry it.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Active subscriptions: operation id → request id. Doubles as the duplicate-id check
+    /// (4409) and as the index that lets `$disconnect` delete subscriptions without a scan.
+    #[serde(default)]
+    pub operations: BTreeMap<String, String>,
+    /// TTL attribute, epoch seconds.
+    pub expires_at: i64,
+}
+
+impl Connection {
+    /// A new connection that still awaits `connection_init`.
+    pub fn new(id: impl Into<String>, connected_at: DateTime<Utc>) -> Self {
+        Self {
+            id: id.into(),
+            phase: Phase::AwaitingInit,
+            connected_at,
+            init_payload: None,
+            query: BTreeMap::new(),
+            operations: BTreeMap::new(),
+            expires_at: (connected_at + RETENTION).timestamp(),
+        }
+    }
+}

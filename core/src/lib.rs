@@ -1,0 +1,41 @@
+//! The heart of Streamer: what a connection, a subscription and an async request are, the
+//! graphql-transport-ws protocol as a pure state machine, and the ports through which the rest
+//! of the system stores state and reaches clients.
+//!
+//! Nothing here performs I/O of its own or knows about AWS, Lambda or HTTP: the gateway and
+//! the processor run this same code inside a Lambda invocation and inside the local server.
+//!
+//! # Layout
+//!
+//! - [`clock`] and [`id`]: time and identifiers are injected, so tests and snapshots are
+//!   deterministic.
+//! - [`request`]: the async request and its status machine
+//!   (QUEUED → RUNNING → COMPLETED | FAILED | CANCELLED, RETRYING between attempts).
+//! - [`connection`] and [`subscription`]: what the gateway persists per socket and per
+//!   `requestProgress` operation.
+//! - [`protocol`]: graphql-transport-ws messages, parsed strictly, and the session step
+//!   function `(state, message) → (state, messages to send, effects)`.
+//! - [`store`] and [`sender`]: the ports. [`store::Change`] is the processor's input, shaped
+//!   like a DynamoDB stream record.
+//! - [`memory`]: [`MemoryStore`], the embedded store with its own ordered change feed.
+
+pub mod clock;
+pub mod connection;
+mod error;
+pub mod id;
+pub mod memory;
+pub mod protocol;
+pub mod request;
+pub mod sender;
+pub mod store;
+pub mod subscription;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use connection::{Connection, Phase};
+pub use error::{Error, Result};
+pub use id::{IdGenerator, RandomIds, SequentialIds};
+pub use memory::{MemorySender, MemoryStore};
+pub use request::{AsyncRequest, RequestError, RequestStatus};
+pub use sender::Sender;
+pub use store::{Change, ChangeKind, Page, RequestFilter, Store};
+pub use subscription::{Subscription, SubscriptionKey};

@@ -1,0 +1,258 @@
+//! The embedded store: everything in memory, behaving as DynamoDB does where it matters
+//! (conditional writes, consistent reads, TTL attributes kept, a change feed of the requests
+//! table ordered per item), so that the local stack runs the production code paths.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::connection::Phase;
+use crate::protocol::Close;
+use crate::store::{Change, ChangeKind, Page, RequestFilter, Store};
+use crate::{AsyncRequest, Connection, Error, Result, Sender, Subscription, SubscriptionKey};
+
+#[derive(Debug, Default)]
+struct Tables {
+    connections: HashMap<String, Connection>,
+    // Keyed like the DynamoDB table: request id, then connection and operation.
+    subscriptions: BTreeMap<SubscriptionKey, Subscription>,
+    requests: HashMap<String, AsyncRequest>,
+    // Creation order, for listing.
+    request_order: Vec<String>,
+    sequence: u64,
+    feeds: Vec<mpsc::UnboundedSender<Change>>,
+}
+
+impl Tables {
+    // Called with the lock held, so the feed order is the write order.
+    fn emit(&mut self, kind: ChangeKind, old: Option<AsyncRequest>, new: Option<AsyncRequest>) {
+        if old == new {
+            // DynamoDB emits no record for a write that changes nothing.
+            return;
+        }
+        self.sequence += 1;
+        let change = Change { sequence_number: format!("{:021}", self.sequence), kind, old, new };
+        self.feeds.retain(|feed| feed.send(change.clone()).is_ok());
+    }
+}
+
+/// The embedded store. Cheap operations under one std Mutex: no critical section awaits.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    tables: Mutex<Tables>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables.lock().expect("memory store lock")
+    }
+
+    /// A new reader of the requests change feed, starting now. Every write to a request
+    /// reaches every reader, in write order.
+    pub fn changes(&self) -> mpsc::UnboundedReceiver<Change> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.tables().feeds.push(tx);
+        rx
+    }
+
+    /// Deletes every item whose TTL attribute is before `now`, as DynamoDB's TTL does
+    /// (expired requests reach the feed as [`ChangeKind::Expire`]). Returns how many went.
+    pub fn expire(&self, now: DateTime<Utc>) -> usize {
+        let now = now.timestamp();
+        let mut tables = self.tables();
+        let before = tables.connections.len() + tables.subscriptions.len() + tables.requests.len();
+        tables.connections.retain(|_, c| c.expires_at >= now);
+        tables.subscriptions.retain(|_, s| s.expires_at >= now);
+        let expired: Vec<AsyncRequest> = tables.requests.values().filter(|r| r.expires_at < now).cloned().collect();
+        for request in expired {
+            tables.requests.remove(&request.id);
+            tables.request_order.retain(|id| id != &request.id);
+            tables.emit(ChangeKind::Expire, Some(request), None);
+        }
+        before - (tables.connections.len() + tables.subscriptions.len() + tables.requests.len())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn put_connection(&self, connection: &Connection) -> Result<()> {
+        self.tables().connections.insert(connection.id.clone(), connection.clone());
+        Ok(())
+    }
+
+    async fn get_connection(&self, id: &str) -> Result<Option<Connection>> {
+        Ok(self.tables().connections.get(id).cloned())
+    }
+
+    async fn acknowledge_connection(&self, id: &str, payload: Option<Value>) -> Result<()> {
+        let mut tables = self.tables();
+        let connection = tables.connections.get_mut(id).ok_or_else(|| Error::NotFound(format!("connection {id}")))?;
+        if connection.phase != Phase::AwaitingInit {
+            return Err(Error::Conflict(format!("connection {id} already initialised")));
+        }
+        connection.phase = Phase::Acknowledged;
+        connection.init_payload = payload;
+        Ok(())
+    }
+
+    async fn delete_connection(&self, id: &str) -> Result<Option<Connection>> {
+        Ok(self.tables().connections.remove(id))
+    }
+
+    async fn add_operation(&self, connection_id: &str, operation_id: &str, request_id: &str) -> Result<()> {
+        let mut tables = self.tables();
+        let connection = tables
+            .connections
+            .get_mut(connection_id)
+            .ok_or_else(|| Error::NotFound(format!("connection {connection_id}")))?;
+        if connection.operations.contains_key(operation_id) {
+            return Err(Error::Conflict(format!("operation {operation_id} is active")));
+        }
+        connection.operations.insert(operation_id.to_owned(), request_id.to_owned());
+        Ok(())
+    }
+
+    async fn remove_operation(&self, connection_id: &str, operation_id: &str) -> Result<()> {
+        if let Some(connection) = self.tables().connections.get_mut(connection_id) {
+            connection.operations.remove(operation_id);
+        }
+        Ok(())
+    }
+
+    async fn put_subscription(&self, subscription: &Subscription) -> Result<()> {
+        self.tables().subscriptions.insert(subscription.key.clone(), subscription.clone());
+        Ok(())
+    }
+
+    async fn subscriptions(&self, request_id: &str) -> Result<Vec<Subscription>> {
+        let tables = self.tables();
+        let from = SubscriptionKey { request_id: request_id.to_owned(), connection_id: String::new(), operation_id: String::new() };
+        Ok(tables
+            .subscriptions
+            .range(from..)
+            .take_while(|(key, _)| key.request_id == request_id)
+            .map(|(_, s)| s.clone())
+            .collect())
+    }
+
+    async fn advance_subscription(&self, key: &SubscriptionKey, version: u64) -> Result<bool> {
+        let mut tables = self.tables();
+        match tables.subscriptions.get_mut(key) {
+            Some(subscription) if subscription.last_version < version => {
+                subscription.last_version = version;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<Option<Subscription>> {
+        Ok(self.tables().subscriptions.remove(key))
+    }
+
+    async fn create_request(&self, request: &AsyncRequest) -> Result<()> {
+        let mut tables = self.tables();
+        if tables.requests.contains_key(&request.id) {
+            return Err(Error::Conflict(format!("request {} exists", request.id)));
+        }
+        tables.requests.insert(request.id.clone(), request.clone());
+        tables.request_order.push(request.id.clone());
+        tables.emit(ChangeKind::Insert, None, Some(request.clone()));
+        Ok(())
+    }
+
+    async fn get_request(&self, id: &str) -> Result<Option<AsyncRequest>> {
+        Ok(self.tables().requests.get(id).cloned())
+    }
+
+    async fn update_request(&self, request: &AsyncRequest, expected_version: u64) -> Result<()> {
+        let mut tables = self.tables();
+        let old = match tables.requests.get(&request.id) {
+            Some(old) if old.version == expected_version => old.clone(),
+            Some(old) => {
+                return Err(Error::Conflict(format!(
+                    "request {} is at version {}, not {expected_version}",
+                    request.id, old.version
+                )));
+            }
+            None => return Err(Error::Conflict(format!("request {} does not exist", request.id))),
+        };
+        tables.requests.insert(request.id.clone(), request.clone());
+        tables.emit(ChangeKind::Modify, Some(old), Some(request.clone()));
+        Ok(())
+    }
+
+    async fn list_requests(&self, filter: &RequestFilter) -> Result<Page> {
+        let tables = self.tables();
+        let start = match &filter.after {
+            Some(after) => tables.request_order.iter().position(|id| id == after).map_or(0, |i| i + 1),
+            None => 0,
+        };
+        let mut matching = tables.request_order[start..]
+            .iter()
+            .filter_map(|id| tables.requests.get(id))
+            .filter(|r| filter.status.is_none_or(|status| r.status == status));
+        let items: Vec<AsyncRequest> = matching.by_ref().take(filter.limit).cloned().collect();
+        let next = match (items.last(), matching.next()) {
+            (Some(last), Some(_)) => Some(last.id.clone()),
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+}
+
+/// A sender that records what it is asked to send, for unit tests and benchmarks. Posting to
+/// a connection marked gone fails with [`Error::Gone`], as the Management API does.
+#[derive(Debug, Default)]
+pub struct MemorySender {
+    sent: Mutex<Vec<(String, String)>>,
+    closed: Mutex<Vec<(String, Close)>>,
+    gone: Mutex<Vec<String>>,
+}
+
+impl MemorySender {
+    /// A sender with nothing sent.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every later post to this connection fail with [`Error::Gone`].
+    pub fn mark_gone(&self, connection_id: &str) {
+        self.gone.lock().expect("lock").push(connection_id.to_owned());
+    }
+
+    /// Takes what was posted so far: `(connection id, frame)`.
+    pub fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.sent.lock().expect("lock"))
+    }
+
+    /// What was closed so far.
+    pub fn closed(&self) -> Vec<(String, Close)> {
+        self.closed.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait]
+impl Sender for MemorySender {
+    async fn post(&self, connection_id: &str, data: &str) -> Result<()> {
+        if self.gone.lock().expect("lock").iter().any(|id| id == connection_id) {
+            return Err(Error::Gone(connection_id.to_owned()));
+        }
+        self.sent.lock().expect("lock").push((connection_id.to_owned(), data.to_owned()));
+        Ok(())
+    }
+
+    async fn close(&self, connection_id: &str, close: &Close) -> Result<()> {
+        self.closed.lock().expect("lock").push((connection_id.to_owned(), close.clone()));
+        Ok(())
+    }
+}

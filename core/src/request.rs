@@ -1,0 +1,359 @@
+//! The async request: one job, from the mutation that enqueued it to its one terminal state.
+//!
+//! Every move is a method that checks the current status and bumps `version` when the change
+//! is visible to clients. Writers persist the result with a conditional write on the version
+//! they read, so two writers never both win (see [`crate::Store::update_request`]).
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// How long a request stays in the store after its last change before TTL removes it.
+pub const RETENTION: Duration = Duration::days(7);
+
+/// Where a request is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RequestStatus {
+    /// Accepted, waiting for a worker.
+    Queued,
+    /// A worker runs the handler.
+    Running,
+    /// An attempt failed with a retryable error; another attempt is scheduled.
+    Retrying,
+    /// The handler returned its output. Terminal.
+    Completed,
+    /// The handler failed for good (permanent error or attempts exhausted). Terminal, and
+    /// re-drivable.
+    Failed,
+    /// Cancelled by a client. Terminal.
+    Cancelled,
+}
+
+impl RequestStatus {
+    /// Every status, in the order of the GraphQL enum.
+    pub const ALL: [RequestStatus; 6] = [
+        Self::Queued,
+        Self::Running,
+        Self::Retrying,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// The GraphQL enum value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "QUEUED",
+            Self::Running => "RUNNING",
+            Self::Retrying => "RETRYING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Parses a GraphQL enum value.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+
+    /// No change follows a terminal status (but a re-drive of FAILED).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+impl std::fmt::Display for RequestStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a request failed, as a client sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestError {
+    /// A stable machine-readable code, e.g. `UPSTREAM_UNAVAILABLE`.
+    pub code: String,
+    /// A message meant for people.
+    pub message: String,
+    /// Whether another attempt could succeed.
+    pub retryable: bool,
+}
+
+/// One job and everything a client can know about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AsyncRequest {
+    /// The request id.
+    pub id: String,
+    /// The registered handler's action name, e.g. `generateReport`.
+    pub action: String,
+    /// Where the request is in its life.
+    pub status: RequestStatus,
+    /// The handler's input, validated against its input type when enqueued.
+    pub payload: Value,
+    /// 0.0 ..= 1.0, never decreasing within an attempt chain.
+    pub progress: f64,
+    /// The last progress message.
+    pub message: Option<String>,
+    /// +1 on every change a client can see. Pushes carry it; subscribers never get an older
+    /// version after a newer one.
+    pub version: u64,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// The handler's output, serialized; set when COMPLETED.
+    pub result: Option<Value>,
+    /// Set when FAILED (and kept while RETRYING, to show why).
+    pub error: Option<RequestError>,
+    /// When the next attempt is due, while RETRYING.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// A client asked to cancel while the handler was running; the handler is told.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// TTL attribute, epoch seconds: the store may drop the item after this.
+    pub expires_at: i64,
+}
+
+impl AsyncRequest {
+    /// A new QUEUED request at version 1.
+    pub fn new(id: impl Into<String>, action: impl Into<String>, payload: Value, now: DateTime<Utc>) -> Self {
+        Self {
+            id: id.into(),
+            action: action.into(),
+            status: RequestStatus::Queued,
+            payload,
+            progress: 0.0,
+            message: None,
+            version: 1,
+            attempts: 0,
+            created_at: now,
+            updated_at: now,
+            result: None,
+            error: None,
+            next_attempt_at: None,
+            cancel_requested: false,
+            expires_at: (now + RETENTION).timestamp(),
+        }
+    }
+
+    fn refuse(&self, action: &'static str) -> Error {
+        Error::Transition { id: self.id.clone(), action, status: self.status }
+    }
+
+    fn touch(&mut self, now: DateTime<Utc>) {
+        self.version += 1;
+        self.updated_at = now;
+        self.expires_at = (now + RETENTION).timestamp();
+    }
+
+    /// QUEUED or RETRYING → RUNNING: a worker starts an attempt.
+    pub fn start(&mut self, now: DateTime<Utc>) -> Result<()> {
+        if !matches!(self.status, RequestStatus::Queued | RequestStatus::Retrying) {
+            return Err(self.refuse("start"));
+        }
+        self.status = RequestStatus::Running;
+        self.attempts += 1;
+        self.next_attempt_at = None;
+        self.touch(now);
+        Ok(())
+    }
+
+    /// Records progress while RUNNING. The fraction is clamped to 0.0..=1.0 and never moves
+    /// backwards. Returns whether anything visible changed (no version bump otherwise).
+    pub fn report(&mut self, fraction: f64, message: Option<String>, now: DateTime<Utc>) -> Result<bool> {
+        if self.status != RequestStatus::Running {
+            return Err(self.refuse("report progress"));
+        }
+        let fraction = if fraction.is_nan() { self.progress } else { fraction.clamp(0.0, 1.0) };
+        let progress = self.progress.max(fraction);
+        let message = message.or_else(|| self.message.clone());
+        if progress == self.progress && message == self.message {
+            return Ok(false);
+        }
+        self.progress = progress;
+        self.message = message;
+        self.touch(now);
+        Ok(true)
+    }
+
+    /// RUNNING → COMPLETED with the handler's output.
+    pub fn complete(&mut self, result: Value, now: DateTime<Utc>) -> Result<()> {
+        if self.status != RequestStatus::Running {
+            return Err(self.refuse("complete"));
+        }
+        self.status = RequestStatus::Completed;
+        self.progress = 1.0;
+        self.result = Some(result);
+        self.error = None;
+        self.touch(now);
+        Ok(())
+    }
+
+    /// RUNNING → FAILED: a permanent error, or the last attempt failed.
+    pub fn fail(&mut self, error: RequestError, now: DateTime<Utc>) -> Result<()> {
+        if self.status != RequestStatus::Running {
+            return Err(self.refuse("fail"));
+        }
+        self.status = RequestStatus::Failed;
+        self.error = Some(error);
+        self.touch(now);
+        Ok(())
+    }
+
+    /// RUNNING → RETRYING: a retryable error with attempts left; the next one is due at `at`.
+    pub fn retry_at(&mut self, error: RequestError, at: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
+        if self.status != RequestStatus::Running {
+            return Err(self.refuse("retry"));
+        }
+        self.status = RequestStatus::Retrying;
+        self.error = Some(error);
+        self.next_attempt_at = Some(at);
+        self.touch(now);
+        Ok(())
+    }
+
+    /// A client cancels. QUEUED or RETRYING → CANCELLED at once; RUNNING → the handler is
+    /// told (`cancel_requested`) and the worker ends it CANCELLED. Cancelling a request that
+    /// is already cancelled is not an error (the mutation is idempotent).
+    pub fn cancel(&mut self, now: DateTime<Utc>) -> Result<()> {
+        match self.status {
+            RequestStatus::Queued | RequestStatus::Retrying => {
+                self.status = RequestStatus::Cancelled;
+                self.next_attempt_at = None;
+                self.touch(now);
+                Ok(())
+            }
+            RequestStatus::Running => {
+                self.cancel_requested = true;
+                Ok(())
+            }
+            RequestStatus::Cancelled => Ok(()),
+            RequestStatus::Completed | RequestStatus::Failed => Err(self.refuse("be cancelled")),
+        }
+    }
+
+    /// RUNNING → CANCELLED, once the handler has stopped after a cancellation.
+    pub fn cancelled(&mut self, now: DateTime<Utc>) -> Result<()> {
+        if self.status != RequestStatus::Running {
+            return Err(self.refuse("end cancelled"));
+        }
+        self.status = RequestStatus::Cancelled;
+        self.touch(now);
+        Ok(())
+    }
+
+    /// FAILED → QUEUED: re-drive a dead letter. Progress starts again from zero.
+    pub fn redrive(&mut self, now: DateTime<Utc>) -> Result<()> {
+        if self.status != RequestStatus::Failed {
+            return Err(self.refuse("be retried"));
+        }
+        self.status = RequestStatus::Queued;
+        self.error = None;
+        self.progress = 0.0;
+        self.message = None;
+        self.attempts = 0;
+        self.touch(now);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Clock, ManualClock};
+    use serde_json::json;
+
+    fn queued() -> (AsyncRequest, ManualClock) {
+        let clock = ManualClock::default();
+        (AsyncRequest::new("r-1", "generateReport", json!({}), clock.now()), clock)
+    }
+
+    #[test]
+    fn happy_path_bumps_the_version_on_every_visible_change() {
+        let (mut r, clock) = queued();
+        assert_eq!((r.status, r.version), (RequestStatus::Queued, 1));
+        r.start(clock.now()).unwrap();
+        assert_eq!((r.status, r.version, r.attempts), (RequestStatus::Running, 2, 1));
+        assert!(r.report(0.5, Some("half".into()), clock.now()).unwrap());
+        assert_eq!(r.version, 3);
+        r.complete(json!({"ok": true}), clock.now()).unwrap();
+        assert_eq!((r.status, r.version, r.progress), (RequestStatus::Completed, 4, 1.0));
+        assert!(r.updated_at > r.created_at);
+    }
+
+    #[test]
+    fn progress_is_clamped_and_never_decreases() {
+        let (mut r, clock) = queued();
+        r.start(clock.now()).unwrap();
+        r.report(0.6, None, clock.now()).unwrap();
+        assert!(!r.report(0.2, None, clock.now()).unwrap(), "a lower fraction is no change");
+        assert_eq!(r.progress, 0.6);
+        r.report(7.0, None, clock.now()).unwrap();
+        assert_eq!(r.progress, 1.0);
+        assert!(!r.report(f64::NAN, None, clock.now()).unwrap());
+        assert_eq!(r.progress, 1.0);
+    }
+
+    #[test]
+    fn a_repeated_report_is_not_a_visible_change() {
+        let (mut r, clock) = queued();
+        r.start(clock.now()).unwrap();
+        assert!(r.report(0.1, Some("a".into()), clock.now()).unwrap());
+        let version = r.version;
+        assert!(!r.report(0.1, Some("a".into()), clock.now()).unwrap());
+        assert_eq!(r.version, version);
+    }
+
+    #[test]
+    fn terminal_states_refuse_further_moves() {
+        let (mut r, clock) = queued();
+        r.start(clock.now()).unwrap();
+        r.complete(json!(1), clock.now()).unwrap();
+        for result in [
+            r.clone().start(clock.now()),
+            r.clone().report(0.9, None, clock.now()).map(|_| ()),
+            r.clone().fail(RequestError { code: "X".into(), message: "x".into(), retryable: false }, clock.now()),
+            r.clone().cancel(clock.now()),
+            r.clone().redrive(clock.now()),
+        ] {
+            assert!(matches!(result, Err(Error::Transition { status: RequestStatus::Completed, .. })));
+        }
+    }
+
+    #[test]
+    fn cancel_queued_is_immediate_and_running_is_requested() {
+        let (mut r, clock) = queued();
+        r.cancel(clock.now()).unwrap();
+        assert_eq!((r.status, r.version), (RequestStatus::Cancelled, 2));
+
+        let (mut r, clock) = queued();
+        r.start(clock.now()).unwrap();
+        r.cancel(clock.now()).unwrap();
+        assert_eq!(r.status, RequestStatus::Running);
+        assert!(r.cancel_requested);
+        r.cancelled(clock.now()).unwrap();
+        assert_eq!(r.status, RequestStatus::Cancelled);
+    }
+
+    #[test]
+    fn retry_then_redrive() {
+        let (mut r, clock) = queued();
+        let error = RequestError { code: "FLAKY".into(), message: "try again".into(), retryable: true };
+        r.start(clock.now()).unwrap();
+        let at = clock.now() + Duration::seconds(2);
+        r.retry_at(error.clone(), at, clock.now()).unwrap();
+        assert_eq!((r.status, r.next_attempt_at), (RequestStatus::Retrying, Some(at)));
+        r.start(clock.now()).unwrap();
+        assert_eq!(r.attempts, 2);
+        r.fail(error, clock.now()).unwrap();
+        r.redrive(clock.now()).unwrap();
+        assert_eq!((r.status, r.attempts, r.error.is_none()), (RequestStatus::Queued, 0, true));
+    }
+}

@@ -1,0 +1,140 @@
+//! The store port, and the change feed the processor consumes.
+//!
+//! Each method maps onto one DynamoDB call: conditional writes report a lost race as
+//! [`Error::Conflict`], reads are strongly consistent, and fan-out for one request is one
+//! query on one key.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::{AsyncRequest, Clock, Connection, Error, RequestStatus, Result, Subscription, SubscriptionKey};
+
+/// What happened to a request item, as a DynamoDB stream record says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// The item was created.
+    Insert,
+    /// The item was overwritten.
+    Modify,
+    /// The item was deleted by a writer.
+    Remove,
+    /// The item was deleted by TTL expiry.
+    Expire,
+}
+
+/// One change of one request, with its images before and after: the processor's input.
+/// A DynamoDB stream record (NEW_AND_OLD_IMAGES) maps onto it field for field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Orders changes of the same item; the stream's SequenceNumber (failure reports use it).
+    pub sequence_number: String,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The item before, if it existed.
+    pub old: Option<AsyncRequest>,
+    /// The item after, if it still exists.
+    pub new: Option<AsyncRequest>,
+}
+
+impl Change {
+    /// The request id of the changed item.
+    pub fn request_id(&self) -> Option<&str> {
+        self.new.as_ref().or(self.old.as_ref()).map(|r| r.id.as_str())
+    }
+
+    /// The new image when the change is one a client can see: the version moved forward.
+    pub fn visible(&self) -> Option<&AsyncRequest> {
+        let new = self.new.as_ref()?;
+        match &self.old {
+            Some(old) if old.version >= new.version => None,
+            _ => Some(new),
+        }
+    }
+
+    /// The new image when this change made the request runnable (enqueued or re-driven).
+    pub fn enqueued(&self) -> Option<&AsyncRequest> {
+        let new = self.new.as_ref()?;
+        let was_queued = self.old.as_ref().is_some_and(|old| old.status == RequestStatus::Queued);
+        (new.status == RequestStatus::Queued && !was_queued).then_some(new)
+    }
+}
+
+/// Which requests to list, and where to start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestFilter {
+    /// Only this status.
+    pub status: Option<RequestStatus>,
+    /// At most this many.
+    pub limit: usize,
+    /// Continue after this token (from [`Page::next`]).
+    pub after: Option<String>,
+}
+
+/// One page of requests, oldest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    /// The requests.
+    pub items: Vec<AsyncRequest>,
+    /// The token to continue from, when more may follow.
+    pub next: Option<String>,
+}
+
+/// Where connections, subscriptions and requests live.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Stores a new connection (`$connect`).
+    async fn put_connection(&self, connection: &Connection) -> Result<()>;
+    /// Reads a connection.
+    async fn get_connection(&self, id: &str) -> Result<Option<Connection>>;
+    /// AwaitingInit → Acknowledged, conditionally: [`Error::Conflict`] when the connection was
+    /// already initialised (4429), [`Error::NotFound`] when it is gone.
+    async fn acknowledge_connection(&self, id: &str, payload: Option<Value>) -> Result<()>;
+    /// Deletes a connection, returning it as it was.
+    async fn delete_connection(&self, id: &str) -> Result<Option<Connection>>;
+    /// Marks an operation active on a connection: [`Error::Conflict`] when the id is already
+    /// active (4409), [`Error::NotFound`] when the connection is gone.
+    async fn add_operation(&self, connection_id: &str, operation_id: &str, request_id: &str) -> Result<()>;
+    /// Clears an active operation (missing is fine).
+    async fn remove_operation(&self, connection_id: &str, operation_id: &str) -> Result<()>;
+
+    /// Stores a subscription.
+    async fn put_subscription(&self, subscription: &Subscription) -> Result<()>;
+    /// Every subscription following a request (one consistent query on the request's key).
+    async fn subscriptions(&self, request_id: &str) -> Result<Vec<Subscription>>;
+    /// Raises a subscription's `last_version` to `version` if it is below it. `false` when it
+    /// is not (an older or duplicate push) or the subscription is gone: do not push.
+    async fn advance_subscription(&self, key: &SubscriptionKey, version: u64) -> Result<bool>;
+    /// Deletes a subscription, returning it if it existed: of two racing finishers, only the
+    /// one that gets `Some` sends `complete`.
+    async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<Option<Subscription>>;
+
+    /// Stores a new request: [`Error::Conflict`] when the id exists.
+    async fn create_request(&self, request: &AsyncRequest) -> Result<()>;
+    /// Reads a request.
+    async fn get_request(&self, id: &str) -> Result<Option<AsyncRequest>>;
+    /// Replaces a request if its stored version is still `expected_version`, else
+    /// [`Error::Conflict`].
+    async fn update_request(&self, request: &AsyncRequest, expected_version: u64) -> Result<()>;
+    /// Lists requests, oldest first.
+    async fn list_requests(&self, filter: &RequestFilter) -> Result<Page>;
+}
+
+/// Reads a request, applies `change`, and writes it back conditionally, again on a lost race.
+/// `change` sees the freshest state each time; its error ends the loop.
+pub async fn modify_request<T>(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    id: &str,
+    mut change: impl FnMut(&mut AsyncRequest, chrono::DateTime<chrono::Utc>) -> Result<T> + Send,
+) -> Result<(AsyncRequest, T)> {
+    loop {
+        let mut request = store.get_request(id).await?.ok_or_else(|| Error::NotFound(format!("request {id}")))?;
+        let expected = request.version;
+        let outcome = change(&mut request, clock.now())?;
+        match store.update_request(&request, expected).await {
+            Ok(()) => return Ok((request, outcome)),
+            Err(Error::Conflict(_)) => continue,
+            Err(other) => return Err(other),
+        }
+    }
+}
