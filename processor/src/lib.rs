@@ -1,1 +1,19 @@
-//! placeholder
+//! Streamer's processor: consumes the ordered change feed of requests (DynamoDB Streams on
+//! AWS, the embedded store's feed locally), starts the job of every newly queued request
+//! without waiting for it, and pushes every change a client can see to each subscription of
+//! its request, resolved against the subscription's own GraphQL document.
+//!
+//! # Layout
+//!
+//! - [`processor`]: [`Processor::handle_batch`], the [`Dispatcher`] port and fan-out.
+//! - [`worker`]: [`Worker::run`]: claim, run the handler with a progress sink, record the
+//!   outcome (retries with exponential backoff and full jitter).
+//! - [`local`]: [`TaskDispatcher`], jobs as bounded tokio tasks.
+
+pub mod local;
+pub mod processor;
+pub mod worker;
+
+pub use local::TaskDispatcher;
+pub use processor::{BatchOutcome, Dispatcher, Processor};
+pub use worker::{Outcome, Worker, backoff};

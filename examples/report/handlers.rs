@@ -1,0 +1,110 @@
+//! The example app's handlers: a report that takes a while, and an import that fails a few
+//! times before it succeeds.
+
+use std::time::Duration;
+
+use streamer::async_graphql::{InputObject, SimpleObject};
+use streamer::{Handler, JobContext, JobError};
+
+/// What report to generate.
+#[derive(Debug, InputObject)]
+pub(crate) struct GenerateReportInput {
+    /// First day, inclusive.
+    pub(crate) from: String,
+    /// Last day, inclusive.
+    pub(crate) to: String,
+    /// How many rows to aggregate.
+    #[graphql(default = 1000)]
+    pub(crate) rows: i32,
+    /// How long each step takes, in milliseconds.
+    #[graphql(default = 300)]
+    pub(crate) step_delay_ms: i32,
+}
+
+/// A generated report.
+#[derive(Debug, SimpleObject, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Report {
+    /// Where to download it.
+    pub(crate) url: String,
+    /// Rows it holds.
+    pub(crate) rows: i32,
+    /// Its size.
+    pub(crate) size_bytes: i32,
+}
+
+/// Generates a report in four steps, reporting each.
+#[derive(Debug)]
+pub(crate) struct GenerateReport;
+
+impl Handler for GenerateReport {
+    const ACTION: &'static str = "generateReport";
+    type Input = GenerateReportInput;
+    type Output = Report;
+
+    async fn process(&self, input: GenerateReportInput, job: JobContext) -> Result<Report, JobError> {
+        if input.rows < 0 || input.step_delay_ms < 0 {
+            return Err(JobError::permanent("BAD_INPUT", "rows and stepDelayMs must not be negative"));
+        }
+        let step = Duration::from_millis(input.step_delay_ms as u64);
+        let steps = [
+            (0.25, format!("querying {} rows from {} to {}", input.rows, input.from, input.to)),
+            (0.5, "aggregating".to_owned()),
+            (0.75, "rendering".to_owned()),
+            (0.95, "uploading".to_owned()),
+        ];
+        for (fraction, message) in steps {
+            tokio::time::sleep(step).await;
+            job.progress(fraction, message).await?;
+        }
+        tokio::time::sleep(step).await;
+        Ok(Report {
+            url: format!("https://reports.example.com/{}/{}-{}.csv", job.request_id(), input.from, input.to),
+            rows: input.rows,
+            size_bytes: input.rows.saturating_mul(64),
+        })
+    }
+}
+
+/// How many times the import fails before it succeeds.
+#[derive(Debug, InputObject)]
+pub(crate) struct FlakyImportInput {
+    /// Retryable failures before success.
+    pub(crate) fail_times: i32,
+}
+
+/// What an import brought in.
+#[derive(Debug, SimpleObject, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ImportSummary {
+    /// Records imported.
+    pub(crate) imported: i32,
+}
+
+/// An import against an upstream that fails `failTimes` times (retryably) first.
+#[derive(Debug)]
+pub(crate) struct FlakyImport;
+
+impl Handler for FlakyImport {
+    const ACTION: &'static str = "flakyImport";
+    type Input = FlakyImportInput;
+    type Output = ImportSummary;
+
+    async fn process(&self, input: FlakyImportInput, job: JobContext) -> Result<ImportSummary, JobError> {
+        job.progress(0.1, format!("attempt {}", job.attempt())).await?;
+        if i64::from(job.attempt()) <= i64::from(input.fail_times) {
+            return Err(JobError::retryable("UPSTREAM_UNAVAILABLE", format!("upstream refused attempt {}", job.attempt())));
+        }
+        job.progress(0.9, "importing").await?;
+        Ok(ImportSummary { imported: 42 })
+    }
+
+    fn max_attempts(&self) -> u32 {
+        5
+    }
+}
+
+/// The example app.
+pub(crate) fn app() -> streamer::App {
+    streamer::App::new().register(GenerateReport).register(FlakyImport)
+}

@@ -1,0 +1,38 @@
+//! The example app on the local stack: `generateReport` and `flakyImport` behind a local
+//! server that behaves like API Gateway, on the embedded store.
+//!
+//! Run with `cargo run --release --example report -- --port 4000`, then open
+//! <http://127.0.0.1:4000/> (GraphiQL) or run `cargo run --example client`.
+
+mod handlers;
+
+use std::io::Write;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(about = "Streamer's example app on the local stack")]
+struct Args {
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = 4000)]
+    port: u16,
+    /// At most this many jobs run at once.
+    #[arg(long, default_value_t = 64)]
+    job_concurrency: usize,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let stack = handlers::app().local().with_job_concurrency(args.job_concurrency).build()?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on ws://{}/graphql", listener.local_addr()?)?;
+    stdout.flush()?;
+    stack.run(listener, async { tokio::signal::ctrl_c().await.unwrap_or_default() }).await?;
+    Ok(())
+}

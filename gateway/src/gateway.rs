@@ -1,0 +1,298 @@
+//! The gateway: one API Gateway WebSocket event in, its response out, with the protocol
+//! session loaded from and saved to the store and every frame to the client posted through
+//! the sender (nothing can be posted during `$connect`: the socket is not open yet).
+
+use std::sync::Arc;
+
+use async_graphql::dynamic::Schema;
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use http::HeaderValue;
+use serde_json::Value;
+use streamer_core::protocol::{self, Close, Effect, ServerMessage, Session, SubscribePayload};
+use streamer_core::{Clock, Connection, Error, Phase, Result, Sender, Store, Subscription, SubscriptionKey};
+use streamer_schema::execute::{self, OperationKind};
+use streamer_schema::{Services, deliver, prune_connection};
+
+use crate::event::WsEvent;
+
+/// Handles API Gateway WebSocket events and GraphQL over HTTP.
+#[derive(Clone)]
+pub struct Gateway {
+    schema: Schema,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    sender: Arc<dyn Sender>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("store", &self.store).field("sender", &self.sender).finish_non_exhaustive()
+    }
+}
+
+fn response(status: i64) -> ApiGatewayProxyResponse {
+    let mut response = ApiGatewayProxyResponse::default();
+    response.status_code = status;
+    response
+}
+
+/// Whether a response is a request error (no execution happened: parse or validation), which
+/// the protocol reports with `error` rather than `next`.
+fn is_request_error(response: &async_graphql::Response) -> bool {
+    response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty())
+}
+
+fn errors_payload(errors: &[async_graphql::ServerError]) -> Vec<Value> {
+    let payload: Vec<Value> = errors.iter().filter_map(|e| serde_json::to_value(e).ok()).collect();
+    if payload.is_empty() { vec![serde_json::json!({ "message": "request failed" })] } else { payload }
+}
+
+impl Gateway {
+    /// A gateway over a schema built with these services, posting through `sender`.
+    pub fn new(schema: Schema, services: &Services, sender: Arc<dyn Sender>) -> Self {
+        Self { schema, store: Arc::clone(&services.store), clock: Arc::clone(&services.clock), sender }
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Handles one raw event. Never fails: on `$default` a failed integration makes API
+    /// Gateway send a non-protocol frame, after which graphql-ws gives up (4004), so every
+    /// error is logged and answered 200.
+    pub async fn handle(&self, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+        match WsEvent::try_from(event) {
+            Ok(event) => self.handle_event(event).await,
+            Err(error) => {
+                tracing::error!(%error, "dropping event");
+                response(400)
+            }
+        }
+    }
+
+    /// Handles one strict event.
+    pub async fn handle_event(&self, event: WsEvent) -> ApiGatewayProxyResponse {
+        match event {
+            WsEvent::Connect { connection_id, protocols, query, connected_at } => {
+                self.connect(connection_id, &protocols, query, connected_at).await
+            }
+            WsEvent::Message { connection_id, body } => {
+                if let Err(error) = self.message(&connection_id, &body).await {
+                    tracing::error!(%connection_id, %error, source = ?std::error::Error::source(&error), "message failed");
+                    self.close(&connection_id, &Close::internal()).await;
+                }
+                response(200)
+            }
+            WsEvent::Disconnect { connection_id, status_code, reason } => {
+                tracing::info!(%connection_id, ?status_code, ?reason, "disconnected");
+                if let Err(error) = prune_connection(&*self.store, &connection_id).await {
+                    tracing::error!(%connection_id, %error, "cleanup on disconnect failed; TTL will remove it");
+                }
+                response(200)
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+        connection_id: String,
+        protocols: &[String],
+        query: std::collections::BTreeMap<String, String>,
+        connected_at: chrono::DateTime<chrono::Utc>,
+    ) -> ApiGatewayProxyResponse {
+        // Matching is case-sensitive, as in the reference server.
+        if !protocols.iter().any(|p| p == protocol::SUBPROTOCOL) {
+            tracing::info!(%connection_id, ?protocols, "refused: graphql-transport-ws not offered");
+            return response(400);
+        }
+        let mut connection = Connection::new(&connection_id, connected_at);
+        connection.query = query;
+        if let Err(error) = self.store.put_connection(&connection).await {
+            tracing::error!(%connection_id, %error, "could not store the connection");
+            return response(500);
+        }
+        tracing::info!(%connection_id, "connected");
+        let mut accepted = response(200);
+        accepted.headers.insert("sec-websocket-protocol", HeaderValue::from_static(protocol::SUBPROTOCOL));
+        accepted
+    }
+
+    async fn post(&self, connection_id: &str, message: &ServerMessage) -> Result<()> {
+        self.sender.post(connection_id, &message.to_text()).await
+    }
+
+    async fn close(&self, connection_id: &str, close: &Close) {
+        tracing::info!(%connection_id, code = close.code, reason = %close.reason, "closing");
+        if let Err(error) = self.sender.close(connection_id, close).await {
+            tracing::warn!(%connection_id, %error, "close failed");
+        }
+    }
+
+    async fn message(&self, connection_id: &str, body: &str) -> Result<()> {
+        let Some(connection) = self.store.get_connection(connection_id).await? else {
+            // Pruned or expired: nothing of its session is left to continue.
+            self.close(connection_id, &Close::internal()).await;
+            return Ok(());
+        };
+        let session = Session {
+            acknowledged: connection.phase == Phase::Acknowledged,
+            operations: connection.operations.keys().cloned().collect(),
+        };
+        let step = protocol::receive(&session, body);
+        for effect in step.effects {
+            let outcome = match effect {
+                Effect::Initialise { payload } => self.initialise(connection_id, payload).await?,
+                Effect::Subscribe { id, payload } => self.operation(&connection, id, payload).await?,
+                Effect::Unsubscribe { id } => {
+                    self.unsubscribe(&connection, &id).await?;
+                    None
+                }
+            };
+            if let Some(close) = outcome {
+                self.close(connection_id, &close).await;
+                return Ok(());
+            }
+        }
+        for message in &step.send {
+            match self.post(connection_id, message).await {
+                Err(Error::Gone(_)) => return Ok(()),
+                other => other?,
+            }
+        }
+        if let Some(close) = step.close {
+            self.close(connection_id, &close).await;
+        }
+        Ok(())
+    }
+
+    async fn initialise(&self, connection_id: &str, payload: Option<serde_json::Map<String, Value>>) -> Result<Option<Close>> {
+        match self.store.acknowledge_connection(connection_id, payload.map(Value::Object)).await {
+            Ok(()) => Ok(None),
+            // Another invocation initialised this connection first.
+            Err(Error::Conflict(_)) => Ok(Some(Close::too_many_inits())),
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn unsubscribe(&self, connection: &Connection, operation_id: &str) -> Result<()> {
+        if let Some(request_id) = connection.operations.get(operation_id) {
+            let key = SubscriptionKey {
+                request_id: request_id.clone(),
+                connection_id: connection.id.clone(),
+                operation_id: operation_id.to_owned(),
+            };
+            self.store.delete_subscription(&key).await?;
+            self.store.remove_operation(&connection.id, operation_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs a `subscribe`: queries and mutations here and now; subscriptions are stored.
+    async fn operation(&self, connection: &Connection, id: String, payload: SubscribePayload) -> Result<Option<Close>> {
+        let request = execute::request(&payload.query, payload.operation_name.as_deref(), payload.variables.as_ref());
+        if execute::operation_kind(&payload.query, payload.operation_name.as_deref()) == Some(OperationKind::Subscription) {
+            return self.subscribe(connection, id, payload, request).await;
+        }
+        let result = self.schema.execute(request).await;
+        let messages = if is_request_error(&result) {
+            vec![ServerMessage::Error { id, payload: errors_payload(&result.errors) }]
+        } else {
+            let payload = serde_json::to_value(&result).unwrap_or_default();
+            vec![ServerMessage::Next { id: id.clone(), payload }, ServerMessage::Complete { id }]
+        };
+        for message in &messages {
+            match self.post(&connection.id, message).await {
+                Err(Error::Gone(_)) => {
+                    prune_connection(&*self.store, &connection.id).await?;
+                    return Ok(None);
+                }
+                other => other?,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores a subscription, then reads the request and pushes its current state: a change
+    /// written between the two is pushed by the processor, which finds the subscription
+    /// already stored, so none is missed.
+    async fn subscribe(
+        &self,
+        connection: &Connection,
+        id: String,
+        payload: SubscribePayload,
+        request: async_graphql::Request,
+    ) -> Result<Option<Close>> {
+        let target = match execute::validate_subscription(&self.schema, request).await {
+            Ok(target) => target,
+            Err(errors) => {
+                self.post(&connection.id, &ServerMessage::Error { id, payload: errors_payload(&errors) }).await?;
+                return Ok(None);
+            }
+        };
+        match self.store.add_operation(&connection.id, &id, &target.request_id).await {
+            Ok(()) => {}
+            // A concurrent subscribe with the same id won.
+            Err(Error::Conflict(_)) => return Ok(Some(Close::subscriber_exists(&id))),
+            Err(other) => return Err(other),
+        }
+        let subscription = Subscription {
+            key: SubscriptionKey {
+                request_id: target.request_id.clone(),
+                connection_id: connection.id.clone(),
+                operation_id: id.clone(),
+            },
+            query: payload.query,
+            operation_name: payload.operation_name,
+            variables: payload.variables.map(Value::Object),
+            last_version: target.after_version.unwrap_or(0),
+            created_at: self.clock.now(),
+            expires_at: connection.expires_at,
+        };
+        self.store.put_subscription(&subscription).await?;
+        tracing::info!(connection_id = %connection.id, operation_id = %id, request_id = %target.request_id, "subscribed");
+        match self.store.get_request(&target.request_id).await? {
+            Some(state) => {
+                deliver(&self.schema, &*self.store, &*self.sender, &subscription, &state).await?;
+            }
+            None => {
+                self.store.delete_subscription(&subscription.key).await?;
+                self.store.remove_operation(&connection.id, &id).await?;
+                let error = serde_json::json!({
+                    "message": format!("no request with id \"{}\"", target.request_id),
+                    "extensions": { "code": "NOT_FOUND" },
+                });
+                self.post(&connection.id, &ServerMessage::Error { id, payload: vec![error] }).await?;
+            }
+        }
+        Ok(None)
+    }
+
+    /// GraphQL over HTTP (`POST /graphql`): queries and mutations; subscriptions need the
+    /// socket. Returns the status code and the JSON body.
+    pub async fn execute_http(&self, body: &[u8]) -> (u16, Value) {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct HttpRequest {
+            query: String,
+            operation_name: Option<String>,
+            variables: Option<serde_json::Map<String, Value>>,
+        }
+        let request: HttpRequest = match serde_json::from_slice(body) {
+            Ok(request) => request,
+            Err(error) => {
+                let message = format!("the body must be a JSON GraphQL request: {error}");
+                return (400, serde_json::json!({ "errors": [{ "message": message }] }));
+            }
+        };
+        if execute::operation_kind(&request.query, request.operation_name.as_deref()) == Some(OperationKind::Subscription) {
+            let message = "subscriptions need the WebSocket endpoint (graphql-transport-ws)";
+            return (400, serde_json::json!({ "errors": [{ "message": message }] }));
+        }
+        let request = execute::request(&request.query, request.operation_name.as_deref(), request.variables.as_ref());
+        let result = self.schema.execute(request).await;
+        (200, serde_json::to_value(&result).unwrap_or_default())
+    }
+}

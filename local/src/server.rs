@@ -1,0 +1,190 @@
+//! A WebSocket server that behaves like API Gateway: it assigns connection ids, turns socket
+//! events into the API Gateway events the gateway Lambda receives, answers the handshake with
+//! the subprotocol `$connect` returned (and refuses it when `$connect` refuses), sends real
+//! close frames, and serves the Management API (`/@connections/{id}`) over HTTP. It also
+//! serves `POST /graphql` and GraphiQL at `GET /`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_graphql::http::GraphiQLSource;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use chrono::Utc;
+use futures::{SinkExt, StreamExt};
+use streamer_core::IdGenerator;
+use streamer_gateway::Gateway;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::events::{self, Frame};
+use crate::sockets::{Outgoing, Socket, Sockets};
+
+/// What the server needs: the gateway to call, the sockets it shares with [`crate::LocalSender`],
+/// and where connection ids come from.
+#[derive(Debug, Clone)]
+pub struct Server {
+    gateway: Gateway,
+    sockets: Sockets,
+    connection_ids: Arc<dyn IdGenerator>,
+}
+
+impl Server {
+    /// A server calling `gateway`, whose sender must post to `sockets`.
+    pub fn new(gateway: Gateway, sockets: Sockets, connection_ids: Arc<dyn IdGenerator>) -> Self {
+        Self { gateway, sockets, connection_ids }
+    }
+
+    /// The HTTP routes.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/", get(graphiql))
+            .route("/graphql", get(upgrade).post(graphql))
+            .fallback(management)
+            .with_state(self)
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    }
+}
+
+async fn graphiql() -> Html<String> {
+    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql").title("Streamer").finish())
+}
+
+async fn graphql(State(server): State<Server>, body: Bytes) -> Response {
+    let (status, body) = server.gateway.execute_http(&body).await;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+async fn upgrade(
+    State(server): State<Server>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let connection_id = server.connection_ids.next_id();
+    let connected_at = Utc::now();
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let answer = server.gateway.handle(events::connect(&connection_id, headers, query, connected_at)).await;
+    if answer.status_code != 200 {
+        // `$connect` refused: the handshake fails with its status, as on API Gateway.
+        let status = u16::try_from(answer.status_code).ok().and_then(|s| StatusCode::from_u16(s).ok());
+        return status.unwrap_or(StatusCode::FORBIDDEN).into_response();
+    }
+    let protocol = answer.headers.get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let ws = match protocol {
+        Some(protocol) => ws.protocols([protocol]),
+        None => ws,
+    };
+    ws.on_upgrade(move |socket| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let entry = Socket { tx, connected_at, last_active_at: connected_at, source_ip: peer.ip().to_string(), user_agent };
+        server.sockets.insert(connection_id.clone(), entry);
+        serve_socket(server, connection_id, connected_at, socket, rx)
+    })
+}
+
+/// Frames in go to the gateway one at a time, in order, as `$default` events; frames out come
+/// from the sender through `rx`. A close from the server ends both.
+async fn serve_socket(
+    server: Server,
+    connection_id: String,
+    connected_at: chrono::DateTime<Utc>,
+    socket: WebSocket,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let (closed_tx, mut closed_rx) = oneshot::channel::<(u16, String)>();
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            match frame {
+                Outgoing::Text(text) => {
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Outgoing::Close(close) => {
+                    let frame = CloseFrame { code: close.code, reason: close.reason.clone().into() };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    let _ = closed_tx.send((close.code, close.reason));
+                    break;
+                }
+            }
+        }
+    });
+    let (status_code, reason) = loop {
+        tokio::select! {
+            closed = &mut closed_rx => {
+                let (code, reason) = closed.unwrap_or((1006, String::new()));
+                break (Some(code), Some(reason));
+            }
+            incoming = stream.next() => {
+                let frame = match &incoming {
+                    Some(Ok(Message::Text(text))) => Frame::Text(text.as_str()),
+                    Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
+                    // Control-frame pings are answered by the WebSocket layer.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(frame))) => {
+                        break (frame.as_ref().map(|f| f.code), frame.as_ref().map(|f| f.reason.to_string()));
+                    }
+                    Some(Err(_)) | None => break (Some(1006), None),
+                };
+                server.sockets.touch(&connection_id, Utc::now());
+                server.gateway.handle(events::message(&connection_id, frame, connected_at)).await;
+            }
+        }
+    };
+    server.sockets.remove(&connection_id);
+    writer.abort();
+    server.gateway.handle(events::disconnect(&connection_id, status_code, reason, connected_at)).await;
+}
+
+/// The Management API: `POST`, `GET` and `DELETE /@connections/{id}` (the SDK percent-encodes
+/// the `@`, so the path is matched here rather than by the router).
+async fn management(State(server): State<Server>, method: Method, uri: Uri, body: Bytes) -> Response {
+    let path = uri.path().replace("%40", "@").replace("%3D", "=").replace("%3d", "=");
+    let Some(connection_id) = path.strip_prefix("/@connections/").filter(|id| !id.is_empty() && !id.contains('/')) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let gone = || {
+        let body = serde_json::json!({ "message": format!("The connection with the provided id {connection_id} no longer exists") });
+        (StatusCode::GONE, [("x-amzn-errortype", "GoneException"), ("content-type", "application/json")], body.to_string())
+            .into_response()
+    };
+    match method {
+        Method::POST => {
+            let Ok(text) = String::from_utf8(body.to_vec()) else {
+                return (StatusCode::BAD_REQUEST, "the data must be UTF-8 text").into_response();
+            };
+            match server.sockets.send(connection_id, Outgoing::Text(text)) {
+                Ok(()) => StatusCode::OK.into_response(),
+                Err(_) => gone(),
+            }
+        }
+        Method::GET => match server.sockets.describe(connection_id) {
+            Some(description) => ([("content-type", "application/json")], description.to_string()).into_response(),
+            None => gone(),
+        },
+        Method::DELETE => {
+            // API Gateway cannot choose a close code either: a deleted connection closes 1000.
+            let close = streamer_core::protocol::Close { code: 1000, reason: "Connection Closed Normally".into() };
+            match server.sockets.send(connection_id, Outgoing::Close(close)) {
+                Ok(()) => StatusCode::NO_CONTENT.into_response(),
+                Err(_) => gone(),
+            }
+        }
+        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}

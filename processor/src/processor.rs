@@ -1,0 +1,117 @@
+//! The processor: the ordered change feed of requests in, jobs dispatched and every visible
+//! change fanned out to the request's subscriptions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dynamic::Schema;
+use async_trait::async_trait;
+use futures::{StreamExt, stream};
+use streamer_core::store::{Change, ChangeKind};
+use streamer_core::{AsyncRequest, Result, Sender, Store};
+use streamer_schema::{Delivery, deliver};
+
+/// Starts a job somewhere else, without waiting for it: locally a task, on AWS an
+/// asynchronous invocation of the worker function. A job never blocks the feed.
+#[async_trait]
+pub trait Dispatcher: Send + Sync + std::fmt::Debug {
+    /// Starts the job of this request.
+    async fn dispatch(&self, request: &AsyncRequest) -> Result<()>;
+}
+
+/// At most this many pushes of one change are in flight at once.
+const FAN_OUT_CONCURRENCY: usize = 64;
+
+/// What a batch left undone: the sequence numbers of the changes that failed, to be reported
+/// as batch item failures and delivered again.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Failed changes, by sequence number.
+    pub failures: Vec<String>,
+}
+
+/// Dispatches jobs and fans changes out.
+#[derive(Clone)]
+pub struct Processor {
+    schema: Schema,
+    store: Arc<dyn Store>,
+    sender: Arc<dyn Sender>,
+    dispatcher: Arc<dyn Dispatcher>,
+}
+
+impl std::fmt::Debug for Processor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Processor").field("dispatcher", &self.dispatcher).finish_non_exhaustive()
+    }
+}
+
+impl Processor {
+    /// A processor resolving documents with `schema` and pushing through `sender`.
+    pub fn new(schema: Schema, store: Arc<dyn Store>, sender: Arc<dyn Sender>, dispatcher: Arc<dyn Dispatcher>) -> Self {
+        Self { schema, store, sender, dispatcher }
+    }
+
+    /// Handles a batch. Changes of one request are handled in order, one after the other;
+    /// different requests concurrently. After a change of a request fails, its later changes
+    /// are not attempted (they would overtake it) and are reported failed too.
+    pub async fn handle_batch(&self, changes: Vec<Change>) -> BatchOutcome {
+        let mut by_request: HashMap<String, Vec<Change>> = HashMap::new();
+        let mut order = Vec::new();
+        for change in changes {
+            let key = change.request_id().unwrap_or_default().to_owned();
+            if !by_request.contains_key(&key) {
+                order.push(key.clone());
+            }
+            by_request.entry(key).or_default().push(change);
+        }
+        // Owned futures: borrowing `self` inside stream combinators defeats the `Send`
+        // inference that `tokio::spawn` needs.
+        let groups = order.into_iter().filter_map(|key| by_request.remove(&key)).map(|group| {
+            let this = self.clone();
+            async move {
+                let mut failed = Vec::new();
+                for change in group {
+                    if !failed.is_empty() {
+                        failed.push(change.sequence_number);
+                        continue;
+                    }
+                    if let Err(error) = this.handle(&change).await {
+                        tracing::error!(sequence_number = %change.sequence_number, %error, "change failed");
+                        failed.push(change.sequence_number);
+                    }
+                }
+                failed
+            }
+        });
+        let failures: Vec<Vec<String>> = stream::iter(groups).buffer_unordered(FAN_OUT_CONCURRENCY).collect().await;
+        BatchOutcome { failures: failures.into_iter().flatten().collect() }
+    }
+
+    /// Handles one change: dispatch if it made the request runnable, fan out if a client can
+    /// see it.
+    pub async fn handle(&self, change: &Change) -> Result<()> {
+        if matches!(change.kind, ChangeKind::Expire | ChangeKind::Remove) {
+            // TTL or cleanup: nothing a subscriber is waiting for.
+            return Ok(());
+        }
+        if let Some(request) = change.enqueued() {
+            self.dispatcher.dispatch(request).await?;
+        }
+        if let Some(state) = change.visible() {
+            self.fan_out(state).await?;
+        }
+        Ok(())
+    }
+
+    /// Pushes one state to every subscription of its request.
+    pub async fn fan_out(&self, state: &AsyncRequest) -> Result<Vec<Delivery>> {
+        let subscriptions = self.store.subscriptions(&state.id).await?;
+        let pushes = subscriptions.into_iter().map(|subscription| {
+            let this = self.clone();
+            let state = state.clone();
+            async move { deliver(&this.schema, &*this.store, &*this.sender, &subscription, &state).await }
+        });
+        let results: Vec<Result<Delivery>> = stream::iter(pushes).buffer_unordered(FAN_OUT_CONCURRENCY).collect().await;
+        results.into_iter().collect()
+    }
+}

@@ -1,0 +1,174 @@
+//! A handler's input and output are ordinary static async-graphql types
+//! (`#[derive(InputObject)]`, `#[derive(SimpleObject)]`), but the schema is dynamic, because
+//! handlers are registered at run time. async-graphql 7 has no bridge between the two, so
+//! this module reads the static types' registry entries and rebuilds them as dynamic types.
+//!
+//! Output objects are resolved from the stored JSON output: each field reads its own name
+//! from the parent JSON object.
+
+use async_graphql::dynamic::{self, Enum, EnumItem, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, Scalar, TypeRef};
+use async_graphql::registry::{MetaInputValue, MetaType, Registry};
+use async_graphql::{InputType, OutputType, Value};
+
+/// Names the base schema defines itself, or GraphQL does.
+const RESERVED: &[&str] = &["Int", "Float", "String", "Boolean", "ID", "JSON", "DateTime"];
+
+/// Parses a type string such as `[Int!]!` into a [`TypeRef`].
+pub(crate) fn type_ref(ty: &str) -> TypeRef {
+    if let Some(inner) = ty.strip_suffix('!') {
+        TypeRef::NonNull(Box::new(type_ref(inner)))
+    } else if let Some(inner) = ty.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        TypeRef::List(Box::new(type_ref(inner)))
+    } else {
+        TypeRef::Named(ty.to_owned().into())
+    }
+}
+
+/// A GraphQL literal (as the static registry stores default values) as a value.
+fn literal(text: &str) -> Option<Value> {
+    let document = async_graphql::parser::parse_query(format!("query($v: Int = {text}) {{ __typename }}")).ok()?;
+    let (_, operation) = document.operations.iter().next()?;
+    let variable = operation.node.variable_definitions.first()?;
+    variable.node.default_value.as_ref().map(|v| v.node.clone())
+}
+
+fn input_value(meta: &MetaInputValue) -> InputValue {
+    let mut value = InputValue::new(&meta.name, type_ref(&meta.ty));
+    if let Some(description) = &meta.description {
+        value = value.description(description);
+    }
+    if let Some(default) = meta.default_value.as_deref().and_then(literal) {
+        value = value.default_value(default);
+    }
+    value
+}
+
+/// `sizeBytes` → `size_bytes`, for outputs serialized without `rename_all`.
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A field that reads its own name from the parent JSON object.
+pub(crate) fn json_field(name: &str, ty: TypeRef) -> Field {
+    let key = name.to_owned();
+    Field::new(name, ty, move |ctx| {
+        let value = match ctx.parent_value.as_value() {
+            Some(Value::Object(object)) => {
+                object.get(key.as_str()).or_else(|| object.get(snake_case(&key).as_str())).cloned()
+            }
+            _ => None,
+        };
+        FieldFuture::new(async move {
+            Ok(match value {
+                None | Some(Value::Null) => None,
+                Some(value) => Some(FieldValue::value(value)),
+            })
+        })
+    })
+}
+
+fn convert(meta: &MetaType) -> Option<dynamic::Type> {
+    match meta {
+        MetaType::InputObject { name, description, input_fields, .. } => {
+            let mut object = InputObject::new(name);
+            if let Some(description) = description {
+                object = object.description(description);
+            }
+            for field in input_fields.values() {
+                object = object.field(input_value(field));
+            }
+            Some(object.into())
+        }
+        MetaType::Object { name, description, fields, .. } => {
+            let mut object = Object::new(name);
+            if let Some(description) = description {
+                object = object.description(description);
+            }
+            for field in fields.values().filter(|f| !f.name.starts_with("__")) {
+                let mut dynamic_field = json_field(&field.name, type_ref(&field.ty));
+                if let Some(description) = &field.description {
+                    dynamic_field = dynamic_field.description(description);
+                }
+                object = object.field(dynamic_field);
+            }
+            Some(object.into())
+        }
+        MetaType::Enum { name, description, enum_values, .. } => {
+            let mut e = Enum::new(name);
+            if let Some(description) = description {
+                e = e.description(description);
+            }
+            for value in enum_values.values() {
+                e = e.item(EnumItem::new(&value.name));
+            }
+            Some(e.into())
+        }
+        MetaType::Scalar { name, description, .. } => {
+            let mut scalar = Scalar::new(name);
+            if let Some(description) = description {
+                scalar = scalar.description(description);
+            }
+            Some(scalar.into())
+        }
+        MetaType::Interface { .. } | MetaType::Union { .. } => None,
+    }
+}
+
+/// The dynamic types for a handler's input and output, and every type they reference.
+///
+/// # Panics
+///
+/// When the input or output uses an interface or a union: handler outputs are stored as
+/// JSON, which cannot say which member a value is.
+pub(crate) fn dynamic_types<I: InputType, O: OutputType>() -> Vec<dynamic::Type> {
+    let mut registry = Registry::default();
+    I::create_type_info(&mut registry);
+    O::create_type_info(&mut registry);
+    registry
+        .types
+        .values()
+        .filter(|meta| {
+            let name = meta.name();
+            !name.starts_with("__") && !RESERVED.contains(&name)
+        })
+        .map(|meta| {
+            convert(meta).unwrap_or_else(|| {
+                panic!("handler type {} is an interface or union, which handler outputs cannot be", meta.name())
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_strings_round_trip() {
+        for ty in ["Int", "Int!", "[Int]", "[Int!]!", "[[String]!]"] {
+            assert_eq!(type_ref(ty).to_string(), ty);
+        }
+    }
+
+    #[test]
+    fn literals_parse() {
+        assert_eq!(literal("1000"), Some(Value::from(1000)));
+        assert_eq!(literal("\"a\""), Some(Value::from("a")));
+        assert_eq!(literal("[1, 2]"), Some(Value::List(vec![1.into(), 2.into()])));
+    }
+
+    #[test]
+    fn camel_case_to_snake_case() {
+        assert_eq!(snake_case("sizeBytes"), "size_bytes");
+        assert_eq!(snake_case("url"), "url");
+    }
+}

@@ -1,0 +1,104 @@
+//! Pushing one state of a request to one stored subscription, shared by the gateway (the
+//! snapshot on subscribe) and the processor (fan-out of every change), so both obey the same
+//! rules:
+//!
+//! - a subscription never receives a version at or below one it already has: the store's
+//!   `last_version` is raised with a conditional write before the push;
+//! - exactly one party sends `complete`: whoever deletes the subscription after the terminal
+//!   state;
+//! - a connection that is gone (410) is pruned with all its subscriptions.
+
+use async_graphql::dynamic::Schema;
+use streamer_core::protocol::ServerMessage;
+use streamer_core::{AsyncRequest, Connection, Error, Result, Sender, Store, Subscription, SubscriptionKey};
+
+use crate::execute;
+
+/// What became of one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// A `next` was pushed.
+    Pushed,
+    /// The terminal state (if not already seen) and `complete` were pushed; the subscription
+    /// is gone.
+    Completed,
+    /// Nothing to push: an old or duplicate version, another party finished it, or the
+    /// document does not select this state.
+    Skipped,
+    /// The connection is gone; it and its subscriptions were deleted.
+    Gone,
+}
+
+/// Pushes `state` to `subscription` under the rules above.
+pub async fn deliver(
+    schema: &Schema,
+    store: &dyn Store,
+    sender: &dyn Sender,
+    subscription: &Subscription,
+    state: &AsyncRequest,
+) -> Result<Delivery> {
+    let key = &subscription.key;
+    let document = || {
+        let variables = subscription.variables.as_ref().and_then(|v| v.as_object());
+        execute::request(&subscription.query, subscription.operation_name.as_deref(), variables)
+    };
+    let mut frames = Vec::with_capacity(2);
+    let outcome = if state.status.is_terminal() {
+        let Some(stored) = store.delete_subscription(key).await? else {
+            return Ok(Delivery::Skipped);
+        };
+        store.remove_operation(&key.connection_id, &key.operation_id).await?;
+        if state.version > stored.last_version {
+            if let Some(response) = execute::resolve(schema, document(), state).await {
+                frames.push(next(key, &response));
+            }
+        }
+        frames.push(ServerMessage::Complete { id: key.operation_id.clone() });
+        Delivery::Completed
+    } else {
+        if state.version <= subscription.last_version {
+            return Ok(Delivery::Skipped);
+        }
+        let Some(response) = execute::resolve(schema, document(), state).await else {
+            return Ok(Delivery::Skipped);
+        };
+        if !store.advance_subscription(key, state.version).await? {
+            return Ok(Delivery::Skipped);
+        }
+        frames.push(next(key, &response));
+        Delivery::Pushed
+    };
+    for frame in frames {
+        match sender.post(&key.connection_id, &frame.to_text()).await {
+            Ok(()) => {}
+            Err(Error::Gone(_)) => {
+                prune_connection(store, &key.connection_id).await?;
+                return Ok(Delivery::Gone);
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(outcome)
+}
+
+fn next(key: &SubscriptionKey, response: &async_graphql::Response) -> ServerMessage {
+    let payload = serde_json::to_value(response).unwrap_or_default();
+    ServerMessage::Next { id: key.operation_id.clone(), payload }
+}
+
+/// Deletes a connection and every subscription it holds (no scan: the connection lists
+/// them). Returns the connection as it was.
+pub async fn prune_connection(store: &dyn Store, connection_id: &str) -> Result<Option<Connection>> {
+    let Some(connection) = store.delete_connection(connection_id).await? else {
+        return Ok(None);
+    };
+    for (operation_id, request_id) in &connection.operations {
+        let key = SubscriptionKey {
+            request_id: request_id.clone(),
+            connection_id: connection_id.to_owned(),
+            operation_id: operation_id.clone(),
+        };
+        store.delete_subscription(&key).await?;
+    }
+    Ok(Some(connection))
+}

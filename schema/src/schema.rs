@@ -1,0 +1,338 @@
+//! The public GraphQL surface (DESIGN.md), built as a dynamic schema so that every
+//! registered handler adds its own typed mutation field and output type.
+
+use std::sync::Arc;
+
+use async_graphql::dynamic::{
+    Enum, Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, Scalar, Schema, SchemaError,
+    Subscription, SubscriptionField, SubscriptionFieldFuture, TypeRef, Union,
+};
+use async_graphql::{ErrorExtensions, Value as GqlValue};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::stream;
+use serde_json::Value;
+use streamer_core::store::{RequestFilter, modify_request};
+use streamer_core::{AsyncRequest, Clock, Error as CoreError, IdGenerator, RequestStatus, Store};
+
+use crate::bridge::json_field;
+use crate::execute::{Capture, Event, Target};
+use crate::{Handlers, Registered};
+
+/// What resolvers need to reach: the store, the clock and the id source.
+#[derive(Clone, Debug)]
+pub struct Services {
+    /// Where requests live.
+    pub store: Arc<dyn Store>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Request ids.
+    pub ids: Arc<dyn IdGenerator>,
+}
+
+/// The default page size of `requests`, and its maximum.
+const DEFAULT_PAGE: usize = 20;
+const MAX_PAGE: usize = 100;
+
+/// A GraphQL error a client may see: a message and `extensions.code`, nothing internal.
+pub(crate) fn client_error(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code))
+}
+
+/// Maps a core error to what a client may see; internal detail goes to the log only.
+fn from_core(error: CoreError) -> async_graphql::Error {
+    match error {
+        CoreError::NotFound(_) => client_error("NOT_FOUND", "no request with this id"),
+        CoreError::Transition { status, action, .. } => {
+            client_error("INVALID_STATE", format!("a {status} request cannot {action}"))
+        }
+        other => {
+            tracing::error!(error = %other, source = ?std::error::Error::source(&other), "store failed");
+            client_error("INTERNAL", "internal error")
+        }
+    }
+}
+
+fn datetime(at: DateTime<Utc>) -> GqlValue {
+    GqlValue::String(at.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+fn json(value: &Value) -> GqlValue {
+    GqlValue::from_json(value.clone()).unwrap_or(GqlValue::Null)
+}
+
+fn encode_cursor(id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(id)
+}
+
+fn decode_cursor(cursor: &str) -> Result<String, async_graphql::Error> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| client_error("BAD_USER_INPUT", "`after` is not a cursor this API returned"))
+}
+
+fn request_of<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<&'a AsyncRequest> {
+    ctx.parent_value.try_downcast_ref::<AsyncRequest>()
+}
+
+/// A field of `AsyncRequest` computed from the request alone.
+fn request_field(name: &str, ty: TypeRef, get: fn(&AsyncRequest) -> Option<GqlValue>) -> Field {
+    Field::new(name, ty, move |ctx| FieldFuture::new(async move { Ok(request_of(&ctx).map(get)?.map(FieldValue::value)) }))
+}
+
+fn async_request_type() -> Object {
+    Object::new("AsyncRequest")
+        .field(request_field("id", TypeRef::named_nn(TypeRef::ID), |r| Some(r.id.clone().into())))
+        .field(request_field("action", TypeRef::named_nn(TypeRef::STRING), |r| Some(r.action.clone().into())))
+        .field(request_field("status", TypeRef::named_nn("RequestStatus"), |r| {
+            Some(GqlValue::Enum(async_graphql::Name::new(r.status.as_str())))
+        }))
+        .field(request_field("progress", TypeRef::named_nn(TypeRef::FLOAT), |r| Some(r.progress.into())))
+        .field(request_field("message", TypeRef::named(TypeRef::STRING), |r| r.message.clone().map(Into::into)))
+        .field(request_field("version", TypeRef::named_nn(TypeRef::INT), |r| Some(r.version.into())))
+        .field(request_field("attempts", TypeRef::named_nn(TypeRef::INT), |r| Some(r.attempts.into())))
+        .field(request_field("createdAt", TypeRef::named_nn("DateTime"), |r| Some(datetime(r.created_at))))
+        .field(request_field("updatedAt", TypeRef::named_nn("DateTime"), |r| Some(datetime(r.updated_at))))
+        .field(request_field("result", TypeRef::named("JSON"), |r| r.result.as_ref().map(json)))
+        .field(Field::new("output", TypeRef::named("RequestOutput"), |ctx| {
+            FieldFuture::new(async move {
+                let request = request_of(&ctx)?;
+                let handlers = ctx.data::<Arc<Handlers>>()?;
+                let (Some(result), Some(handler)) = (&request.result, handlers.get(&request.action)) else {
+                    return Ok(None);
+                };
+                Ok(Some(FieldValue::value(json(result)).with_type(handler.output_type().to_owned())))
+            })
+        }))
+        .field(request_field("error", TypeRef::named("RequestError"), |r| {
+            r.error.as_ref().map(|e| json(&serde_json::to_value(e).unwrap_or(Value::Null)))
+        }))
+}
+
+struct Edges {
+    items: Vec<AsyncRequest>,
+    has_next_page: bool,
+}
+
+fn connection_types() -> [Object; 3] {
+    let connection = Object::new("AsyncRequestConnection")
+        .field(Field::new("edges", TypeRef::named_nn_list_nn("AsyncRequestEdge"), |ctx| {
+            FieldFuture::new(async move {
+                let edges = ctx.parent_value.try_downcast_ref::<Edges>()?;
+                Ok(Some(FieldValue::list(edges.items.iter().cloned().map(FieldValue::owned_any))))
+            })
+        }))
+        .field(Field::new("pageInfo", TypeRef::named_nn("PageInfo"), |ctx| {
+            FieldFuture::new(async move {
+                let edges = ctx.parent_value.try_downcast_ref::<Edges>()?;
+                let end_cursor = edges.items.last().map(|r| encode_cursor(&r.id));
+                let info = serde_json::json!({ "hasNextPage": edges.has_next_page, "endCursor": end_cursor });
+                Ok(Some(FieldValue::value(json(&info))))
+            })
+        }));
+    let edge = Object::new("AsyncRequestEdge")
+        .field(Field::new("node", TypeRef::named_nn("AsyncRequest"), |ctx| {
+            FieldFuture::new(async move { Ok(Some(FieldValue::owned_any(request_of(&ctx)?.clone()))) })
+        }))
+        .field(request_field("cursor", TypeRef::named_nn(TypeRef::STRING), |r| Some(encode_cursor(&r.id).into())));
+    let page_info = Object::new("PageInfo")
+        .field(json_field("hasNextPage", TypeRef::named_nn(TypeRef::BOOLEAN)))
+        .field(json_field("endCursor", TypeRef::named(TypeRef::STRING)));
+    [connection, edge, page_info]
+}
+
+fn query_type() -> Object {
+    Object::new("Query")
+        .field(
+            Field::new("request", TypeRef::named("AsyncRequest"), |ctx| {
+                FieldFuture::new(async move {
+                    let services = ctx.data::<Services>()?;
+                    let id = ctx.args.try_get("id")?.string()?;
+                    let request = services.store.get_request(id).await.map_err(from_core)?;
+                    Ok(request.map(FieldValue::owned_any))
+                })
+            })
+            .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID))),
+        )
+        .field(
+            Field::new("requests", TypeRef::named_nn("AsyncRequestConnection"), |ctx| {
+                FieldFuture::new(async move {
+                    let services = ctx.data::<Services>()?;
+                    let status = match ctx.args.get("status") {
+                        Some(status) => RequestStatus::parse(status.enum_name()?),
+                        None => None,
+                    };
+                    let limit = match ctx.args.get("first") {
+                        Some(first) => {
+                            let first = first.i64()?;
+                            if !(0..=MAX_PAGE as i64).contains(&first) {
+                                return Err(client_error("BAD_USER_INPUT", format!("`first` must be 0..={MAX_PAGE}")));
+                            }
+                            first as usize
+                        }
+                        None => DEFAULT_PAGE,
+                    };
+                    let after = match ctx.args.get("after") {
+                        Some(after) => Some(decode_cursor(after.string()?)?),
+                        None => None,
+                    };
+                    let filter = RequestFilter { status, limit, after };
+                    let page = services.store.list_requests(&filter).await.map_err(from_core)?;
+                    Ok(Some(FieldValue::owned_any(Edges { items: page.items, has_next_page: page.next.is_some() })))
+                })
+            })
+            .argument(InputValue::new("status", TypeRef::named("RequestStatus")))
+            .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
+            .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING))),
+        )
+        .field(Field::new("actions", TypeRef::named_nn_list_nn(TypeRef::STRING), |ctx| {
+            FieldFuture::new(async move {
+                let handlers = ctx.data::<Arc<Handlers>>()?;
+                Ok(Some(FieldValue::value(GqlValue::List(handlers.actions().into_iter().map(Into::into).collect()))))
+            })
+        }))
+}
+
+async fn enqueue(services: &Services, handler: &Registered, payload: Value) -> async_graphql::Result<AsyncRequest> {
+    let request = AsyncRequest::new(services.ids.next_id(), handler.action(), payload, services.clock.now());
+    services.store.create_request(&request).await.map_err(from_core)?;
+    tracing::info!(request_id = %request.id, action = %request.action, "enqueued");
+    Ok(request)
+}
+
+fn typed_mutation(handler: Arc<Registered>) -> Field {
+    let input_type = handler.input_type().to_owned();
+    Field::new(handler.action().to_owned(), TypeRef::named_nn("AsyncRequest"), move |ctx| {
+        let handler = Arc::clone(&handler);
+        FieldFuture::new(async move {
+            let services = ctx.data::<Services>()?;
+            let input = ctx.args.try_get("input")?.as_value().clone();
+            let payload = handler.validate_value(input).map_err(|e| client_error("BAD_USER_INPUT", e))?;
+            Ok(Some(FieldValue::owned_any(enqueue(services, &handler, payload).await?)))
+        })
+    })
+    .argument(InputValue::new("input", TypeRef::named_nn(input_type)))
+}
+
+fn mutation_type(handlers: &Handlers) -> Object {
+    let mut mutation = Object::new("Mutation").field(
+        Field::new("enqueue", TypeRef::named_nn("AsyncRequest"), |ctx| {
+            FieldFuture::new(async move {
+                let services = ctx.data::<Services>()?;
+                let handlers = ctx.data::<Arc<Handlers>>()?;
+                let action = ctx.args.try_get("action")?.string()?;
+                let handler = handlers.get(action).ok_or_else(|| {
+                    client_error(
+                        "UNKNOWN_ACTION",
+                        format!("no handler for action \"{action}\"; registered: {}", handlers.actions().join(", ")),
+                    )
+                })?;
+                let payload = ctx.args.try_get("payload")?.as_value().clone().into_json()?;
+                let payload = handler.validate(payload).map_err(|e| client_error("BAD_USER_INPUT", e))?;
+                Ok(Some(FieldValue::owned_any(enqueue(services, handler, payload).await?)))
+            })
+        })
+        .argument(InputValue::new("action", TypeRef::named_nn(TypeRef::STRING)))
+        .argument(InputValue::new("payload", TypeRef::named_nn("JSON"))),
+    );
+    for handler in handlers.iter() {
+        mutation = mutation.field(typed_mutation(Arc::clone(handler)));
+    }
+    mutation
+        .field(
+            Field::new("cancelRequest", TypeRef::named_nn("AsyncRequest"), |ctx| {
+                FieldFuture::new(async move {
+                    let services = ctx.data::<Services>()?;
+                    let id = ctx.args.try_get("id")?.string()?;
+                    let (request, ()) = modify_request(&*services.store, &*services.clock, id, |r, now| r.cancel(now))
+                        .await
+                        .map_err(from_core)?;
+                    Ok(Some(FieldValue::owned_any(request)))
+                })
+            })
+            .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID))),
+        )
+        .field(
+            Field::new("retryRequest", TypeRef::named_nn("AsyncRequest"), |ctx| {
+                FieldFuture::new(async move {
+                    let services = ctx.data::<Services>()?;
+                    let id = ctx.args.try_get("id")?.string()?;
+                    let (request, ()) = modify_request(&*services.store, &*services.clock, id, |r, now| r.redrive(now))
+                        .await
+                        .map_err(from_core)?;
+                    Ok(Some(FieldValue::owned_any(request)))
+                })
+            })
+            .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID))),
+        )
+}
+
+fn subscription_type() -> Subscription {
+    Subscription::new("Subscription").field(
+        SubscriptionField::new("requestProgress", TypeRef::named_nn("AsyncRequest"), |ctx| {
+            SubscriptionFieldFuture::new(async move {
+                let id = ctx.args.try_get("id")?.string()?.to_owned();
+                let after_version = match ctx.args.get("afterVersion") {
+                    Some(v) => Some(u64::try_from(v.i64()?).map_err(|_| client_error("BAD_USER_INPUT", "`afterVersion` must not be negative"))?),
+                    None => None,
+                };
+                if let Some(capture) = ctx.data_opt::<Arc<Capture>>() {
+                    capture.0.lock().expect("capture lock").push(Target { request_id: id, after_version });
+                    return Ok(stream::iter(Vec::<async_graphql::Result<FieldValue>>::new()));
+                }
+                // Resolving one stored document for one state: yield it if it is this
+                // subscription's request and newer than what the client asked to skip.
+                let state = ctx
+                    .data_opt::<Event>()
+                    .map(|event| &event.0)
+                    .filter(|state| state.id == id && state.version > after_version.unwrap_or(0));
+                Ok(stream::iter(state.map(|s| Ok(FieldValue::owned_any(s.clone()))).into_iter().collect::<Vec<_>>()))
+            })
+        })
+        .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
+        .argument(InputValue::new("afterVersion", TypeRef::named(TypeRef::INT))),
+    )
+}
+
+/// Builds the schema for these handlers over these services.
+pub fn build(handlers: Arc<Handlers>, services: Services) -> Result<Schema, SchemaError> {
+    let mut status = Enum::new("RequestStatus");
+    for s in RequestStatus::ALL {
+        status = status.item(s.as_str());
+    }
+    let mut output = Union::new("RequestOutput");
+    for handler in handlers.iter() {
+        output = output.possible_type(handler.output_type());
+    }
+    let request_error = Object::new("RequestError")
+        .field(json_field("code", TypeRef::named_nn(TypeRef::STRING)))
+        .field(json_field("message", TypeRef::named_nn(TypeRef::STRING)))
+        .field(json_field("retryable", TypeRef::named_nn(TypeRef::BOOLEAN)));
+
+    let mut builder = Schema::build("Query", Some("Mutation"), Some("Subscription"))
+        .register(Scalar::new("JSON").description("Any JSON value."))
+        .register(
+            Scalar::new("DateTime")
+                .description("An RFC 3339 timestamp in UTC.")
+                .validator(|v| matches!(v, GqlValue::String(s) if DateTime::parse_from_rfc3339(s).is_ok())),
+        )
+        .register(status)
+        .register(async_request_type())
+        .register(request_error)
+        .register(output)
+        .register(query_type())
+        .register(mutation_type(&handlers))
+        .register(subscription_type());
+    for connection_type in connection_types() {
+        builder = builder.register(connection_type);
+    }
+    for handler in handlers.iter() {
+        for ty in handler.types() {
+            builder = builder.register(ty);
+        }
+    }
+    builder.data(handlers).data(services).finish()
+}
