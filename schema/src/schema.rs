@@ -74,6 +74,11 @@ fn decode_cursor(cursor: &str) -> Result<String, async_graphql::Error> {
         .ok_or_else(|| client_error("BAD_USER_INPUT", "`after` is not a cursor this API returned"))
 }
 
+/// An argument, unless it is absent or null (a variable left out arrives as null).
+fn arg<'a>(ctx: &'a ResolverContext<'_>, name: &str) -> Option<async_graphql::dynamic::ValueAccessor<'a>> {
+    ctx.args.get(name).filter(|v| !v.is_null())
+}
+
 fn request_of<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<&'a AsyncRequest> {
     ctx.parent_value.try_downcast_ref::<AsyncRequest>()
 }
@@ -161,11 +166,11 @@ fn query_type() -> Object {
             Field::new("requests", TypeRef::named_nn("AsyncRequestConnection"), |ctx| {
                 FieldFuture::new(async move {
                     let services = ctx.data::<Services>()?;
-                    let status = match ctx.args.get("status") {
+                    let status = match arg(&ctx, "status") {
                         Some(status) => RequestStatus::parse(status.enum_name()?),
                         None => None,
                     };
-                    let limit = match ctx.args.get("first") {
+                    let limit = match arg(&ctx, "first") {
                         Some(first) => {
                             let first = first.i64()?;
                             if !(0..=MAX_PAGE as i64).contains(&first) {
@@ -175,7 +180,7 @@ fn query_type() -> Object {
                         }
                         None => DEFAULT_PAGE,
                     };
-                    let after = match ctx.args.get("after") {
+                    let after = match arg(&ctx, "after") {
                         Some(after) => Some(decode_cursor(after.string()?)?),
                         None => None,
                     };
@@ -275,7 +280,7 @@ fn subscription_type() -> Subscription {
         SubscriptionField::new("requestProgress", TypeRef::named_nn("AsyncRequest"), |ctx| {
             SubscriptionFieldFuture::new(async move {
                 let id = ctx.args.try_get("id")?.string()?.to_owned();
-                let after_version = match ctx.args.get("afterVersion") {
+                let after_version = match arg(&ctx, "afterVersion") {
                     Some(v) => Some(u64::try_from(v.i64()?).map_err(|_| client_error("BAD_USER_INPUT", "`afterVersion` must not be negative"))?),
                     None => None,
                 };

@@ -1,0 +1,195 @@
+//! Shared test support: the example app on the local stack on port 0 with deterministic ids
+//! and clock, and a raw graphql-transport-ws client that keeps a transcript.
+
+#![allow(dead_code, unreachable_pub)]
+
+#[path = "../../examples/report/handlers.rs"]
+pub mod handlers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use streamer::core::{ManualClock, SequentialIds};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for one frame before it fails.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The example app on the local stack, on a free port.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let stack = handlers::app()
+            .local()
+            .with_clock(Arc::new(ManualClock::default()))
+            .with_ids(Arc::new(SequentialIds::new("req")))
+            .with_connection_ids(Arc::new(SequentialIds::new("conn")))
+            .build()
+            .expect("schema builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(stack.run(listener, async {
+            let _ = rx.await;
+        }));
+        Self { addr, shutdown: Some(tx) }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/graphql", self.addr)
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws_url(), Some("graphql-transport-ws")).await.expect("handshake")
+    }
+
+    /// A plain HTTP/1.1 request; returns the status and the body.
+    pub async fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        let status = response[9..12].parse().expect("status");
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A graphql-transport-ws client speaking raw frames and recording both directions.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub transcript: Vec<Value>,
+}
+
+impl Client {
+    pub async fn connect(url: &str, protocol: Option<&str>) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let mut request = url.into_client_request()?;
+        if let Some(protocol) = protocol {
+            request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_str(protocol).unwrap());
+        }
+        let (ws, response) = tokio_tungstenite::connect_async(request).await?;
+        assert_eq!(
+            response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()),
+            Some("graphql-transport-ws"),
+            "the handshake answers with graphql-transport-ws"
+        );
+        Ok(Self { ws, transcript: Vec::new() })
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.transcript.push(json!({ "client": frame }));
+        self.ws.send(Message::Text(frame.to_string().into())).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.transcript.push(json!({ "client": text }));
+        self.ws.send(Message::Text(text.to_owned().into())).await.expect("send");
+    }
+
+    /// The next frame from the server: a JSON message, or `{"close": {code, reason}}`.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next()).await.expect("a frame in time");
+            let value = match frame {
+                Some(Ok(Message::Text(text))) => serde_json::from_str(&text).expect("server frames are JSON"),
+                Some(Ok(Message::Close(frame))) => {
+                    json!({ "close": { "code": frame.as_ref().map(|f| u16::from(f.code)), "reason": frame.as_ref().map(|f| f.reason.to_string()) } })
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(other)) => panic!("unexpected frame {other:?}"),
+                Some(Err(error)) => json!({ "close": { "error": error.to_string() } }),
+                None => json!({ "close": null }),
+            };
+            self.transcript.push(json!({ "server": value }));
+            return value;
+        }
+    }
+
+    /// Sends `connection_init` and expects `connection_ack`.
+    pub async fn init(&mut self) {
+        self.send(json!({ "type": "connection_init" })).await;
+        assert_eq!(self.recv().await, json!({ "type": "connection_ack" }));
+    }
+
+    /// Receives frames until the operation `id` completes or errors; returns them.
+    pub async fn until_done(&mut self, id: &str) -> Vec<Value> {
+        let mut frames = Vec::new();
+        loop {
+            let frame = self.recv().await;
+            let done = frame["id"] == id && (frame["type"] == "complete" || frame["type"] == "error");
+            assert!(frame.get("close").is_none(), "closed while waiting for {id}: {frame}");
+            frames.push(frame);
+            if done {
+                return frames;
+            }
+        }
+    }
+
+    /// Runs a query or mutation as operation `id`; returns its `next` payload's `data`.
+    pub async fn execute(&mut self, id: &str, query: &str, variables: Value) -> Value {
+        self.send(json!({ "type": "subscribe", "id": id, "payload": { "query": query, "variables": variables } })).await;
+        let frames = self.until_done(id).await;
+        assert_eq!(frames.len(), 2, "next then complete: {frames:?}");
+        assert_eq!(frames[0]["type"], "next");
+        frames[0]["payload"]["data"].clone()
+    }
+
+    /// Enqueues `generateReport` and returns the request id.
+    pub async fn generate_report(&mut self, id: &str, step_delay_ms: u64) -> String {
+        let data = self
+            .execute(
+                id,
+                "mutation($input: GenerateReportInput!) { generateReport(input: $input) { id status version } }",
+                json!({ "input": { "from": "2026-01-01", "to": "2026-01-31", "rows": 10, "stepDelayMs": step_delay_ms } }),
+            )
+            .await;
+        data["generateReport"]["id"].as_str().expect("an id").to_owned()
+    }
+
+    /// Polls `request(id)` until its status is `status`.
+    pub async fn wait_for_status(&mut self, request_id: &str, status: &str) {
+        for attempt in 0..300 {
+            let data = self
+                .execute(&format!("poll-{attempt}"), "query($id: ID!) { request(id: $id) { status } }", json!({ "id": request_id }))
+                .await;
+            if data["request"]["status"] == status {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("request {request_id} never reached {status}");
+    }
+
+    /// Forgets the transcript so far.
+    pub fn clear(&mut self) {
+        self.transcript.clear();
+    }
+}
+
+/// The `requestProgress` document the transcripts use.
+pub const PROGRESS: &str = "subscription($id: ID!, $after: Int) { requestProgress(id: $id, afterVersion: $after) { id status progress message version attempts output { __typename ... on Report { url rows sizeBytes } ... on ImportSummary { imported } } error { code message retryable } } }";
