@@ -15,10 +15,10 @@ pub(crate) struct GenerateReportInput {
     pub(crate) to: String,
     /// How many rows to aggregate.
     #[graphql(default = 1000)]
-    pub(crate) rows: i32,
+    pub(crate) rows: Option<i32>,
     /// How long each step takes, in milliseconds.
     #[graphql(default = 300)]
-    pub(crate) step_delay_ms: i32,
+    pub(crate) step_delay_ms: Option<i32>,
 }
 
 /// A generated report.
@@ -43,12 +43,14 @@ impl Handler for GenerateReport {
     type Output = Report;
 
     async fn process(&self, input: GenerateReportInput, job: JobContext) -> Result<Report, JobError> {
-        if input.rows < 0 || input.step_delay_ms < 0 {
+        let rows = input.rows.unwrap_or(1000);
+        let step_delay_ms = input.step_delay_ms.unwrap_or(300);
+        if rows < 0 || step_delay_ms < 0 {
             return Err(JobError::permanent("BAD_INPUT", "rows and stepDelayMs must not be negative"));
         }
-        let step = Duration::from_millis(input.step_delay_ms as u64);
+        let step = Duration::from_millis(step_delay_ms as u64);
         let steps = [
-            (0.25, format!("querying {} rows from {} to {}", input.rows, input.from, input.to)),
+            (0.25, format!("querying {rows} rows from {} to {}", input.from, input.to)),
             (0.5, "aggregating".to_owned()),
             (0.75, "rendering".to_owned()),
             (0.95, "uploading".to_owned()),
@@ -60,8 +62,8 @@ impl Handler for GenerateReport {
         tokio::time::sleep(step).await;
         Ok(Report {
             url: format!("https://reports.example.com/{}/{}-{}.csv", job.request_id(), input.from, input.to),
-            rows: input.rows,
-            size_bytes: input.rows.saturating_mul(64),
+            rows,
+            size_bytes: rows.saturating_mul(64),
         })
     }
 }
