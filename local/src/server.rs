@@ -119,10 +119,13 @@ async fn serve_socket(
                     let frame = CloseFrame { code: close.code, reason: close.reason.clone().into() };
                     let _ = sink.send(Message::Close(Some(frame))).await;
                     let _ = closed_tx.send((close.code, close.reason));
-                    break;
+                    return;
                 }
             }
         }
+        // The socket is done (every sender dropped): answer the client's close frame and
+        // flush, or the client sees 1006 instead of its own clean close.
+        let _ = sink.close().await;
     });
     let (status_code, reason) = loop {
         tokio::select! {
@@ -147,7 +150,9 @@ async fn serve_socket(
         }
     };
     server.sockets.remove(&connection_id);
-    writer.abort();
+    if tokio::time::timeout(std::time::Duration::from_secs(1), writer).await.is_err() {
+        tracing::debug!(%connection_id, "writer did not finish in time");
+    }
     server.gateway.handle(events::disconnect(&connection_id, status_code, reason, connected_at)).await;
 }
 
