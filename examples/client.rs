@@ -35,14 +35,18 @@ struct Args {
     step_delay_ms: i32,
 }
 
-const ENQUEUE: &str = "mutation($input: GenerateReportInput!) { generateReport(input: $input) { id } }";
+const ENQUEUE: &str =
+    "mutation($input: GenerateReportInput!) { generateReport(input: $input) { id } }";
 const FOLLOW: &str = "subscription($id: ID!) { requestProgress(id: $id) { status progress message version error { code message } output { ... on Report { url rows sizeBytes } } } }";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let mut request = args.url.as_str().into_client_request()?;
-    request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("graphql-transport-ws"));
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
     let send = async |ws: &mut tokio_tungstenite::WebSocketStream<_>, frame: Value| {
         ws.send(Message::Text(frame.to_string().into())).await
@@ -50,11 +54,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     send(&mut ws, json!({ "type": "connection_init" })).await?;
     let input = json!({ "from": args.from, "to": args.to, "rows": args.rows, "stepDelayMs": args.step_delay_ms });
     let bar = ProgressBar::new(1000);
-    bar.set_style(ProgressStyle::with_template("{spinner} [{bar:40}] {percent:>3}% {msg}")?.progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:40}] {percent:>3}% {msg}")?
+            .progress_chars("=> "),
+    );
     bar.enable_steady_tick(Duration::from_millis(100));
 
     while let Some(frame) = ws.next().await {
-        let Message::Text(text) = frame? else { continue };
+        let Message::Text(text) = frame? else {
+            continue;
+        };
         let message: Value = serde_json::from_str(&text)?;
         match (message["type"].as_str(), message["id"].as_str()) {
             (Some("connection_ack"), _) => {
@@ -72,22 +81,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let state = &message["payload"]["data"]["requestProgress"];
                 bar.set_position((state["progress"].as_f64().unwrap_or(0.0) * 1000.0) as u64);
                 let text = state["message"].as_str().unwrap_or_default();
-                bar.set_message(format!("{} {text}", state["status"].as_str().unwrap_or_default()));
+                bar.set_message(format!(
+                    "{} {text}",
+                    state["status"].as_str().unwrap_or_default()
+                ));
                 match state["status"].as_str() {
                     Some("COMPLETED") => {
                         let report = &state["output"];
-                        let done = format!("done: {} ({} rows, {} bytes)", report["url"], report["rows"], report["sizeBytes"]);
+                        let done = format!(
+                            "done: {} ({} rows, {} bytes)",
+                            report["url"], report["rows"], report["sizeBytes"]
+                        );
                         if bar.is_hidden() {
                             println!("{done}");
                         }
                         bar.finish_with_message(done);
                     }
-                    Some("FAILED" | "CANCELLED") => bar.abandon_with_message(format!("{}: {}", state["status"], state["error"])),
+                    Some("FAILED" | "CANCELLED") => {
+                        bar.abandon_with_message(format!("{}: {}", state["status"], state["error"]))
+                    }
                     _ => {}
                 }
             }
             (Some("complete"), Some("follow")) => break,
-            (Some("error"), id) => return Err(format!("operation {id:?} failed: {}", message["payload"]).into()),
+            (Some("error"), id) => {
+                return Err(format!("operation {id:?} failed: {}", message["payload"]).into());
+            }
             (Some("ping"), _) => send(&mut ws, json!({ "type": "pong" })).await?,
             _ => {}
         }

@@ -21,8 +21,17 @@ async fn a_long_job_does_not_delay_a_job_started_after_it() {
     let last = &frames[frames.len() - 2]["payload"]["data"]["requestProgress"];
     assert_eq!(last["status"], "COMPLETED");
     // The short job went through all its states while the long one still runs.
-    let data = client.execute("q", "query($id: ID!) { request(id: $id) { status progress } }", json!({ "id": long })).await;
-    assert_eq!(data["request"]["status"], "RUNNING", "the long job is still running: {data}");
+    let data = client
+        .execute(
+            "q",
+            "query($id: ID!) { request(id: $id) { status progress } }",
+            json!({ "id": long }),
+        )
+        .await;
+    assert_eq!(
+        data["request"]["status"], "RUNNING",
+        "the long job is still running: {data}"
+    );
     assert!(data["request"]["progress"].as_f64().unwrap() < 0.95);
 }
 
@@ -31,34 +40,75 @@ async fn a_flaky_import_is_retried_until_it_succeeds() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     client.init().await;
-    let data = client.execute("m", "mutation { flakyImport(input: {failTimes: 2}) { id } }", json!({})).await;
+    let data = client
+        .execute(
+            "m",
+            "mutation { flakyImport(input: {failTimes: 2}) { id } }",
+            json!({}),
+        )
+        .await;
     let id = data["flakyImport"]["id"].as_str().unwrap().to_owned();
     let subscribe = json!({ "id": "s", "type": "subscribe", "payload": { "query": PROGRESS, "variables": { "id": id } } });
     client.send(subscribe).await;
     let frames = client.until_done("s").await;
-    let states: Vec<&Value> = frames.iter().filter(|f| f["type"] == "next").map(|f| &f["payload"]["data"]["requestProgress"]).collect();
-    let retrying: Vec<u64> = states.iter().filter(|s| s["status"] == "RETRYING").map(|s| s["attempts"].as_u64().unwrap()).collect();
+    let states: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["type"] == "next")
+        .map(|f| &f["payload"]["data"]["requestProgress"])
+        .collect();
+    let retrying: Vec<u64> = states
+        .iter()
+        .filter(|s| s["status"] == "RETRYING")
+        .map(|s| s["attempts"].as_u64().unwrap())
+        .collect();
     assert_eq!(retrying, [1, 2], "RETRYING after attempts 1 and 2");
-    assert_eq!(states.iter().find(|s| s["status"] == "RETRYING").unwrap()["error"]["code"], "UPSTREAM_UNAVAILABLE");
+    assert_eq!(
+        states.iter().find(|s| s["status"] == "RETRYING").unwrap()["error"]["code"],
+        "UPSTREAM_UNAVAILABLE"
+    );
     let last = states.last().unwrap();
-    assert_eq!((last["status"].as_str(), last["attempts"].as_u64()), (Some("COMPLETED"), Some(3)));
-    assert_eq!(last["output"], json!({ "__typename": "ImportSummary", "imported": 42 }));
+    assert_eq!(
+        (last["status"].as_str(), last["attempts"].as_u64()),
+        (Some("COMPLETED"), Some(3))
+    );
+    assert_eq!(
+        last["output"],
+        json!({ "__typename": "ImportSummary", "imported": 42 })
+    );
 }
 
 #[tokio::test]
 async fn graphql_over_http() {
     let server = TestServer::start().await;
-    let (status, body) = server.http("POST", "/graphql", r#"{"query":"mutation { flakyImport(input: {failTimes: 0}) { id status } }"}"#).await;
+    let (status, body) = server
+        .http(
+            "POST",
+            "/graphql",
+            r#"{"query":"mutation { flakyImport(input: {failTimes: 0}) { id status } }"}"#,
+        )
+        .await;
     assert_eq!(status, 200);
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({ "data": { "flakyImport": { "id": "req-1", "status": "QUEUED" } } }));
-    let (status, body) = server.http("POST", "/graphql", r#"{"query":"subscription { requestProgress(id: \"req-1\") { id } }"}"#).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({ "data": { "flakyImport": { "id": "req-1", "status": "QUEUED" } } })
+    );
+    let (status, body) = server
+        .http(
+            "POST",
+            "/graphql",
+            r#"{"query":"subscription { requestProgress(id: \"req-1\") { id } }"}"#,
+        )
+        .await;
     assert_eq!(status, 400);
     assert!(body.contains("WebSocket"), "{body}");
     let (status, _) = server.http("POST", "/graphql", "not json").await;
     assert_eq!(status, 400);
     let (status, page) = server.http("GET", "/", "").await;
     assert_eq!(status, 200);
-    assert!(page.contains("graphiql") && page.contains("/graphql"), "GraphiQL is served");
+    assert!(
+        page.contains("graphiql") && page.contains("/graphql"),
+        "GraphiQL is served"
+    );
 }
 
 #[tokio::test]
@@ -70,7 +120,10 @@ async fn management_api_posts_describes_and_deletes_connections() {
     let frame = r#"{"type":"ping","payload":{"from":"management"}}"#;
     let (status, _) = server.http("POST", "/%40connections/conn-1", frame).await;
     assert_eq!(status, 200);
-    assert_eq!(client.recv().await, json!({ "type": "ping", "payload": { "from": "management" } }));
+    assert_eq!(
+        client.recv().await,
+        json!({ "type": "ping", "payload": { "from": "management" } })
+    );
     let (status, body) = server.http("GET", "/@connections/conn-1", "").await;
     assert_eq!(status, 200);
     let description: Value = serde_json::from_str(&body).unwrap();
@@ -78,7 +131,11 @@ async fn management_api_posts_describes_and_deletes_connections() {
     assert!(description["connectedAt"].is_string() && description["lastActiveAt"].is_string());
     let (status, _) = server.http("DELETE", "/@connections/conn-1", "").await;
     assert_eq!(status, 204);
-    assert_eq!(client.recv().await["close"]["code"], 1000, "deleted connections close normally, as on AWS");
+    assert_eq!(
+        client.recv().await["close"]["code"],
+        1000,
+        "deleted connections close normally, as on AWS"
+    );
     let (status, body) = server.http("POST", "/@connections/conn-1", "{}").await;
     assert_eq!(status, 410, "{body}");
     let (status, _) = server.http("GET", "/@connections/nope", "").await;

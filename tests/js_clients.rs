@@ -10,7 +10,10 @@ use support::TestServer;
 
 async fn run_node(script: &str, server: &TestServer) -> serde_json::Value {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    assert!(dir.join("node_modules/graphql-ws").is_dir(), "npm packages missing in tests/js: run scripts/setup (the test command does)");
+    assert!(
+        dir.join("node_modules/graphql-ws").is_dir(),
+        "npm packages missing in tests/js: run scripts/setup (the test command does)"
+    );
     let output = tokio::process::Command::new("node")
         .arg(script)
         .arg(server.ws_url())
@@ -22,7 +25,10 @@ async fn run_node(script: &str, server: &TestServer) -> serde_json::Value {
         .expect("node runs (Node 20; scripts/setup installs it)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{stdout}\n{stderr}"
+    );
     serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("one JSON summary line")
 }
 

@@ -10,13 +10,21 @@ use support::{Client, PROGRESS, TestServer};
 async fn init_ack_ping_pong() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    client.send(json!({ "type": "ping", "payload": { "before": "ack" } })).await;
+    client
+        .send(json!({ "type": "ping", "payload": { "before": "ack" } }))
+        .await;
     client.recv().await;
     client.init().await;
     client.send(json!({ "type": "pong" })).await;
-    client.send(json!({ "type": "ping", "payload": { "n": 1 } })).await;
+    client
+        .send(json!({ "type": "ping", "payload": { "n": 1 } }))
+        .await;
     let pong = client.recv().await;
-    assert_eq!(pong, json!({ "type": "pong", "payload": { "n": 1 } }), "a pong is not answered; the ping is");
+    assert_eq!(
+        pong,
+        json!({ "type": "pong", "payload": { "n": 1 } }),
+        "a pong is not answered; the ping is"
+    );
     insta::assert_json_snapshot!(client.transcript);
 }
 
@@ -32,16 +40,35 @@ async fn mutation_then_subscription_to_completed() {
     client.send(subscribe).await;
     let frames = client.until_done("2").await;
 
-    let states: Vec<&Value> = frames.iter().filter(|f| f["type"] == "next").map(|f| &f["payload"]["data"]["requestProgress"]).collect();
-    let versions: Vec<u64> = states.iter().map(|s| s["version"].as_u64().unwrap()).collect();
-    assert!(versions.windows(2).all(|w| w[0] < w[1]), "strictly increasing versions: {versions:?}");
-    let running_with_messages = states.iter().filter(|s| s["status"] == "RUNNING" && s["message"].is_string()).count();
-    assert!(running_with_messages >= 3, "at least three RUNNING states with messages");
+    let states: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["type"] == "next")
+        .map(|f| &f["payload"]["data"]["requestProgress"])
+        .collect();
+    let versions: Vec<u64> = states
+        .iter()
+        .map(|s| s["version"].as_u64().unwrap())
+        .collect();
+    assert!(
+        versions.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing versions: {versions:?}"
+    );
+    let running_with_messages = states
+        .iter()
+        .filter(|s| s["status"] == "RUNNING" && s["message"].is_string())
+        .count();
+    assert!(
+        running_with_messages >= 3,
+        "at least three RUNNING states with messages"
+    );
     let last = states.last().unwrap();
     assert_eq!(last["status"], "COMPLETED");
     assert_eq!(last["output"]["__typename"], "Report");
     assert_eq!(last["output"]["rows"], 10);
-    assert_eq!(frames.last().unwrap(), &json!({ "id": "2", "type": "complete" }));
+    assert_eq!(
+        frames.last().unwrap(),
+        &json!({ "id": "2", "type": "complete" })
+    );
     insta::assert_json_snapshot!(client.transcript);
 }
 
@@ -57,7 +84,10 @@ async fn subscription_after_completion_gets_the_final_state_then_complete() {
     client.send(subscribe).await;
     let frames = client.until_done("late").await;
     assert_eq!(frames.len(), 2, "one next, then complete: {frames:?}");
-    assert_eq!(frames[0]["payload"]["data"]["requestProgress"]["status"], "COMPLETED");
+    assert_eq!(
+        frames[0]["payload"]["data"]["requestProgress"]["status"],
+        "COMPLETED"
+    );
     insta::assert_json_snapshot!(client.transcript);
 }
 
@@ -70,12 +100,19 @@ async fn invalid_document_gets_an_error_and_no_complete() {
     client.send(subscribe).await;
     let error = client.recv().await;
     assert_eq!(error["type"], "error");
-    assert!(error["payload"][0]["message"].as_str().unwrap().contains("nope"));
+    assert!(
+        error["payload"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nope")
+    );
     // The socket stays open and the next frame is the pong, not a `complete`.
     client.send(json!({ "type": "ping" })).await;
     assert_eq!(client.recv().await, json!({ "type": "pong" }));
     // A query with a syntax error is an `error` too.
-    client.send(json!({ "id": "syntax", "type": "subscribe", "payload": { "query": "{ actions" } })).await;
+    client
+        .send(json!({ "id": "syntax", "type": "subscribe", "payload": { "query": "{ actions" } }))
+        .await;
     assert_eq!(client.recv().await["type"], "error");
     insta::assert_json_snapshot!(client.transcript);
 }
@@ -111,15 +148,28 @@ async fn close_codes() {
     let cases = [
         ("4400 not json", vec!["{not json"]),
         ("4400 unknown type", vec![r#"{"type":"hello"}"#]),
-        ("4400 bad shape", vec![init, r#"{"type":"subscribe","id":"1","payload":{"query":7}}"#]),
-        ("4401 subscribe before ack", vec![r#"{"type":"subscribe","id":"1","payload":{"query":"{ actions }"}}"#]),
+        (
+            "4400 bad shape",
+            vec![
+                init,
+                r#"{"type":"subscribe","id":"1","payload":{"query":7}}"#,
+            ],
+        ),
+        (
+            "4401 subscribe before ack",
+            vec![r#"{"type":"subscribe","id":"1","payload":{"query":"{ actions }"}}"#],
+        ),
         ("4429 second init", vec![init, init]),
     ];
     let mut transcripts = serde_json::Map::new();
     for (name, frames) in cases {
         let transcript = closed_by(&frames).await;
         let code = name[..4].parse::<u16>().unwrap();
-        assert_eq!(transcript.last().unwrap()["server"]["close"]["code"], code, "{name}: {transcript:?}");
+        assert_eq!(
+            transcript.last().unwrap()["server"]["close"]["code"],
+            code,
+            "{name}: {transcript:?}"
+        );
         transcripts.insert(name.to_owned(), Value::Array(transcript));
     }
     insta::assert_json_snapshot!(transcripts);
@@ -155,7 +205,10 @@ async fn a_client_complete_is_not_echoed_and_stops_the_pushes() {
     // Only poll answers and the pong arrived after the complete: nothing for "s".
     let pong = client.recv().await;
     assert_eq!(pong, json!({ "type": "pong" }));
-    let after_complete = client.transcript.iter().skip_while(|f| f["client"]["type"] != "complete");
+    let after_complete = client
+        .transcript
+        .iter()
+        .skip_while(|f| f["client"]["type"] != "complete");
     assert!(after_complete.filter(|f| f["server"]["id"] == "s").count() == 0);
 }
 
@@ -163,11 +216,16 @@ async fn a_client_complete_is_not_echoed_and_stops_the_pushes() {
 async fn the_handshake_is_refused_without_the_subprotocol() {
     let server = TestServer::start().await;
     for offered in [None, Some("graphql-ws"), Some("GRAPHQL-TRANSPORT-WS")] {
-        let error = Client::connect(&server.ws_url(), offered).await.err().expect("refused");
+        let error = Client::connect(&server.ws_url(), offered)
+            .await
+            .err()
+            .expect("refused");
         let text = error.to_string();
         assert!(text.contains("400"), "{offered:?}: {text}");
     }
     // Offered among others, with spaces, it is chosen.
-    let mut client = Client::connect(&server.ws_url(), Some("graphql-ws, graphql-transport-ws")).await.expect("accepted");
+    let mut client = Client::connect(&server.ws_url(), Some("graphql-ws, graphql-transport-ws"))
+        .await
+        .expect("accepted");
     client.init().await;
 }

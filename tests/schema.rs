@@ -10,8 +10,13 @@ use streamer::schema::{Services, async_graphql::Request};
 
 fn schema() -> (streamer::schema::Schema, Arc<MemoryStore>) {
     let store = Arc::new(MemoryStore::new());
-    let services = Services { store: store.clone(), clock: Arc::new(ManualClock::default()), ids: Arc::new(SequentialIds::new("req")) };
-    let schema = streamer::schema::build(support::handlers::app().handlers(), services).expect("schema builds");
+    let services = Services {
+        store: store.clone(),
+        clock: Arc::new(ManualClock::default()),
+        ids: Arc::new(SequentialIds::new("req")),
+    };
+    let schema = streamer::schema::build(support::handlers::app().handlers(), services)
+        .expect("schema builds");
     (schema, store)
 }
 
@@ -33,7 +38,11 @@ async fn typed_and_generic_enqueue_store_the_same_canonical_payload() {
     assert!(generic.errors.is_empty(), "{:?}", generic.errors);
     let first = store.get_request("req-1").await.unwrap().unwrap();
     let second = store.get_request("req-2").await.unwrap().unwrap();
-    assert_eq!(first.payload, json!({ "from": "a", "to": "b", "rows": 1000, "stepDelayMs": 300 }), "defaults filled in");
+    assert_eq!(
+        first.payload,
+        json!({ "from": "a", "to": "b", "rows": 1000, "stepDelayMs": 300 }),
+        "defaults filled in"
+    );
     assert_eq!(first.payload, second.payload);
     assert_eq!(second.action, "generateReport");
 }
@@ -43,18 +52,41 @@ async fn a_payload_that_does_not_fit_is_refused_with_a_clear_error_and_nothing_s
     let (schema, store) = schema();
     for (payload, expected) in [
         (r#"{from: "a"}"#, "GenerateReportInput"),
-        (r#"{from: "a", to: "b", rows: "many"}"#, "GenerateReportInput"),
+        (
+            r#"{from: "a", to: "b", rows: "many"}"#,
+            "GenerateReportInput",
+        ),
         (r#"[1, 2]"#, "GenerateReportInput"),
     ] {
-        let query = format!(r#"mutation {{ enqueue(action: "generateReport", payload: {payload}) {{ id }} }}"#);
+        let query = format!(
+            r#"mutation {{ enqueue(action: "generateReport", payload: {payload}) {{ id }} }}"#
+        );
         let response = schema.execute(Request::new(query)).await;
         let error = &response.errors[0];
-        assert!(error.message.contains(expected), "{payload}: {}", error.message);
-        let code = error.extensions.as_ref().and_then(|e| e.get("code")).cloned();
+        assert!(
+            error.message.contains(expected),
+            "{payload}: {}",
+            error.message
+        );
+        let code = error
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("code"))
+            .cloned();
         assert_eq!(code, Some("BAD_USER_INPUT".into()));
     }
-    let unknown = schema.execute(Request::new(r#"mutation { enqueue(action: "nope", payload: {}) { id } }"#)).await;
-    assert!(unknown.errors[0].message.contains("flakyImport, generateReport"), "{}", unknown.errors[0].message);
+    let unknown = schema
+        .execute(Request::new(
+            r#"mutation { enqueue(action: "nope", payload: {}) { id } }"#,
+        ))
+        .await;
+    assert!(
+        unknown.errors[0]
+            .message
+            .contains("flakyImport, generateReport"),
+        "{}",
+        unknown.errors[0].message
+    );
     let page = store.list_requests(&Default::default()).await.unwrap();
     assert!(store.get_request("req-1").await.unwrap().is_none() && page.items.is_empty());
 }
@@ -63,34 +95,79 @@ async fn a_payload_that_does_not_fit_is_refused_with_a_clear_error_and_nothing_s
 async fn actions_and_paginated_requests() {
     let (schema, _) = schema();
     let actions = schema.execute(Request::new("{ actions }")).await;
-    assert_eq!(actions.data.into_json().unwrap(), json!({ "actions": ["flakyImport", "generateReport"] }));
+    assert_eq!(
+        actions.data.into_json().unwrap(),
+        json!({ "actions": ["flakyImport", "generateReport"] })
+    );
     for n in 0..3 {
         let q = format!("mutation {{ flakyImport(input: {{failTimes: {n}}}) {{ id }} }}");
         assert!(schema.execute(Request::new(q)).await.errors.is_empty());
     }
     let page = "query($after: String) { requests(first: 2, after: $after) { edges { node { id } cursor } pageInfo { hasNextPage endCursor } } }";
-    let first = schema.execute(Request::new(page)).await.data.into_json().unwrap();
+    let first = schema
+        .execute(Request::new(page))
+        .await
+        .data
+        .into_json()
+        .unwrap();
     assert_eq!(first["requests"]["edges"].as_array().unwrap().len(), 2);
     assert_eq!(first["requests"]["pageInfo"]["hasNextPage"], true);
     let after = first["requests"]["pageInfo"]["endCursor"].clone();
-    let variables = streamer::schema::async_graphql::Variables::from_json(json!({ "after": after }));
-    let second = schema.execute(Request::new(page).variables(variables)).await.data.into_json().unwrap();
+    let variables =
+        streamer::schema::async_graphql::Variables::from_json(json!({ "after": after }));
+    let second = schema
+        .execute(Request::new(page).variables(variables))
+        .await
+        .data
+        .into_json()
+        .unwrap();
     assert_eq!(second["requests"]["edges"][0]["node"]["id"], "req-3");
     assert_eq!(second["requests"]["pageInfo"]["hasNextPage"], false);
-    let queued = schema.execute(Request::new("{ requests(status: COMPLETED) { edges { cursor } } }")).await;
-    assert_eq!(queued.data.into_json().unwrap()["requests"]["edges"], json!([]));
+    let queued = schema
+        .execute(Request::new(
+            "{ requests(status: COMPLETED) { edges { cursor } } }",
+        ))
+        .await;
+    assert_eq!(
+        queued.data.into_json().unwrap()["requests"]["edges"],
+        json!([])
+    );
 }
 
 #[tokio::test]
 async fn cancel_a_queued_request_and_unknown_ids() {
     let (schema, _) = schema();
-    schema.execute(Request::new(r#"mutation { flakyImport(input: {failTimes: 0}) { id } }"#)).await;
-    let cancelled = schema.execute(Request::new(r#"mutation { cancelRequest(id: "req-1") { status version } }"#)).await;
-    assert_eq!(cancelled.data.into_json().unwrap(), json!({ "cancelRequest": { "status": "CANCELLED", "version": 2 } }));
-    let retry = schema.execute(Request::new(r#"mutation { retryRequest(id: "req-1") { status } }"#)).await;
-    assert_eq!(retry.errors[0].message, "a CANCELLED request cannot be retried");
-    let missing = schema.execute(Request::new(r#"mutation { cancelRequest(id: "nope") { status } }"#)).await;
+    schema
+        .execute(Request::new(
+            r#"mutation { flakyImport(input: {failTimes: 0}) { id } }"#,
+        ))
+        .await;
+    let cancelled = schema
+        .execute(Request::new(
+            r#"mutation { cancelRequest(id: "req-1") { status version } }"#,
+        ))
+        .await;
+    assert_eq!(
+        cancelled.data.into_json().unwrap(),
+        json!({ "cancelRequest": { "status": "CANCELLED", "version": 2 } })
+    );
+    let retry = schema
+        .execute(Request::new(
+            r#"mutation { retryRequest(id: "req-1") { status } }"#,
+        ))
+        .await;
+    assert_eq!(
+        retry.errors[0].message,
+        "a CANCELLED request cannot be retried"
+    );
+    let missing = schema
+        .execute(Request::new(
+            r#"mutation { cancelRequest(id: "nope") { status } }"#,
+        ))
+        .await;
     assert_eq!(missing.errors[0].message, "no request with this id");
-    let query = schema.execute(Request::new(r#"{ request(id: "nope") { id } }"#)).await;
+    let query = schema
+        .execute(Request::new(r#"{ request(id: "nope") { id } }"#))
+        .await;
     assert_eq!(query.data.into_json().unwrap(), json!({ "request": null }));
 }

@@ -31,7 +31,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock standing at `start` that advances by `tick` on every reading.
     pub fn new(start: DateTime<Utc>, tick: Duration) -> Self {
-        Self { inner: Arc::new(Mutex::new((start, tick))) }
+        Self {
+            inner: Arc::new(Mutex::new((start, tick))),
+        }
     }
 
     /// Moves the clock forward.

@@ -40,7 +40,13 @@ pub enum Error {
 
 impl Error {
     /// Wraps a backend error with what was being done when it happened.
-    pub fn backend(context: impl Into<String>, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        Self::Backend { context: context.into(), source: source.into() }
+    pub fn backend(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        Self::Backend {
+            context: context.into(),
+            source: source.into(),
+        }
     }
 }

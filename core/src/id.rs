@@ -28,7 +28,10 @@ pub struct SequentialIds {
 impl SequentialIds {
     /// Ids `prefix-1`, `prefix-2`, ….
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into(), next: AtomicU64::new(1) }
+        Self {
+            prefix: prefix.into(),
+            next: AtomicU64::new(1),
+        }
     }
 }
 

@@ -35,7 +35,12 @@ impl Tables {
             return;
         }
         self.sequence += 1;
-        let change = Change { sequence_number: format!("{:021}", self.sequence), kind, old, new };
+        let change = Change {
+            sequence_number: format!("{:021}", self.sequence),
+            kind,
+            old,
+            new,
+        };
         self.feeds.retain(|feed| feed.send(change.clone()).is_ok());
     }
 }
@@ -72,7 +77,12 @@ impl MemoryStore {
         let before = tables.connections.len() + tables.subscriptions.len() + tables.requests.len();
         tables.connections.retain(|_, c| c.expires_at >= now);
         tables.subscriptions.retain(|_, s| s.expires_at >= now);
-        let expired: Vec<AsyncRequest> = tables.requests.values().filter(|r| r.expires_at < now).cloned().collect();
+        let expired: Vec<AsyncRequest> = tables
+            .requests
+            .values()
+            .filter(|r| r.expires_at < now)
+            .cloned()
+            .collect();
         for request in expired {
             tables.requests.remove(&request.id);
             tables.request_order.retain(|id| id != &request.id);
@@ -85,7 +95,9 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn put_connection(&self, connection: &Connection) -> Result<()> {
-        self.tables().connections.insert(connection.id.clone(), connection.clone());
+        self.tables()
+            .connections
+            .insert(connection.id.clone(), connection.clone());
         Ok(())
     }
 
@@ -95,9 +107,14 @@ impl Store for MemoryStore {
 
     async fn acknowledge_connection(&self, id: &str, payload: Option<Value>) -> Result<()> {
         let mut tables = self.tables();
-        let connection = tables.connections.get_mut(id).ok_or_else(|| Error::NotFound(format!("connection {id}")))?;
+        let connection = tables
+            .connections
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(format!("connection {id}")))?;
         if connection.phase != Phase::AwaitingInit {
-            return Err(Error::Conflict(format!("connection {id} already initialised")));
+            return Err(Error::Conflict(format!(
+                "connection {id} already initialised"
+            )));
         }
         connection.phase = Phase::Acknowledged;
         connection.init_payload = payload;
@@ -108,16 +125,25 @@ impl Store for MemoryStore {
         Ok(self.tables().connections.remove(id))
     }
 
-    async fn add_operation(&self, connection_id: &str, operation_id: &str, request_id: &str) -> Result<()> {
+    async fn add_operation(
+        &self,
+        connection_id: &str,
+        operation_id: &str,
+        request_id: &str,
+    ) -> Result<()> {
         let mut tables = self.tables();
         let connection = tables
             .connections
             .get_mut(connection_id)
             .ok_or_else(|| Error::NotFound(format!("connection {connection_id}")))?;
         if connection.operations.contains_key(operation_id) {
-            return Err(Error::Conflict(format!("operation {operation_id} is active")));
+            return Err(Error::Conflict(format!(
+                "operation {operation_id} is active"
+            )));
         }
-        connection.operations.insert(operation_id.to_owned(), request_id.to_owned());
+        connection
+            .operations
+            .insert(operation_id.to_owned(), request_id.to_owned());
         Ok(())
     }
 
@@ -129,13 +155,19 @@ impl Store for MemoryStore {
     }
 
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()> {
-        self.tables().subscriptions.insert(subscription.key.clone(), subscription.clone());
+        self.tables()
+            .subscriptions
+            .insert(subscription.key.clone(), subscription.clone());
         Ok(())
     }
 
     async fn subscriptions(&self, request_id: &str) -> Result<Vec<Subscription>> {
         let tables = self.tables();
-        let from = SubscriptionKey { request_id: request_id.to_owned(), connection_id: String::new(), operation_id: String::new() };
+        let from = SubscriptionKey {
+            request_id: request_id.to_owned(),
+            connection_id: String::new(),
+            operation_id: String::new(),
+        };
         Ok(tables
             .subscriptions
             .range(from..)
@@ -184,7 +216,12 @@ impl Store for MemoryStore {
                     request.id, old.version
                 )));
             }
-            None => return Err(Error::Conflict(format!("request {} does not exist", request.id))),
+            None => {
+                return Err(Error::Conflict(format!(
+                    "request {} does not exist",
+                    request.id
+                )));
+            }
         };
         tables.requests.insert(request.id.clone(), request.clone());
         tables.emit(ChangeKind::Modify, Some(old), Some(request.clone()));
@@ -194,7 +231,11 @@ impl Store for MemoryStore {
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Page> {
         let tables = self.tables();
         let start = match &filter.after {
-            Some(after) => tables.request_order.iter().position(|id| id == after).map_or(0, |i| i + 1),
+            Some(after) => tables
+                .request_order
+                .iter()
+                .position(|id| id == after)
+                .map_or(0, |i| i + 1),
             None => 0,
         };
         let mut matching = tables.request_order[start..]
@@ -227,7 +268,10 @@ impl MemorySender {
 
     /// Makes every later post to this connection fail with [`Error::Gone`].
     pub fn mark_gone(&self, connection_id: &str) {
-        self.gone.lock().expect("lock").push(connection_id.to_owned());
+        self.gone
+            .lock()
+            .expect("lock")
+            .push(connection_id.to_owned());
     }
 
     /// Takes what was posted so far: `(connection id, frame)`.
@@ -244,15 +288,27 @@ impl MemorySender {
 #[async_trait]
 impl Sender for MemorySender {
     async fn post(&self, connection_id: &str, data: &str) -> Result<()> {
-        if self.gone.lock().expect("lock").iter().any(|id| id == connection_id) {
+        if self
+            .gone
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|id| id == connection_id)
+        {
             return Err(Error::Gone(connection_id.to_owned()));
         }
-        self.sent.lock().expect("lock").push((connection_id.to_owned(), data.to_owned()));
+        self.sent
+            .lock()
+            .expect("lock")
+            .push((connection_id.to_owned(), data.to_owned()));
         Ok(())
     }
 
     async fn close(&self, connection_id: &str, close: &Close) -> Result<()> {
-        self.closed.lock().expect("lock").push((connection_id.to_owned(), close.clone()));
+        self.closed
+            .lock()
+            .expect("lock")
+            .push((connection_id.to_owned(), close.clone()));
         Ok(())
     }
 }

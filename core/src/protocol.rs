@@ -117,25 +117,34 @@ pub enum ClientMessage {
     },
 }
 
-fn optional_object(message: &Map<String, Value>, kind: &str, field: &str) -> Result<Option<Map<String, Value>>, String> {
+fn optional_object(
+    message: &Map<String, Value>,
+    kind: &str,
+    field: &str,
+) -> Result<Option<Map<String, Value>>, String> {
     match message.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(object)) => Ok(Some(object.clone())),
-        Some(_) => Err(format!("\"{kind}\" message expects the '{field}' property to be an object or nullish")),
+        Some(_) => Err(format!(
+            "\"{kind}\" message expects the '{field}' property to be an object or nullish"
+        )),
     }
 }
 
 fn required_id(message: &Map<String, Value>, kind: &str) -> Result<String, String> {
     match message.get("id") {
         Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
-        _ => Err(format!("\"{kind}\" message requires a non-empty 'id' string")),
+        _ => Err(format!(
+            "\"{kind}\" message requires a non-empty 'id' string"
+        )),
     }
 }
 
 impl ClientMessage {
     /// Parses one text frame. The error is the 4400 close reason.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let value: Value = serde_json::from_str(text).map_err(|_| "Message is not valid JSON".to_string())?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|_| "Message is not valid JSON".to_string())?;
         let Value::Object(message) = value else {
             return Err("Message must be a JSON object".into());
         };
@@ -143,17 +152,31 @@ impl ClientMessage {
             return Err("Message is missing the 'type' property".into());
         };
         match kind.as_str() {
-            "connection_init" => Ok(Self::ConnectionInit { payload: optional_object(&message, kind, "payload")? }),
-            "ping" => Ok(Self::Ping { payload: optional_object(&message, kind, "payload")? }),
-            "pong" => Ok(Self::Pong { payload: optional_object(&message, kind, "payload")? }),
-            "complete" => Ok(Self::Complete { id: required_id(&message, kind)? }),
+            "connection_init" => Ok(Self::ConnectionInit {
+                payload: optional_object(&message, kind, "payload")?,
+            }),
+            "ping" => Ok(Self::Ping {
+                payload: optional_object(&message, kind, "payload")?,
+            }),
+            "pong" => Ok(Self::Pong {
+                payload: optional_object(&message, kind, "payload")?,
+            }),
+            "complete" => Ok(Self::Complete {
+                id: required_id(&message, kind)?,
+            }),
             "subscribe" => {
                 let id = required_id(&message, kind)?;
                 let Some(Value::Object(payload)) = message.get("payload") else {
-                    return Err("\"subscribe\" message expects the 'payload' property to be an object".into());
+                    return Err(
+                        "\"subscribe\" message expects the 'payload' property to be an object"
+                            .into(),
+                    );
                 };
                 let Some(Value::String(query)) = payload.get("query") else {
-                    return Err("\"subscribe\" message payload expects the 'query' property to be a string".into());
+                    return Err(
+                        "\"subscribe\" message payload expects the 'query' property to be a string"
+                            .into(),
+                    );
                 };
                 let operation_name = match payload.get("operationName") {
                     None | Some(Value::Null) => None,
@@ -170,7 +193,9 @@ impl ClientMessage {
                 };
                 Ok(Self::Subscribe { id, payload })
             }
-            "connection_ack" | "next" | "error" => Err(format!("Unexpected message of type {kind} received")),
+            "connection_ack" | "next" | "error" => {
+                Err(format!("Unexpected message of type {kind} received"))
+            }
             other => Err(format!("Invalid message type \"{other}\"")),
         }
     }
@@ -222,7 +247,10 @@ pub enum ServerMessage {
 impl ServerMessage {
     /// An `error` with one message.
     pub fn error(id: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Error { id: id.into(), payload: vec![serde_json::json!({ "message": message.into() })] }
+        Self::Error {
+            id: id.into(),
+            payload: vec![serde_json::json!({ "message": message.into() })],
+        }
     }
 
     /// The frame text.
@@ -277,7 +305,11 @@ pub struct Step {
 
 impl Step {
     fn closing(session: &Session, close: Close) -> Self {
-        Self { session: session.clone(), close: Some(close), ..Self::default() }
+        Self {
+            session: session.clone(),
+            close: Some(close),
+            ..Self::default()
+        }
     }
 }
 
@@ -297,10 +329,15 @@ pub fn step(session: &Session, message: ClientMessage) -> Step {
                 close: None,
             }
         }
-        ClientMessage::Ping { payload } => {
-            Step { session: next, send: vec![ServerMessage::Pong { payload }], ..Step::default() }
-        }
-        ClientMessage::Pong { .. } => Step { session: next, ..Step::default() },
+        ClientMessage::Ping { payload } => Step {
+            session: next,
+            send: vec![ServerMessage::Pong { payload }],
+            ..Step::default()
+        },
+        ClientMessage::Pong { .. } => Step {
+            session: next,
+            ..Step::default()
+        },
         ClientMessage::Subscribe { id, payload } => {
             if !session.acknowledged {
                 return Step::closing(session, Close::unauthorized());
@@ -309,12 +346,24 @@ pub fn step(session: &Session, message: ClientMessage) -> Step {
                 return Step::closing(session, Close::subscriber_exists(&id));
             }
             next.operations.insert(id.clone());
-            Step { session: next, effects: vec![Effect::Subscribe { id, payload }], ..Step::default() }
+            Step {
+                session: next,
+                effects: vec![Effect::Subscribe { id, payload }],
+                ..Step::default()
+            }
         }
         ClientMessage::Complete { id } => {
             // A client `complete` is never echoed; an unknown id is ignored.
-            let effects = if next.operations.remove(&id) { vec![Effect::Unsubscribe { id }] } else { vec![] };
-            Step { session: next, effects, ..Step::default() }
+            let effects = if next.operations.remove(&id) {
+                vec![Effect::Unsubscribe { id }]
+            } else {
+                vec![]
+            };
+            Step {
+                session: next,
+                effects,
+                ..Step::default()
+            }
         }
     }
 }
@@ -332,15 +381,27 @@ mod tests {
     use super::*;
 
     fn acked() -> Session {
-        Session { acknowledged: true, operations: BTreeSet::new() }
+        Session {
+            acknowledged: true,
+            operations: BTreeSet::new(),
+        }
     }
 
     #[test]
     fn init_acks_once_and_a_second_init_closes_4429() {
-        let first = receive(&Session::default(), r#"{"type":"connection_init","payload":{"token":"t"}}"#);
-        assert_eq!(first.send, vec![ServerMessage::ConnectionAck { payload: None }]);
+        let first = receive(
+            &Session::default(),
+            r#"{"type":"connection_init","payload":{"token":"t"}}"#,
+        );
+        assert_eq!(
+            first.send,
+            vec![ServerMessage::ConnectionAck { payload: None }]
+        );
         assert!(first.session.acknowledged);
-        assert!(matches!(&first.effects[..], [Effect::Initialise { payload: Some(_) }]));
+        assert!(matches!(
+            &first.effects[..],
+            [Effect::Initialise { payload: Some(_) }]
+        ));
         let second = receive(&first.session, r#"{"type":"connection_init"}"#);
         assert_eq!(second.close.map(|c| c.code), Some(4429));
         assert!(second.send.is_empty());
@@ -349,14 +410,20 @@ mod tests {
     #[test]
     fn ping_is_answered_with_its_payload_at_any_time_and_pong_is_ignored() {
         let step = receive(&Session::default(), r#"{"type":"ping","payload":{"n":1}}"#);
-        assert_eq!(step.send[0].to_text(), r#"{"type":"pong","payload":{"n":1}}"#);
+        assert_eq!(
+            step.send[0].to_text(),
+            r#"{"type":"pong","payload":{"n":1}}"#
+        );
         let step = receive(&Session::default(), r#"{"type":"pong"}"#);
         assert_eq!(step, Step::default());
     }
 
     #[test]
     fn subscribe_before_ack_closes_4401() {
-        let step = receive(&Session::default(), r#"{"type":"subscribe","id":"1","payload":{"query":"{actions}"}}"#);
+        let step = receive(
+            &Session::default(),
+            r#"{"type":"subscribe","id":"1","payload":{"query":"{actions}"}}"#,
+        );
         assert_eq!(step.close.map(|c| c.code), Some(4401));
         assert!(step.effects.is_empty());
     }
@@ -367,7 +434,13 @@ mod tests {
         let first = receive(&acked(), frame);
         assert!(matches!(&first.effects[..], [Effect::Subscribe { id, .. }] if id == "op"));
         let dup = receive(&first.session, frame);
-        assert_eq!(dup.close, Some(Close { code: 4409, reason: "Subscriber for op already exists".into() }));
+        assert_eq!(
+            dup.close,
+            Some(Close {
+                code: 4409,
+                reason: "Subscriber for op already exists".into()
+            })
+        );
         let done = receive(&first.session, r#"{"type":"complete","id":"op"}"#);
         assert!(done.send.is_empty(), "a client complete is not echoed");
         assert_eq!(done.effects, vec![Effect::Unsubscribe { id: "op".into() }]);
@@ -376,7 +449,13 @@ mod tests {
 
     #[test]
     fn complete_for_an_unknown_id_is_ignored() {
-        assert_eq!(receive(&acked(), r#"{"type":"complete","id":"nope"}"#), Step { session: acked(), ..Step::default() });
+        assert_eq!(
+            receive(&acked(), r#"{"type":"complete","id":"nope"}"#),
+            Step {
+                session: acked(),
+                ..Step::default()
+            }
+        );
     }
 
     #[test]
@@ -416,6 +495,9 @@ mod tests {
     #[test]
     fn error_payload_is_never_empty() {
         let text = ServerMessage::error("1", "boom").to_text();
-        assert_eq!(text, r#"{"type":"error","id":"1","payload":[{"message":"boom"}]}"#);
+        assert_eq!(
+            text,
+            r#"{"type":"error","id":"1","payload":[{"message":"boom"}]}"#
+        );
     }
 }

@@ -123,7 +123,12 @@ pub struct AsyncRequest {
 
 impl AsyncRequest {
     /// A new QUEUED request at version 1.
-    pub fn new(id: impl Into<String>, action: impl Into<String>, payload: Value, now: DateTime<Utc>) -> Self {
+    pub fn new(
+        id: impl Into<String>,
+        action: impl Into<String>,
+        payload: Value,
+        now: DateTime<Utc>,
+    ) -> Self {
         Self {
             id: id.into(),
             action: action.into(),
@@ -144,7 +149,11 @@ impl AsyncRequest {
     }
 
     fn refuse(&self, action: &'static str) -> Error {
-        Error::Transition { id: self.id.clone(), action, status: self.status }
+        Error::Transition {
+            id: self.id.clone(),
+            action,
+            status: self.status,
+        }
     }
 
     fn touch(&mut self, now: DateTime<Utc>) {
@@ -167,11 +176,20 @@ impl AsyncRequest {
 
     /// Records progress while RUNNING. The fraction is clamped to 0.0..=1.0 and never moves
     /// backwards. Returns whether anything visible changed (no version bump otherwise).
-    pub fn report(&mut self, fraction: f64, message: Option<String>, now: DateTime<Utc>) -> Result<bool> {
+    pub fn report(
+        &mut self,
+        fraction: f64,
+        message: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         if self.status != RequestStatus::Running {
             return Err(self.refuse("report progress"));
         }
-        let fraction = if fraction.is_nan() { self.progress } else { fraction.clamp(0.0, 1.0) };
+        let fraction = if fraction.is_nan() {
+            self.progress
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
         let progress = self.progress.max(fraction);
         let message = message.or_else(|| self.message.clone());
         if progress == self.progress && message == self.message {
@@ -208,7 +226,12 @@ impl AsyncRequest {
     }
 
     /// RUNNING → RETRYING: a retryable error with attempts left; the next one is due at `at`.
-    pub fn retry_at(&mut self, error: RequestError, at: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
+    pub fn retry_at(
+        &mut self,
+        error: RequestError,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         if self.status != RequestStatus::Running {
             return Err(self.refuse("retry"));
         }
@@ -272,7 +295,10 @@ mod tests {
 
     fn queued() -> (AsyncRequest, ManualClock) {
         let clock = ManualClock::default();
-        (AsyncRequest::new("r-1", "generateReport", json!({}), clock.now()), clock)
+        (
+            AsyncRequest::new("r-1", "generateReport", json!({}), clock.now()),
+            clock,
+        )
     }
 
     #[test]
@@ -280,11 +306,17 @@ mod tests {
         let (mut r, clock) = queued();
         assert_eq!((r.status, r.version), (RequestStatus::Queued, 1));
         r.start(clock.now()).unwrap();
-        assert_eq!((r.status, r.version, r.attempts), (RequestStatus::Running, 2, 1));
+        assert_eq!(
+            (r.status, r.version, r.attempts),
+            (RequestStatus::Running, 2, 1)
+        );
         assert!(r.report(0.5, Some("half".into()), clock.now()).unwrap());
         assert_eq!(r.version, 3);
         r.complete(json!({"ok": true}), clock.now()).unwrap();
-        assert_eq!((r.status, r.version, r.progress), (RequestStatus::Completed, 4, 1.0));
+        assert_eq!(
+            (r.status, r.version, r.progress),
+            (RequestStatus::Completed, 4, 1.0)
+        );
         assert!(r.updated_at > r.created_at);
     }
 
@@ -293,7 +325,10 @@ mod tests {
         let (mut r, clock) = queued();
         r.start(clock.now()).unwrap();
         r.report(0.6, None, clock.now()).unwrap();
-        assert!(!r.report(0.2, None, clock.now()).unwrap(), "a lower fraction is no change");
+        assert!(
+            !r.report(0.2, None, clock.now()).unwrap(),
+            "a lower fraction is no change"
+        );
         assert_eq!(r.progress, 0.6);
         r.report(7.0, None, clock.now()).unwrap();
         assert_eq!(r.progress, 1.0);
@@ -319,11 +354,24 @@ mod tests {
         for result in [
             r.clone().start(clock.now()),
             r.clone().report(0.9, None, clock.now()).map(|_| ()),
-            r.clone().fail(RequestError { code: "X".into(), message: "x".into(), retryable: false }, clock.now()),
+            r.clone().fail(
+                RequestError {
+                    code: "X".into(),
+                    message: "x".into(),
+                    retryable: false,
+                },
+                clock.now(),
+            ),
             r.clone().cancel(clock.now()),
             r.clone().redrive(clock.now()),
         ] {
-            assert!(matches!(result, Err(Error::Transition { status: RequestStatus::Completed, .. })));
+            assert!(matches!(
+                result,
+                Err(Error::Transition {
+                    status: RequestStatus::Completed,
+                    ..
+                })
+            ));
         }
     }
 
@@ -345,15 +393,25 @@ mod tests {
     #[test]
     fn retry_then_redrive() {
         let (mut r, clock) = queued();
-        let error = RequestError { code: "FLAKY".into(), message: "try again".into(), retryable: true };
+        let error = RequestError {
+            code: "FLAKY".into(),
+            message: "try again".into(),
+            retryable: true,
+        };
         r.start(clock.now()).unwrap();
         let at = clock.now() + Duration::seconds(2);
         r.retry_at(error.clone(), at, clock.now()).unwrap();
-        assert_eq!((r.status, r.next_attempt_at), (RequestStatus::Retrying, Some(at)));
+        assert_eq!(
+            (r.status, r.next_attempt_at),
+            (RequestStatus::Retrying, Some(at))
+        );
         r.start(clock.now()).unwrap();
         assert_eq!(r.attempts, 2);
         r.fail(error, clock.now()).unwrap();
         r.redrive(clock.now()).unwrap();
-        assert_eq!((r.status, r.attempts, r.error.is_none()), (RequestStatus::Queued, 0, true));
+        assert_eq!(
+            (r.status, r.attempts, r.error.is_none()),
+            (RequestStatus::Queued, 0, true)
+        );
     }
 }

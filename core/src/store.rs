@@ -7,7 +7,9 @@
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::{AsyncRequest, Clock, Connection, Error, RequestStatus, Result, Subscription, SubscriptionKey};
+use crate::{
+    AsyncRequest, Clock, Connection, Error, RequestStatus, Result, Subscription, SubscriptionKey,
+};
 
 /// What happened to a request item, as a DynamoDB stream record says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,10 @@ pub struct Change {
 impl Change {
     /// The request id of the changed item.
     pub fn request_id(&self) -> Option<&str> {
-        self.new.as_ref().or(self.old.as_ref()).map(|r| r.id.as_str())
+        self.new
+            .as_ref()
+            .or(self.old.as_ref())
+            .map(|r| r.id.as_str())
     }
 
     /// The new image when the change is one a client can see: the version moved forward.
@@ -54,7 +59,10 @@ impl Change {
     /// The new image when this change made the request runnable (enqueued or re-driven).
     pub fn enqueued(&self) -> Option<&AsyncRequest> {
         let new = self.new.as_ref()?;
-        let was_queued = self.old.as_ref().is_some_and(|old| old.status == RequestStatus::Queued);
+        let was_queued = self
+            .old
+            .as_ref()
+            .is_some_and(|old| old.status == RequestStatus::Queued);
         (new.status == RequestStatus::Queued && !was_queued).then_some(new)
     }
 }
@@ -93,7 +101,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn delete_connection(&self, id: &str) -> Result<Option<Connection>>;
     /// Marks an operation active on a connection: [`Error::Conflict`] when the id is already
     /// active (4409), [`Error::NotFound`] when the connection is gone.
-    async fn add_operation(&self, connection_id: &str, operation_id: &str, request_id: &str) -> Result<()>;
+    async fn add_operation(
+        &self,
+        connection_id: &str,
+        operation_id: &str,
+        request_id: &str,
+    ) -> Result<()>;
     /// Clears an active operation (missing is fine).
     async fn remove_operation(&self, connection_id: &str, operation_id: &str) -> Result<()>;
 
@@ -128,7 +141,10 @@ pub async fn modify_request<T>(
     mut change: impl FnMut(&mut AsyncRequest, chrono::DateTime<chrono::Utc>) -> Result<T> + Send,
 ) -> Result<(AsyncRequest, T)> {
     loop {
-        let mut request = store.get_request(id).await?.ok_or_else(|| Error::NotFound(format!("request {id}")))?;
+        let mut request = store
+            .get_request(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("request {id}")))?;
         let expected = request.version;
         let outcome = change(&mut request, clock.now())?;
         match store.update_request(&request, expected).await {

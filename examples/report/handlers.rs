@@ -42,15 +42,25 @@ impl Handler for GenerateReport {
     type Input = GenerateReportInput;
     type Output = Report;
 
-    async fn process(&self, input: GenerateReportInput, job: JobContext) -> Result<Report, JobError> {
+    async fn process(
+        &self,
+        input: GenerateReportInput,
+        job: JobContext,
+    ) -> Result<Report, JobError> {
         let rows = input.rows.unwrap_or(1000);
         let step_delay_ms = input.step_delay_ms.unwrap_or(300);
         if rows < 0 || step_delay_ms < 0 {
-            return Err(JobError::permanent("BAD_INPUT", "rows and stepDelayMs must not be negative"));
+            return Err(JobError::permanent(
+                "BAD_INPUT",
+                "rows and stepDelayMs must not be negative",
+            ));
         }
         let step = Duration::from_millis(step_delay_ms as u64);
         let steps = [
-            (0.25, format!("querying {rows} rows from {} to {}", input.from, input.to)),
+            (
+                0.25,
+                format!("querying {rows} rows from {} to {}", input.from, input.to),
+            ),
             (0.5, "aggregating".to_owned()),
             (0.75, "rendering".to_owned()),
             (0.95, "uploading".to_owned()),
@@ -61,7 +71,12 @@ impl Handler for GenerateReport {
         }
         tokio::time::sleep(step).await;
         Ok(Report {
-            url: format!("https://reports.example.com/{}/{}-{}.csv", job.request_id(), input.from, input.to),
+            url: format!(
+                "https://reports.example.com/{}/{}-{}.csv",
+                job.request_id(),
+                input.from,
+                input.to
+            ),
             rows,
             size_bytes: rows.saturating_mul(64),
         })
@@ -92,10 +107,20 @@ impl Handler for FlakyImport {
     type Input = FlakyImportInput;
     type Output = ImportSummary;
 
-    async fn process(&self, input: FlakyImportInput, job: JobContext) -> Result<ImportSummary, JobError> {
-        job.progress(0.1, format!("attempt {}", job.attempt())).await?;
+    async fn process(
+        &self,
+        input: FlakyImportInput,
+        job: JobContext,
+    ) -> Result<ImportSummary, JobError> {
+        // Reaching the upstream takes a moment.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        job.progress(0.1, format!("attempt {}", job.attempt()))
+            .await?;
         if i64::from(job.attempt()) <= i64::from(input.fail_times) {
-            return Err(JobError::retryable("UPSTREAM_UNAVAILABLE", format!("upstream refused attempt {}", job.attempt())));
+            return Err(JobError::retryable(
+                "UPSTREAM_UNAVAILABLE",
+                format!("upstream refused attempt {}", job.attempt()),
+            ));
         }
         job.progress(0.9, "importing").await?;
         Ok(ImportSummary { imported: 42 })
@@ -108,5 +133,7 @@ impl Handler for FlakyImport {
 
 /// The example app.
 pub(crate) fn app() -> streamer::App {
-    streamer::App::new().register(GenerateReport).register(FlakyImport)
+    streamer::App::new()
+        .register(GenerateReport)
+        .register(FlakyImport)
 }

@@ -25,14 +25,27 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let stack = handlers::app().local().with_job_concurrency(args.job_concurrency).build()?;
+    let stack = handlers::app()
+        .local()
+        .with_job_concurrency(args.job_concurrency)
+        .build()?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "listening on ws://{}/graphql", listener.local_addr()?)?;
+    writeln!(
+        stdout,
+        "listening on ws://{}/graphql",
+        listener.local_addr()?
+    )?;
     stdout.flush()?;
-    stack.run(listener, async { tokio::signal::ctrl_c().await.unwrap_or_default() }).await?;
+    stack
+        .run(listener, async {
+            tokio::signal::ctrl_c().await.unwrap_or_default()
+        })
+        .await?;
     Ok(())
 }

@@ -58,7 +58,12 @@ pub struct MalformedEvent(pub &'static str);
 /// Splits a `Sec-WebSocket-Protocol` header on commas and trims each entry (browsers send
 /// `"a, b"`; AWS's own sample forgets to trim).
 pub fn offered_protocols(header: &str) -> Vec<String> {
-    header.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect()
+    header
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl TryFrom<ApiGatewayWebsocketProxyRequest> for WsEvent {
@@ -66,8 +71,13 @@ impl TryFrom<ApiGatewayWebsocketProxyRequest> for WsEvent {
 
     fn try_from(event: ApiGatewayWebsocketProxyRequest) -> Result<Self, Self::Error> {
         let context = event.request_context;
-        let connection_id = context.connection_id.ok_or(MalformedEvent("no requestContext.connectionId"))?;
-        let kind = context.event_type.as_deref().or(context.route_key.as_deref());
+        let connection_id = context
+            .connection_id
+            .ok_or(MalformedEvent("no requestContext.connectionId"))?;
+        let kind = context
+            .event_type
+            .as_deref()
+            .or(context.route_key.as_deref());
         match kind {
             Some("CONNECT" | "$connect") => {
                 let protocols = event
@@ -77,9 +87,19 @@ impl TryFrom<ApiGatewayWebsocketProxyRequest> for WsEvent {
                     .filter_map(|v| v.to_str().ok())
                     .flat_map(offered_protocols)
                     .collect();
-                let query = event.query_string_parameters.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-                let connected_at = DateTime::from_timestamp_millis(context.connected_at).unwrap_or_default();
-                Ok(Self::Connect { connection_id, protocols, query, connected_at })
+                let query = event
+                    .query_string_parameters
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                let connected_at =
+                    DateTime::from_timestamp_millis(context.connected_at).unwrap_or_default();
+                Ok(Self::Connect {
+                    connection_id,
+                    protocols,
+                    query,
+                    connected_at,
+                })
             }
             Some("DISCONNECT" | "$disconnect") => Ok(Self::Disconnect {
                 connection_id,
@@ -98,7 +118,10 @@ impl TryFrom<ApiGatewayWebsocketProxyRequest> for WsEvent {
                 } else {
                     body
                 };
-                Ok(Self::Message { connection_id, body })
+                Ok(Self::Message {
+                    connection_id,
+                    body,
+                })
             }
             None => Err(MalformedEvent("no requestContext.eventType or routeKey")),
         }
@@ -111,7 +134,10 @@ mod tests {
 
     #[test]
     fn protocols_are_split_and_trimmed() {
-        assert_eq!(offered_protocols("graphql-ws, graphql-transport-ws"), ["graphql-ws", "graphql-transport-ws"]);
+        assert_eq!(
+            offered_protocols("graphql-ws, graphql-transport-ws"),
+            ["graphql-ws", "graphql-transport-ws"]
+        );
         assert_eq!(offered_protocols(" a ,,b"), ["a", "b"]);
         assert!(offered_protocols("").is_empty());
     }

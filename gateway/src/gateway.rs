@@ -9,7 +9,9 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use http::HeaderValue;
 use serde_json::Value;
 use streamer_core::protocol::{self, Close, Effect, ServerMessage, Session, SubscribePayload};
-use streamer_core::{Clock, Connection, Error, Phase, Result, Sender, Store, Subscription, SubscriptionKey};
+use streamer_core::{
+    Clock, Connection, Error, Phase, Result, Sender, Store, Subscription, SubscriptionKey,
+};
 use streamer_schema::execute::{self, OperationKind};
 use streamer_schema::{Services, deliver, prune_connection};
 
@@ -26,7 +28,10 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("store", &self.store).field("sender", &self.sender).finish_non_exhaustive()
+        f.debug_struct("Gateway")
+            .field("store", &self.store)
+            .field("sender", &self.sender)
+            .finish_non_exhaustive()
     }
 }
 
@@ -45,14 +50,26 @@ fn is_request_error(response: &async_graphql::Response) -> bool {
 }
 
 fn errors_payload(errors: &[async_graphql::ServerError]) -> Vec<Value> {
-    let payload: Vec<Value> = errors.iter().filter_map(|e| serde_json::to_value(e).ok()).collect();
-    if payload.is_empty() { vec![serde_json::json!({ "message": "request failed" })] } else { payload }
+    let payload: Vec<Value> = errors
+        .iter()
+        .filter_map(|e| serde_json::to_value(e).ok())
+        .collect();
+    if payload.is_empty() {
+        vec![serde_json::json!({ "message": "request failed" })]
+    } else {
+        payload
+    }
 }
 
 impl Gateway {
     /// A gateway over a schema built with these services, posting through `sender`.
     pub fn new(schema: Schema, services: &Services, sender: Arc<dyn Sender>) -> Self {
-        Self { schema, store: Arc::clone(&services.store), clock: Arc::clone(&services.clock), sender }
+        Self {
+            schema,
+            store: Arc::clone(&services.store),
+            clock: Arc::clone(&services.clock),
+            sender,
+        }
     }
 
     /// The schema.
@@ -76,17 +93,30 @@ impl Gateway {
     /// Handles one strict event.
     pub async fn handle_event(&self, event: WsEvent) -> ApiGatewayProxyResponse {
         match event {
-            WsEvent::Connect { connection_id, protocols, query, connected_at } => {
-                self.connect(connection_id, &protocols, query, connected_at).await
+            WsEvent::Connect {
+                connection_id,
+                protocols,
+                query,
+                connected_at,
+            } => {
+                self.connect(connection_id, &protocols, query, connected_at)
+                    .await
             }
-            WsEvent::Message { connection_id, body } => {
+            WsEvent::Message {
+                connection_id,
+                body,
+            } => {
                 if let Err(error) = self.message(&connection_id, &body).await {
                     tracing::error!(%connection_id, %error, source = ?std::error::Error::source(&error), "message failed");
                     self.close(&connection_id, &Close::internal()).await;
                 }
                 response(200)
             }
-            WsEvent::Disconnect { connection_id, status_code, reason } => {
+            WsEvent::Disconnect {
+                connection_id,
+                status_code,
+                reason,
+            } => {
                 tracing::info!(%connection_id, ?status_code, ?reason, "disconnected");
                 if let Err(error) = prune_connection(&*self.store, &connection_id).await {
                     tracing::error!(%connection_id, %error, "cleanup on disconnect failed; TTL will remove it");
@@ -116,7 +146,10 @@ impl Gateway {
         }
         tracing::info!(%connection_id, "connected");
         let mut accepted = response(200);
-        accepted.headers.insert("sec-websocket-protocol", HeaderValue::from_static(protocol::SUBPROTOCOL));
+        accepted.headers.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static(protocol::SUBPROTOCOL),
+        );
         accepted
     }
 
@@ -145,7 +178,9 @@ impl Gateway {
         for effect in step.effects {
             let outcome = match effect {
                 Effect::Initialise { payload } => self.initialise(connection_id, payload).await?,
-                Effect::Subscribe { id, payload } => self.operation(&connection, id, payload).await?,
+                Effect::Subscribe { id, payload } => {
+                    self.operation(&connection, id, payload).await?
+                }
                 Effect::Unsubscribe { id } => {
                     self.unsubscribe(&connection, &id).await?;
                     None
@@ -168,8 +203,16 @@ impl Gateway {
         Ok(())
     }
 
-    async fn initialise(&self, connection_id: &str, payload: Option<serde_json::Map<String, Value>>) -> Result<Option<Close>> {
-        match self.store.acknowledge_connection(connection_id, payload.map(Value::Object)).await {
+    async fn initialise(
+        &self,
+        connection_id: &str,
+        payload: Option<serde_json::Map<String, Value>>,
+    ) -> Result<Option<Close>> {
+        match self
+            .store
+            .acknowledge_connection(connection_id, payload.map(Value::Object))
+            .await
+        {
             Ok(()) => Ok(None),
             // Another invocation initialised this connection first.
             Err(Error::Conflict(_)) => Ok(Some(Close::too_many_inits())),
@@ -185,23 +228,45 @@ impl Gateway {
                 operation_id: operation_id.to_owned(),
             };
             self.store.delete_subscription(&key).await?;
-            self.store.remove_operation(&connection.id, operation_id).await?;
+            self.store
+                .remove_operation(&connection.id, operation_id)
+                .await?;
         }
         Ok(())
     }
 
     /// Runs a `subscribe`: queries and mutations here and now; subscriptions are stored.
-    async fn operation(&self, connection: &Connection, id: String, payload: SubscribePayload) -> Result<Option<Close>> {
-        let request = execute::request(&payload.query, payload.operation_name.as_deref(), payload.variables.as_ref());
-        if execute::operation_kind(&payload.query, payload.operation_name.as_deref()) == Some(OperationKind::Subscription) {
+    async fn operation(
+        &self,
+        connection: &Connection,
+        id: String,
+        payload: SubscribePayload,
+    ) -> Result<Option<Close>> {
+        let request = execute::request(
+            &payload.query,
+            payload.operation_name.as_deref(),
+            payload.variables.as_ref(),
+        );
+        if execute::operation_kind(&payload.query, payload.operation_name.as_deref())
+            == Some(OperationKind::Subscription)
+        {
             return self.subscribe(connection, id, payload, request).await;
         }
         let result = self.schema.execute(request).await;
         let messages = if is_request_error(&result) {
-            vec![ServerMessage::Error { id, payload: errors_payload(&result.errors) }]
+            vec![ServerMessage::Error {
+                id,
+                payload: errors_payload(&result.errors),
+            }]
         } else {
             let payload = serde_json::to_value(&result).unwrap_or_default();
-            vec![ServerMessage::Next { id: id.clone(), payload }, ServerMessage::Complete { id }]
+            vec![
+                ServerMessage::Next {
+                    id: id.clone(),
+                    payload,
+                },
+                ServerMessage::Complete { id },
+            ]
         };
         for message in &messages {
             match self.post(&connection.id, message).await {
@@ -228,11 +293,22 @@ impl Gateway {
         let target = match execute::validate_subscription(&self.schema, request).await {
             Ok(target) => target,
             Err(errors) => {
-                self.post(&connection.id, &ServerMessage::Error { id, payload: errors_payload(&errors) }).await?;
+                self.post(
+                    &connection.id,
+                    &ServerMessage::Error {
+                        id,
+                        payload: errors_payload(&errors),
+                    },
+                )
+                .await?;
                 return Ok(None);
             }
         };
-        match self.store.add_operation(&connection.id, &id, &target.request_id).await {
+        match self
+            .store
+            .add_operation(&connection.id, &id, &target.request_id)
+            .await
+        {
             Ok(()) => {}
             // A concurrent subscribe with the same id won.
             Err(Error::Conflict(_)) => return Ok(Some(Close::subscriber_exists(&id))),
@@ -255,7 +331,14 @@ impl Gateway {
         tracing::info!(connection_id = %connection.id, operation_id = %id, request_id = %target.request_id, "subscribed");
         match self.store.get_request(&target.request_id).await? {
             Some(state) => {
-                deliver(&self.schema, &*self.store, &*self.sender, &subscription, &state).await?;
+                deliver(
+                    &self.schema,
+                    &*self.store,
+                    &*self.sender,
+                    &subscription,
+                    &state,
+                )
+                .await?;
             }
             None => {
                 self.store.delete_subscription(&subscription.key).await?;
@@ -264,7 +347,14 @@ impl Gateway {
                     "message": format!("no request with id \"{}\"", target.request_id),
                     "extensions": { "code": "NOT_FOUND" },
                 });
-                self.post(&connection.id, &ServerMessage::Error { id, payload: vec![error] }).await?;
+                self.post(
+                    &connection.id,
+                    &ServerMessage::Error {
+                        id,
+                        payload: vec![error],
+                    },
+                )
+                .await?;
             }
         }
         Ok(None)
@@ -284,14 +374,26 @@ impl Gateway {
             Ok(request) => request,
             Err(error) => {
                 let message = format!("the body must be a JSON GraphQL request: {error}");
-                return (400, serde_json::json!({ "errors": [{ "message": message }] }));
+                return (
+                    400,
+                    serde_json::json!({ "errors": [{ "message": message }] }),
+                );
             }
         };
-        if execute::operation_kind(&request.query, request.operation_name.as_deref()) == Some(OperationKind::Subscription) {
+        if execute::operation_kind(&request.query, request.operation_name.as_deref())
+            == Some(OperationKind::Subscription)
+        {
             let message = "subscriptions need the WebSocket endpoint (graphql-transport-ws)";
-            return (400, serde_json::json!({ "errors": [{ "message": message }] }));
+            return (
+                400,
+                serde_json::json!({ "errors": [{ "message": message }] }),
+            );
         }
-        let request = execute::request(&request.query, request.operation_name.as_deref(), request.variables.as_ref());
+        let request = execute::request(
+            &request.query,
+            request.operation_name.as_deref(),
+            request.variables.as_ref(),
+        );
         let result = self.schema.execute(request).await;
         (200, serde_json::to_value(&result).unwrap_or_default())
     }

@@ -3,12 +3,19 @@
 
 use std::collections::HashMap;
 
-use aws_lambda_events::apigw::{ApiGatewayWebsocketProxyRequest, ApiGatewayWebsocketProxyRequestContext};
+use aws_lambda_events::apigw::{
+    ApiGatewayWebsocketProxyRequest, ApiGatewayWebsocketProxyRequestContext,
+};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 
-fn context(connection_id: &str, route_key: &str, event_type: &str, connected_at: DateTime<Utc>) -> ApiGatewayWebsocketProxyRequestContext {
+fn context(
+    connection_id: &str,
+    route_key: &str,
+    event_type: &str,
+    connected_at: DateTime<Utc>,
+) -> ApiGatewayWebsocketProxyRequestContext {
     let now = Utc::now();
     let mut context = ApiGatewayWebsocketProxyRequestContext::default();
     context.connection_id = Some(connection_id.to_owned());
@@ -44,11 +51,18 @@ pub(crate) fn connect(
 }
 
 /// The `$default` event of one frame; binary frames are base64-encoded, as API Gateway does.
-pub(crate) fn message(connection_id: &str, frame: Frame<'_>, connected_at: DateTime<Utc>) -> ApiGatewayWebsocketProxyRequest {
+pub(crate) fn message(
+    connection_id: &str,
+    frame: Frame<'_>,
+    connected_at: DateTime<Utc>,
+) -> ApiGatewayWebsocketProxyRequest {
     let mut event = ApiGatewayWebsocketProxyRequest::default();
     let (body, encoded) = match frame {
         Frame::Text(text) => (text.to_owned(), false),
-        Frame::Binary(bytes) => (base64::engine::general_purpose::STANDARD.encode(bytes), true),
+        Frame::Binary(bytes) => (
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+            true,
+        ),
     };
     event.body = Some(body);
     event.is_base64_encoded = encoded;

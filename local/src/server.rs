@@ -38,7 +38,11 @@ pub struct Server {
 impl Server {
     /// A server calling `gateway`, whose sender must post to `sockets`.
     pub fn new(gateway: Gateway, sockets: Sockets, connection_ids: Arc<dyn IdGenerator>) -> Self {
-        Self { gateway, sockets, connection_ids }
+        Self {
+            gateway,
+            sockets,
+            connection_ids,
+        }
     }
 
     /// The HTTP routes.
@@ -51,20 +55,39 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 }
 
 async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql").title("Streamer").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql")
+            .title("Streamer")
+            .finish(),
+    )
 }
 
 async fn graphql(State(server): State<Server>, body: Bytes) -> Response {
     let (status, body) = server.gateway.execute_http(&body).await;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn upgrade(
@@ -76,21 +99,44 @@ async fn upgrade(
 ) -> Response {
     let connection_id = server.connection_ids.next_id();
     let connected_at = Utc::now();
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let answer = server.gateway.handle(events::connect(&connection_id, headers, query, connected_at)).await;
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let answer = server
+        .gateway
+        .handle(events::connect(
+            &connection_id,
+            headers,
+            query,
+            connected_at,
+        ))
+        .await;
     if answer.status_code != 200 {
         // `$connect` refused: the handshake fails with its status, as on API Gateway.
-        let status = u16::try_from(answer.status_code).ok().and_then(|s| StatusCode::from_u16(s).ok());
+        let status = u16::try_from(answer.status_code)
+            .ok()
+            .and_then(|s| StatusCode::from_u16(s).ok());
         return status.unwrap_or(StatusCode::FORBIDDEN).into_response();
     }
-    let protocol = answer.headers.get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let protocol = answer
+        .headers
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let ws = match protocol {
         Some(protocol) => ws.protocols([protocol]),
         None => ws,
     };
     ws.on_upgrade(move |socket| {
         let (tx, rx) = mpsc::unbounded_channel();
-        let entry = Socket { tx, connected_at, last_active_at: connected_at, source_ip: peer.ip().to_string(), user_agent };
+        let entry = Socket {
+            tx,
+            connected_at,
+            last_active_at: connected_at,
+            source_ip: peer.ip().to_string(),
+            user_agent,
+        };
         server.sockets.insert(connection_id.clone(), entry);
         serve_socket(server, connection_id, connected_at, socket, rx)
     })
@@ -116,7 +162,10 @@ async fn serve_socket(
                     }
                 }
                 Outgoing::Close(close) => {
-                    let frame = CloseFrame { code: close.code, reason: close.reason.clone().into() };
+                    let frame = CloseFrame {
+                        code: close.code,
+                        reason: close.reason.clone().into(),
+                    };
                     let _ = sink.send(Message::Close(Some(frame))).await;
                     let _ = closed_tx.send((close.code, close.reason));
                     return;
@@ -150,22 +199,52 @@ async fn serve_socket(
         }
     };
     server.sockets.remove(&connection_id);
-    if tokio::time::timeout(std::time::Duration::from_secs(1), writer).await.is_err() {
+    if tokio::time::timeout(std::time::Duration::from_secs(1), writer)
+        .await
+        .is_err()
+    {
         tracing::debug!(%connection_id, "writer did not finish in time");
     }
-    server.gateway.handle(events::disconnect(&connection_id, status_code, reason, connected_at)).await;
+    server
+        .gateway
+        .handle(events::disconnect(
+            &connection_id,
+            status_code,
+            reason,
+            connected_at,
+        ))
+        .await;
 }
 
 /// The Management API: `POST`, `GET` and `DELETE /@connections/{id}` (the SDK percent-encodes
 /// the `@`, so the path is matched here rather than by the router).
-async fn management(State(server): State<Server>, method: Method, uri: Uri, body: Bytes) -> Response {
-    let path = uri.path().replace("%40", "@").replace("%3D", "=").replace("%3d", "=");
-    let Some(connection_id) = path.strip_prefix("/@connections/").filter(|id| !id.is_empty() && !id.contains('/')) else {
+async fn management(
+    State(server): State<Server>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let path = uri
+        .path()
+        .replace("%40", "@")
+        .replace("%3D", "=")
+        .replace("%3d", "=");
+    let Some(connection_id) = path
+        .strip_prefix("/@connections/")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+    else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let gone = || {
         let body = serde_json::json!({ "message": format!("The connection with the provided id {connection_id} no longer exists") });
-        (StatusCode::GONE, [("x-amzn-errortype", "GoneException"), ("content-type", "application/json")], body.to_string())
+        (
+            StatusCode::GONE,
+            [
+                ("x-amzn-errortype", "GoneException"),
+                ("content-type", "application/json"),
+            ],
+            body.to_string(),
+        )
             .into_response()
     };
     match method {
@@ -179,12 +258,19 @@ async fn management(State(server): State<Server>, method: Method, uri: Uri, body
             }
         }
         Method::GET => match server.sockets.describe(connection_id) {
-            Some(description) => ([("content-type", "application/json")], description.to_string()).into_response(),
+            Some(description) => (
+                [("content-type", "application/json")],
+                description.to_string(),
+            )
+                .into_response(),
             None => gone(),
         },
         Method::DELETE => {
             // API Gateway cannot choose a close code either: a deleted connection closes 1000.
-            let close = streamer_core::protocol::Close { code: 1000, reason: "Connection Closed Normally".into() };
+            let close = streamer_core::protocol::Close {
+                code: 1000,
+                reason: "Connection Closed Normally".into(),
+            };
             match server.sockets.send(connection_id, Outgoing::Close(close)) {
                 Ok(()) => StatusCode::NO_CONTENT.into_response(),
                 Err(_) => gone(),

@@ -55,7 +55,10 @@ impl Sockets {
     pub(crate) fn send(&self, id: &str, frame: Outgoing) -> Result<()> {
         let sockets = self.lock();
         let socket = sockets.get(id).ok_or_else(|| Error::Gone(id.to_owned()))?;
-        socket.tx.send(frame).map_err(|_| Error::Gone(id.to_owned()))
+        socket
+            .tx
+            .send(frame)
+            .map_err(|_| Error::Gone(id.to_owned()))
     }
 
     /// `GetConnection`'s answer: connectedAt, lastActiveAt, identity.
@@ -97,10 +100,12 @@ impl LocalSender {
 #[async_trait]
 impl Sender for LocalSender {
     async fn post(&self, connection_id: &str, data: &str) -> Result<()> {
-        self.sockets.send(connection_id, Outgoing::Text(data.to_owned()))
+        self.sockets
+            .send(connection_id, Outgoing::Text(data.to_owned()))
     }
 
     async fn close(&self, connection_id: &str, close: &Close) -> Result<()> {
-        self.sockets.send(connection_id, Outgoing::Close(close.clone()))
+        self.sockets
+            .send(connection_id, Outgoing::Close(close.clone()))
     }
 }

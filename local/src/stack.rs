@@ -61,7 +61,11 @@ impl StackBuilder {
         let memory = Arc::new(MemoryStore::new());
         let feed = memory.changes();
         let store: Arc<dyn Store> = memory;
-        let services = Services { store: Arc::clone(&store), clock: Arc::clone(&self.clock), ids: self.ids };
+        let services = Services {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&self.clock),
+            ids: self.ids,
+        };
         let schema = streamer_schema::build(Arc::clone(&self.handlers), services.clone())?;
         let sockets = Sockets::default();
         let sender = Arc::new(LocalSender::new(sockets.clone()));
@@ -70,7 +74,11 @@ impl StackBuilder {
         let dispatcher = Arc::new(TaskDispatcher::new(worker, self.job_concurrency));
         let processor = Processor::new(schema, store, sender, dispatcher);
         let server = Server::new(gateway, sockets, self.connection_ids);
-        Ok(Stack { server, processor, feed })
+        Ok(Stack {
+            server,
+            processor,
+            feed,
+        })
     }
 }
 
@@ -96,7 +104,11 @@ impl Stack {
 
     /// Serves on `listener` until `shutdown` resolves, feeding the processor from the store's
     /// change feed meanwhile.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let feed = tokio::spawn(feed_processor(self.feed, self.processor));
         let served = self.server.run(listener, shutdown).await;
         feed.abort();

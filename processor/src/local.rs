@@ -20,14 +20,19 @@ pub struct TaskDispatcher {
 impl TaskDispatcher {
     /// At most `limit` jobs run at once; the others wait for a permit.
     pub fn new(worker: Worker, limit: usize) -> Self {
-        Self { worker, permits: Arc::new(Semaphore::new(limit.max(1))) }
+        Self {
+            worker,
+            permits: Arc::new(Semaphore::new(limit.max(1))),
+        }
     }
 
     fn spawn(&self, request_id: String) {
         let this = self.clone();
         tokio::spawn(async move {
             let outcome = {
-                let Ok(_permit) = this.permits.acquire().await else { return };
+                let Ok(_permit) = this.permits.acquire().await else {
+                    return;
+                };
                 this.worker.run(&request_id).await
             };
             match outcome {

@@ -41,14 +41,26 @@ pub struct Processor {
 
 impl std::fmt::Debug for Processor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Processor").field("dispatcher", &self.dispatcher).finish_non_exhaustive()
+        f.debug_struct("Processor")
+            .field("dispatcher", &self.dispatcher)
+            .finish_non_exhaustive()
     }
 }
 
 impl Processor {
     /// A processor resolving documents with `schema` and pushing through `sender`.
-    pub fn new(schema: Schema, store: Arc<dyn Store>, sender: Arc<dyn Sender>, dispatcher: Arc<dyn Dispatcher>) -> Self {
-        Self { schema, store, sender, dispatcher }
+    pub fn new(
+        schema: Schema,
+        store: Arc<dyn Store>,
+        sender: Arc<dyn Sender>,
+        dispatcher: Arc<dyn Dispatcher>,
+    ) -> Self {
+        Self {
+            schema,
+            store,
+            sender,
+            dispatcher,
+        }
     }
 
     /// Handles a batch. Changes of one request are handled in order, one after the other;
@@ -83,8 +95,13 @@ impl Processor {
                 failed
             }
         });
-        let failures: Vec<Vec<String>> = stream::iter(groups).buffer_unordered(FAN_OUT_CONCURRENCY).collect().await;
-        BatchOutcome { failures: failures.into_iter().flatten().collect() }
+        let failures: Vec<Vec<String>> = stream::iter(groups)
+            .buffer_unordered(FAN_OUT_CONCURRENCY)
+            .collect()
+            .await;
+        BatchOutcome {
+            failures: failures.into_iter().flatten().collect(),
+        }
     }
 
     /// Handles one change: dispatch if it made the request runnable, fan out if a client can
@@ -109,9 +126,21 @@ impl Processor {
         let pushes = subscriptions.into_iter().map(|subscription| {
             let this = self.clone();
             let state = state.clone();
-            async move { deliver(&this.schema, &*this.store, &*this.sender, &subscription, &state).await }
+            async move {
+                deliver(
+                    &this.schema,
+                    &*this.store,
+                    &*this.sender,
+                    &subscription,
+                    &state,
+                )
+                .await
+            }
         });
-        let results: Vec<Result<Delivery>> = stream::iter(pushes).buffer_unordered(FAN_OUT_CONCURRENCY).collect().await;
+        let results: Vec<Result<Delivery>> = stream::iter(pushes)
+            .buffer_unordered(FAN_OUT_CONCURRENCY)
+            .collect()
+            .await;
         results.into_iter().collect()
     }
 }

@@ -20,7 +20,9 @@ const BACKOFF_CAP: Duration = Duration::from_secs(60);
 /// The delay before retry number `attempt` (1-based): exponential backoff with full jitter,
 /// uniform in `0..=min(cap, base * 2^(attempt-1))`.
 pub fn backoff(attempt: u32, rng: &mut impl Rng) -> Duration {
-    let ceiling = BACKOFF_BASE.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(BACKOFF_CAP);
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+        .min(BACKOFF_CAP);
     Duration::from_millis(rng.random_range(0..=ceiling.as_millis() as u64))
 }
 
@@ -50,11 +52,16 @@ struct StoreSink {
 #[async_trait]
 impl ProgressSink for StoreSink {
     async fn progress(&self, fraction: f64, message: Option<String>) -> Result<(), JobError> {
-        let written = modify_request(&*self.store, &*self.clock, &self.request_id, |request, now| {
-            let cancel = request.cancel_requested;
-            request.report(fraction, message.clone(), now)?;
-            Ok(cancel)
-        })
+        let written = modify_request(
+            &*self.store,
+            &*self.clock,
+            &self.request_id,
+            |request, now| {
+                let cancel = request.cancel_requested;
+                request.report(fraction, message.clone(), now)?;
+                Ok(cancel)
+            },
+        )
         .await;
         match written {
             Ok((_, false)) => Ok(()),
@@ -62,13 +69,19 @@ impl ProgressSink for StoreSink {
                 self.cancelled.store(true, Ordering::Relaxed);
                 Err(JobError::cancelled())
             }
-            Err(Error::Transition { status: RequestStatus::Cancelled, .. }) => {
+            Err(Error::Transition {
+                status: RequestStatus::Cancelled,
+                ..
+            }) => {
                 self.cancelled.store(true, Ordering::Relaxed);
                 Err(JobError::cancelled())
             }
             Err(error) => {
                 tracing::warn!(request_id = %self.request_id, %error, "progress write failed");
-                Err(JobError::retryable("PROGRESS_WRITE_FAILED", "progress could not be recorded"))
+                Err(JobError::retryable(
+                    "PROGRESS_WRITE_FAILED",
+                    "progress could not be recorded",
+                ))
             }
         }
     }
@@ -88,20 +101,29 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("handlers", &self.handlers).finish_non_exhaustive()
+        f.debug_struct("Worker")
+            .field("handlers", &self.handlers)
+            .finish_non_exhaustive()
     }
 }
 
 impl Worker {
     /// A worker over these handlers.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, handlers: Arc<Handlers>) -> Self {
-        Self { store, clock, handlers }
+        Self {
+            store,
+            clock,
+            handlers,
+        }
     }
 
     /// Claims the request (QUEUED or RETRYING → RUNNING, a conditional write: one worker
     /// wins), runs its handler and records the outcome.
     pub async fn run(&self, request_id: &str) -> Result<Outcome> {
-        let claimed = modify_request(&*self.store, &*self.clock, request_id, |request, now| request.start(now)).await;
+        let claimed = modify_request(&*self.store, &*self.clock, request_id, |request, now| {
+            request.start(now)
+        })
+        .await;
         let request = match claimed {
             Ok((request, ())) => request,
             Err(Error::Transition { .. } | Error::NotFound(_)) => return Ok(Outcome::NotClaimed),
@@ -109,7 +131,10 @@ impl Worker {
         };
         tracing::info!(request_id, action = %request.action, attempt = request.attempts, "job started");
         let Some(handler) = self.handlers.get(&request.action).cloned() else {
-            let error = JobError::permanent("UNKNOWN_ACTION", format!("no handler for action \"{}\"", request.action));
+            let error = JobError::permanent(
+                "UNKNOWN_ACTION",
+                format!("no handler for action \"{}\"", request.action),
+            );
             return self.finish(&request, Err(error), 1).await;
         };
         let sink = Arc::new(StoreSink {
@@ -123,28 +148,49 @@ impl Worker {
         let result = std::panic::AssertUnwindSafe(handler.run(request.payload.clone(), job))
             .catch_unwind()
             .await
-            .unwrap_or_else(|_| Err(JobError::permanent("HANDLER_PANICKED", "the handler panicked")));
+            .unwrap_or_else(|_| {
+                Err(JobError::permanent(
+                    "HANDLER_PANICKED",
+                    "the handler panicked",
+                ))
+            });
         self.finish(&request, result, handler.max_attempts()).await
     }
 
-    async fn finish(&self, started: &AsyncRequest, result: Result<serde_json::Value, JobError>, max_attempts: u32) -> Result<Outcome> {
+    async fn finish(
+        &self,
+        started: &AsyncRequest,
+        result: Result<serde_json::Value, JobError>,
+        max_attempts: u32,
+    ) -> Result<Outcome> {
         let retry_delay = backoff(started.attempts, &mut rand::rng());
-        let (request, outcome) = modify_request(&*self.store, &*self.clock, &started.id, |request, now| {
-            if request.status != RequestStatus::Running {
-                return Ok(Outcome::NotClaimed);
-            }
-            match &result {
-                _ if request.cancel_requested => request.cancelled(now).map(|()| Outcome::Cancelled),
-                Err(error) if error.is_cancellation() => request.cancelled(now).map(|()| Outcome::Cancelled),
-                Ok(output) => request.complete(output.clone(), now).map(|()| Outcome::Completed),
-                Err(error) if error.retryable && request.attempts < max_attempts => {
-                    let at = now + chrono::Duration::from_std(retry_delay).unwrap_or_default();
-                    request.retry_at(RequestError::from(error.clone()), at, now).map(|()| Outcome::RetryAfter(retry_delay))
+        let (request, outcome) =
+            modify_request(&*self.store, &*self.clock, &started.id, |request, now| {
+                if request.status != RequestStatus::Running {
+                    return Ok(Outcome::NotClaimed);
                 }
-                Err(error) => request.fail(RequestError::from(error.clone()), now).map(|()| Outcome::Failed),
-            }
-        })
-        .await?;
+                match &result {
+                    _ if request.cancel_requested => {
+                        request.cancelled(now).map(|()| Outcome::Cancelled)
+                    }
+                    Err(error) if error.is_cancellation() => {
+                        request.cancelled(now).map(|()| Outcome::Cancelled)
+                    }
+                    Ok(output) => request
+                        .complete(output.clone(), now)
+                        .map(|()| Outcome::Completed),
+                    Err(error) if error.retryable && request.attempts < max_attempts => {
+                        let at = now + chrono::Duration::from_std(retry_delay).unwrap_or_default();
+                        request
+                            .retry_at(RequestError::from(error.clone()), at, now)
+                            .map(|()| Outcome::RetryAfter(retry_delay))
+                    }
+                    Err(error) => request
+                        .fail(RequestError::from(error.clone()), now)
+                        .map(|()| Outcome::Failed),
+                }
+            })
+            .await?;
         tracing::info!(request_id = %request.id, status = %request.status, attempts = request.attempts, "job ended");
         Ok(outcome)
     }

@@ -6,12 +6,17 @@
 //! Output objects are resolved from the stored JSON output: each field reads its own name
 //! from the parent JSON object.
 
-use async_graphql::dynamic::{self, Enum, EnumItem, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, Scalar, TypeRef};
+use async_graphql::dynamic::{
+    self, Enum, EnumItem, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, Scalar,
+    TypeRef,
+};
 use async_graphql::registry::{MetaInputValue, MetaType, Registry};
 use async_graphql::{InputType, OutputType, Value};
 
 /// Names the base schema defines itself, or GraphQL does.
-const RESERVED: &[&str] = &["Int", "Float", "String", "Boolean", "ID", "JSON", "DateTime"];
+const RESERVED: &[&str] = &[
+    "Int", "Float", "String", "Boolean", "ID", "JSON", "DateTime",
+];
 
 /// Parses a type string such as `[Int!]!` into a [`TypeRef`].
 pub(crate) fn type_ref(ty: &str) -> TypeRef {
@@ -26,7 +31,9 @@ pub(crate) fn type_ref(ty: &str) -> TypeRef {
 
 /// A GraphQL literal (as the static registry stores default values) as a value.
 fn literal(text: &str) -> Option<Value> {
-    let document = async_graphql::parser::parse_query(format!("query($v: Int = {text}) {{ __typename }}")).ok()?;
+    let document =
+        async_graphql::parser::parse_query(format!("query($v: Int = {text}) {{ __typename }}"))
+            .ok()?;
     let (_, operation) = document.operations.iter().next()?;
     let variable = operation.node.variable_definitions.first()?;
     variable.node.default_value.as_ref().map(|v| v.node.clone())
@@ -62,9 +69,10 @@ pub(crate) fn json_field(name: &str, ty: TypeRef) -> Field {
     let key = name.to_owned();
     Field::new(name, ty, move |ctx| {
         let value = match ctx.parent_value.as_value() {
-            Some(Value::Object(object)) => {
-                object.get(key.as_str()).or_else(|| object.get(snake_case(&key).as_str())).cloned()
-            }
+            Some(Value::Object(object)) => object
+                .get(key.as_str())
+                .or_else(|| object.get(snake_case(&key).as_str()))
+                .cloned(),
             _ => None,
         };
         FieldFuture::new(async move {
@@ -78,7 +86,12 @@ pub(crate) fn json_field(name: &str, ty: TypeRef) -> Field {
 
 fn convert(meta: &MetaType) -> Option<dynamic::Type> {
     match meta {
-        MetaType::InputObject { name, description, input_fields, .. } => {
+        MetaType::InputObject {
+            name,
+            description,
+            input_fields,
+            ..
+        } => {
             let mut object = InputObject::new(name);
             if let Some(description) = description {
                 object = object.description(description);
@@ -88,7 +101,12 @@ fn convert(meta: &MetaType) -> Option<dynamic::Type> {
             }
             Some(object.into())
         }
-        MetaType::Object { name, description, fields, .. } => {
+        MetaType::Object {
+            name,
+            description,
+            fields,
+            ..
+        } => {
             let mut object = Object::new(name);
             if let Some(description) = description {
                 object = object.description(description);
@@ -102,7 +120,12 @@ fn convert(meta: &MetaType) -> Option<dynamic::Type> {
             }
             Some(object.into())
         }
-        MetaType::Enum { name, description, enum_values, .. } => {
+        MetaType::Enum {
+            name,
+            description,
+            enum_values,
+            ..
+        } => {
             let mut e = Enum::new(name);
             if let Some(description) = description {
                 e = e.description(description);
@@ -112,7 +135,9 @@ fn convert(meta: &MetaType) -> Option<dynamic::Type> {
             }
             Some(e.into())
         }
-        MetaType::Scalar { name, description, .. } => {
+        MetaType::Scalar {
+            name, description, ..
+        } => {
             let mut scalar = Scalar::new(name);
             if let Some(description) = description {
                 scalar = scalar.description(description);
@@ -142,7 +167,10 @@ pub(crate) fn dynamic_types<I: InputType, O: OutputType>() -> Vec<dynamic::Type>
         })
         .map(|meta| {
             convert(meta).unwrap_or_else(|| {
-                panic!("handler type {} is an interface or union, which handler outputs cannot be", meta.name())
+                panic!(
+                    "handler type {} is an interface or union, which handler outputs cannot be",
+                    meta.name()
+                )
             })
         })
         .collect()
@@ -163,7 +191,10 @@ mod tests {
     fn literals_parse() {
         assert_eq!(literal("1000"), Some(Value::from(1000)));
         assert_eq!(literal("\"a\""), Some(Value::from("a")));
-        assert_eq!(literal("[1, 2]"), Some(Value::List(vec![1.into(), 2.into()])));
+        assert_eq!(
+            literal("[1, 2]"),
+            Some(Value::List(vec![1.into(), 2.into()]))
+        );
     }
 
     #[test]

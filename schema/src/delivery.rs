@@ -10,7 +10,9 @@
 
 use async_graphql::dynamic::Schema;
 use streamer_core::protocol::ServerMessage;
-use streamer_core::{AsyncRequest, Connection, Error, Result, Sender, Store, Subscription, SubscriptionKey};
+use streamer_core::{
+    AsyncRequest, Connection, Error, Result, Sender, Store, Subscription, SubscriptionKey,
+};
 
 use crate::execute;
 
@@ -40,20 +42,28 @@ pub async fn deliver(
     let key = &subscription.key;
     let document = || {
         let variables = subscription.variables.as_ref().and_then(|v| v.as_object());
-        execute::request(&subscription.query, subscription.operation_name.as_deref(), variables)
+        execute::request(
+            &subscription.query,
+            subscription.operation_name.as_deref(),
+            variables,
+        )
     };
     let mut frames = Vec::with_capacity(2);
     let outcome = if state.status.is_terminal() {
         let Some(stored) = store.delete_subscription(key).await? else {
             return Ok(Delivery::Skipped);
         };
-        store.remove_operation(&key.connection_id, &key.operation_id).await?;
-        if state.version > stored.last_version {
-            if let Some(response) = execute::resolve(schema, document(), state).await {
-                frames.push(next(key, &response));
-            }
+        store
+            .remove_operation(&key.connection_id, &key.operation_id)
+            .await?;
+        if state.version > stored.last_version
+            && let Some(response) = execute::resolve(schema, document(), state).await
+        {
+            frames.push(next(key, &response));
         }
-        frames.push(ServerMessage::Complete { id: key.operation_id.clone() });
+        frames.push(ServerMessage::Complete {
+            id: key.operation_id.clone(),
+        });
         Delivery::Completed
     } else {
         if state.version <= subscription.last_version {
@@ -83,12 +93,18 @@ pub async fn deliver(
 
 fn next(key: &SubscriptionKey, response: &async_graphql::Response) -> ServerMessage {
     let payload = serde_json::to_value(response).unwrap_or_default();
-    ServerMessage::Next { id: key.operation_id.clone(), payload }
+    ServerMessage::Next {
+        id: key.operation_id.clone(),
+        payload,
+    }
 }
 
 /// Deletes a connection and every subscription it holds (no scan: the connection lists
 /// them). Returns the connection as it was.
-pub async fn prune_connection(store: &dyn Store, connection_id: &str) -> Result<Option<Connection>> {
+pub async fn prune_connection(
+    store: &dyn Store,
+    connection_id: &str,
+) -> Result<Option<Connection>> {
     let Some(connection) = store.delete_connection(connection_id).await? else {
         return Ok(None);
     };

@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::parser::types::OperationType;
 use async_graphql::{Request, Response, ServerError, Variables, dynamic::Schema};
 use futures::StreamExt;
 use serde_json::{Map, Value};
@@ -43,17 +43,20 @@ pub enum OperationKind {
 /// parse or names no operation it holds (execution then reports why).
 pub fn operation_kind(query: &str, operation_name: Option<&str>) -> Option<OperationKind> {
     let document = async_graphql::parser::parse_query(query).ok()?;
-    let operation = match (&document.operations, operation_name) {
-        (DocumentOperations::Single(operation), None) => operation,
-        (DocumentOperations::Single(_), Some(_)) => {
-            let (name, operation) = document.operations.iter().next()?;
-            if name.map(|n| n.as_str()) != operation_name {
+    let mut operations = document.operations.iter();
+    let operation = match operation_name {
+        Some(name) => {
+            operations
+                .find(|(n, _)| n.map(|n| n.as_str()) == Some(name))?
+                .1
+        }
+        None => {
+            let (_, only) = operations.next()?;
+            if operations.next().is_some() {
                 return None;
             }
-            operation
+            only
         }
-        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name)?,
-        (DocumentOperations::Multiple(_), None) => return None,
     };
     Some(match operation.node.ty {
         OperationType::Query => OperationKind::Query,
@@ -63,7 +66,11 @@ pub fn operation_kind(query: &str, operation_name: Option<&str>) -> Option<Opera
 }
 
 /// A GraphQL request from its parts.
-pub fn request(query: &str, operation_name: Option<&str>, variables: Option<&Map<String, Value>>) -> Request {
+pub fn request(
+    query: &str,
+    operation_name: Option<&str>,
+    variables: Option<&Map<String, Value>>,
+) -> Request {
     let mut request = Request::new(query);
     if let Some(name) = operation_name {
         request = request.operation_name(name);
@@ -75,20 +82,29 @@ pub fn request(query: &str, operation_name: Option<&str>, variables: Option<&Map
 }
 
 /// Validates a subscription document and returns what it follows, without running it.
-pub async fn validate_subscription(schema: &Schema, request: Request) -> Result<Target, Vec<ServerError>> {
+pub async fn validate_subscription(
+    schema: &Schema,
+    request: Request,
+) -> Result<Target, Vec<ServerError>> {
     let capture = std::sync::Arc::new(Capture::default());
     let request = request.data(std::sync::Arc::clone(&capture));
     let first = schema.execute_stream(request).next().await;
-    if let Some(response) = first {
-        if response.is_err() {
-            return Err(response.errors);
-        }
+    if let Some(response) = first
+        && response.is_err()
+    {
+        return Err(response.errors);
     }
     let mut targets = capture.0.lock().expect("capture lock").clone();
     match targets.len() {
         1 => Ok(targets.remove(0)),
-        0 => Err(vec![ServerError::new("the subscription selects no requestProgress field", None)]),
-        _ => Err(vec![ServerError::new("a subscription follows one request: select requestProgress once", None)]),
+        0 => Err(vec![ServerError::new(
+            "the subscription selects no requestProgress field",
+            None,
+        )]),
+        _ => Err(vec![ServerError::new(
+            "a subscription follows one request: select requestProgress once",
+            None,
+        )]),
     }
 }
 
@@ -105,12 +121,27 @@ mod tests {
 
     #[test]
     fn operation_kinds() {
-        assert_eq!(operation_kind("{ actions }", None), Some(OperationKind::Query));
-        assert_eq!(operation_kind("mutation { a }", None), Some(OperationKind::Mutation));
-        assert_eq!(operation_kind("subscription S { a }", None), Some(OperationKind::Subscription));
-        assert_eq!(operation_kind("subscription S { a }", Some("S")), Some(OperationKind::Subscription));
+        assert_eq!(
+            operation_kind("{ actions }", None),
+            Some(OperationKind::Query)
+        );
+        assert_eq!(
+            operation_kind("mutation { a }", None),
+            Some(OperationKind::Mutation)
+        );
+        assert_eq!(
+            operation_kind("subscription S { a }", None),
+            Some(OperationKind::Subscription)
+        );
+        assert_eq!(
+            operation_kind("subscription S { a }", Some("S")),
+            Some(OperationKind::Subscription)
+        );
         assert_eq!(operation_kind("subscription S { a }", Some("T")), None);
-        assert_eq!(operation_kind("query A { a } mutation B { b }", Some("B")), Some(OperationKind::Mutation));
+        assert_eq!(
+            operation_kind("query A { a } mutation B { b }", Some("B")),
+            Some(OperationKind::Mutation)
+        );
         assert_eq!(operation_kind("query A { a } mutation B { b }", None), None);
         assert_eq!(operation_kind("{", None), None);
     }

@@ -31,12 +31,20 @@ pub struct JobError {
 impl JobError {
     /// A failure that another attempt could fix (a timeout, a throttled upstream).
     pub fn retryable(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into(), retryable: true }
+        Self {
+            code: code.into(),
+            message: message.into(),
+            retryable: true,
+        }
     }
 
     /// A failure that no retry will fix (bad data, a refused operation).
     pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into(), retryable: false }
+        Self {
+            code: code.into(),
+            message: message.into(),
+            retryable: false,
+        }
     }
 
     /// The job was cancelled by a client; returned by [`JobContext::progress`] so a handler
@@ -56,7 +64,11 @@ impl JobError {
 
 impl From<JobError> for RequestError {
     fn from(error: JobError) -> Self {
-        RequestError { code: error.code, message: error.message, retryable: error.retryable }
+        RequestError {
+            code: error.code,
+            message: error.message,
+            retryable: error.retryable,
+        }
     }
 }
 
@@ -79,14 +91,21 @@ pub struct JobContext {
 
 impl fmt::Debug for JobContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JobContext").field("request_id", &self.request_id).field("attempt", &self.attempt).finish()
+        f.debug_struct("JobContext")
+            .field("request_id", &self.request_id)
+            .field("attempt", &self.attempt)
+            .finish()
     }
 }
 
 impl JobContext {
     /// A context for one attempt of one request.
     pub fn new(request_id: impl Into<String>, attempt: u32, sink: Arc<dyn ProgressSink>) -> Self {
-        Self { request_id: request_id.into(), attempt, sink }
+        Self {
+            request_id: request_id.into(),
+            attempt,
+            sink,
+        }
     }
 
     /// The request being run.
@@ -101,7 +120,11 @@ impl JobContext {
 
     /// Reports progress: `fraction` in 0.0..=1.0 (clamped; never moves backwards) and a
     /// message for the client. Errs once the request was cancelled: propagate it with `?`.
-    pub async fn progress(&self, fraction: f64, message: impl Into<String>) -> Result<(), JobError> {
+    pub async fn progress(
+        &self,
+        fraction: f64,
+        message: impl Into<String>,
+    ) -> Result<(), JobError> {
         self.sink.progress(fraction, Some(message.into())).await
     }
 
@@ -126,7 +149,11 @@ pub trait Handler: Send + Sync + 'static {
     type Output: OutputType + Serialize + Send;
 
     /// Runs one attempt.
-    fn process(&self, input: Self::Input, job: JobContext) -> impl Future<Output = Result<Self::Output, JobError>> + Send;
+    fn process(
+        &self,
+        input: Self::Input,
+        job: JobContext,
+    ) -> impl Future<Output = Result<Self::Output, JobError>> + Send;
 
     /// How many attempts a retryable failure gets in all.
     fn max_attempts(&self) -> u32 {
@@ -134,7 +161,8 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-type Run = Arc<dyn Fn(Value, JobContext) -> BoxFuture<'static, Result<Value, JobError>> + Send + Sync>;
+type Run =
+    Arc<dyn Fn(Value, JobContext) -> BoxFuture<'static, Result<Value, JobError>> + Send + Sync>;
 type Validate = fn(GqlValue) -> Result<Value, String>;
 
 /// A registered handler, with its types erased.
@@ -159,7 +187,8 @@ impl fmt::Debug for Registered {
 }
 
 fn validate<H: Handler>(value: GqlValue) -> Result<Value, String> {
-    let input = H::Input::parse(Some(value)).map_err(|e| e.into_server_error(Default::default()).message)?;
+    let input = H::Input::parse(Some(value))
+        .map_err(|e| e.into_server_error(Default::default()).message)?;
     // Stored in canonical form: defaults filled in, GraphQL field names.
     input.to_value().into_json().map_err(|e| e.to_string())
 }
@@ -174,10 +203,14 @@ impl Registered {
                 let value = GqlValue::from_json(payload)
                     .map_err(|e| JobError::permanent("BAD_PAYLOAD", e.to_string()))?;
                 let input = H::Input::parse(Some(value)).map_err(|e| {
-                    JobError::permanent("BAD_PAYLOAD", e.into_server_error(Default::default()).message)
+                    JobError::permanent(
+                        "BAD_PAYLOAD",
+                        e.into_server_error(Default::default()).message,
+                    )
                 })?;
                 let output = handler.process(input, job).await?;
-                serde_json::to_value(output).map_err(|e| JobError::permanent("BAD_OUTPUT", e.to_string()))
+                serde_json::to_value(output)
+                    .map_err(|e| JobError::permanent("BAD_OUTPUT", e.to_string()))
             })
         });
         Self {
@@ -229,7 +262,11 @@ impl Registered {
     }
 
     /// Runs one attempt on a stored payload.
-    pub fn run(&self, payload: Value, job: JobContext) -> BoxFuture<'static, Result<Value, JobError>> {
+    pub fn run(
+        &self,
+        payload: Value,
+        job: JobContext,
+    ) -> BoxFuture<'static, Result<Value, JobError>> {
         (self.run)(payload, job)
     }
 }
@@ -253,7 +290,9 @@ impl Handlers {
     /// When the action is already registered: two handlers cannot share a mutation field.
     pub fn register<H: Handler>(&mut self, handler: H) {
         let registered = Registered::new(handler);
-        let previous = self.by_action.insert(registered.action.clone(), Arc::new(registered));
+        let previous = self
+            .by_action
+            .insert(registered.action.clone(), Arc::new(registered));
         assert!(previous.is_none(), "action {} registered twice", H::ACTION);
     }
 

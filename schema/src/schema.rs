@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use async_graphql::dynamic::{
-    Enum, Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, Scalar, Schema, SchemaError,
-    Subscription, SubscriptionField, SubscriptionFieldFuture, TypeRef, Union,
+    Enum, Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, Scalar, Schema,
+    SchemaError, Subscription, SubscriptionField, SubscriptionFieldFuture, TypeRef, Union,
 };
 use async_graphql::{ErrorExtensions, Value as GqlValue};
 use base64::Engine;
@@ -44,9 +44,10 @@ pub(crate) fn client_error(code: &'static str, message: impl Into<String>) -> as
 fn from_core(error: CoreError) -> async_graphql::Error {
     match error {
         CoreError::NotFound(_) => client_error("NOT_FOUND", "no request with this id"),
-        CoreError::Transition { status, action, .. } => {
-            client_error("INVALID_STATE", format!("a {status} request cannot {action}"))
-        }
+        CoreError::Transition { status, action, .. } => client_error(
+            "INVALID_STATE",
+            format!("a {status} request cannot {action}"),
+        ),
         other => {
             tracing::error!(error = %other, source = ?std::error::Error::source(&other), "store failed");
             client_error("INTERNAL", "internal error")
@@ -71,11 +72,19 @@ fn decode_cursor(cursor: &str) -> Result<String, async_graphql::Error> {
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| client_error("BAD_USER_INPUT", "`after` is not a cursor this API returned"))
+        .ok_or_else(|| {
+            client_error(
+                "BAD_USER_INPUT",
+                "`after` is not a cursor this API returned",
+            )
+        })
 }
 
 /// An argument, unless it is absent or null (a variable left out arrives as null).
-fn arg<'a>(ctx: &'a ResolverContext<'_>, name: &str) -> Option<async_graphql::dynamic::ValueAccessor<'a>> {
+fn arg<'a>(
+    ctx: &'a ResolverContext<'_>,
+    name: &str,
+) -> Option<async_graphql::dynamic::ValueAccessor<'a>> {
     ctx.args.get(name).filter(|v| !v.is_null())
 }
 
@@ -85,36 +94,86 @@ fn request_of<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<&'a AsyncR
 
 /// A field of `AsyncRequest` computed from the request alone.
 fn request_field(name: &str, ty: TypeRef, get: fn(&AsyncRequest) -> Option<GqlValue>) -> Field {
-    Field::new(name, ty, move |ctx| FieldFuture::new(async move { Ok(request_of(&ctx).map(get)?.map(FieldValue::value)) }))
+    Field::new(name, ty, move |ctx| {
+        FieldFuture::new(async move { Ok(request_of(&ctx).map(get)?.map(FieldValue::value)) })
+    })
 }
 
 fn async_request_type() -> Object {
     Object::new("AsyncRequest")
-        .field(request_field("id", TypeRef::named_nn(TypeRef::ID), |r| Some(r.id.clone().into())))
-        .field(request_field("action", TypeRef::named_nn(TypeRef::STRING), |r| Some(r.action.clone().into())))
-        .field(request_field("status", TypeRef::named_nn("RequestStatus"), |r| {
-            Some(GqlValue::Enum(async_graphql::Name::new(r.status.as_str())))
+        .field(request_field("id", TypeRef::named_nn(TypeRef::ID), |r| {
+            Some(r.id.clone().into())
         }))
-        .field(request_field("progress", TypeRef::named_nn(TypeRef::FLOAT), |r| Some(r.progress.into())))
-        .field(request_field("message", TypeRef::named(TypeRef::STRING), |r| r.message.clone().map(Into::into)))
-        .field(request_field("version", TypeRef::named_nn(TypeRef::INT), |r| Some(r.version.into())))
-        .field(request_field("attempts", TypeRef::named_nn(TypeRef::INT), |r| Some(r.attempts.into())))
-        .field(request_field("createdAt", TypeRef::named_nn("DateTime"), |r| Some(datetime(r.created_at))))
-        .field(request_field("updatedAt", TypeRef::named_nn("DateTime"), |r| Some(datetime(r.updated_at))))
-        .field(request_field("result", TypeRef::named("JSON"), |r| r.result.as_ref().map(json)))
-        .field(Field::new("output", TypeRef::named("RequestOutput"), |ctx| {
-            FieldFuture::new(async move {
-                let request = request_of(&ctx)?;
-                let handlers = ctx.data::<Arc<Handlers>>()?;
-                let (Some(result), Some(handler)) = (&request.result, handlers.get(&request.action)) else {
-                    return Ok(None);
-                };
-                Ok(Some(FieldValue::value(json(result)).with_type(handler.output_type().to_owned())))
-            })
+        .field(request_field(
+            "action",
+            TypeRef::named_nn(TypeRef::STRING),
+            |r| Some(r.action.clone().into()),
+        ))
+        .field(request_field(
+            "status",
+            TypeRef::named_nn("RequestStatus"),
+            |r| Some(GqlValue::Enum(async_graphql::Name::new(r.status.as_str()))),
+        ))
+        .field(request_field(
+            "progress",
+            TypeRef::named_nn(TypeRef::FLOAT),
+            |r| Some(r.progress.into()),
+        ))
+        .field(request_field(
+            "message",
+            TypeRef::named(TypeRef::STRING),
+            |r| r.message.clone().map(Into::into),
+        ))
+        .field(request_field(
+            "version",
+            TypeRef::named_nn(TypeRef::INT),
+            |r| Some(r.version.into()),
+        ))
+        .field(request_field(
+            "attempts",
+            TypeRef::named_nn(TypeRef::INT),
+            |r| Some(r.attempts.into()),
+        ))
+        .field(request_field(
+            "createdAt",
+            TypeRef::named_nn("DateTime"),
+            |r| Some(datetime(r.created_at)),
+        ))
+        .field(request_field(
+            "updatedAt",
+            TypeRef::named_nn("DateTime"),
+            |r| Some(datetime(r.updated_at)),
+        ))
+        .field(request_field("result", TypeRef::named("JSON"), |r| {
+            r.result.as_ref().map(json)
         }))
-        .field(request_field("error", TypeRef::named("RequestError"), |r| {
-            r.error.as_ref().map(|e| json(&serde_json::to_value(e).unwrap_or(Value::Null)))
-        }))
+        .field(Field::new(
+            "output",
+            TypeRef::named("RequestOutput"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let request = request_of(&ctx)?;
+                    let handlers = ctx.data::<Arc<Handlers>>()?;
+                    let (Some(result), Some(handler)) =
+                        (&request.result, handlers.get(&request.action))
+                    else {
+                        return Ok(None);
+                    };
+                    Ok(Some(
+                        FieldValue::value(json(result)).with_type(handler.output_type().to_owned()),
+                    ))
+                })
+            },
+        ))
+        .field(request_field(
+            "error",
+            TypeRef::named("RequestError"),
+            |r| {
+                r.error
+                    .as_ref()
+                    .map(|e| json(&serde_json::to_value(e).unwrap_or(Value::Null)))
+            },
+        ))
 }
 
 struct Edges {
@@ -139,12 +198,25 @@ fn connection_types() -> [Object; 3] {
             })
         }));
     let edge = Object::new("AsyncRequestEdge")
-        .field(Field::new("node", TypeRef::named_nn("AsyncRequest"), |ctx| {
-            FieldFuture::new(async move { Ok(Some(FieldValue::owned_any(request_of(&ctx)?.clone()))) })
-        }))
-        .field(request_field("cursor", TypeRef::named_nn(TypeRef::STRING), |r| Some(encode_cursor(&r.id).into())));
+        .field(Field::new(
+            "node",
+            TypeRef::named_nn("AsyncRequest"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    Ok(Some(FieldValue::owned_any(request_of(&ctx)?.clone())))
+                })
+            },
+        ))
+        .field(request_field(
+            "cursor",
+            TypeRef::named_nn(TypeRef::STRING),
+            |r| Some(encode_cursor(&r.id).into()),
+        ));
     let page_info = Object::new("PageInfo")
-        .field(json_field("hasNextPage", TypeRef::named_nn(TypeRef::BOOLEAN)))
+        .field(json_field(
+            "hasNextPage",
+            TypeRef::named_nn(TypeRef::BOOLEAN),
+        ))
         .field(json_field("endCursor", TypeRef::named(TypeRef::STRING)));
     [connection, edge, page_info]
 }
@@ -163,62 +235,107 @@ fn query_type() -> Object {
             .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID))),
         )
         .field(
-            Field::new("requests", TypeRef::named_nn("AsyncRequestConnection"), |ctx| {
-                FieldFuture::new(async move {
-                    let services = ctx.data::<Services>()?;
-                    let status = match arg(&ctx, "status") {
-                        Some(status) => RequestStatus::parse(status.enum_name()?),
-                        None => None,
-                    };
-                    let limit = match arg(&ctx, "first") {
-                        Some(first) => {
-                            let first = first.i64()?;
-                            if !(0..=MAX_PAGE as i64).contains(&first) {
-                                return Err(client_error("BAD_USER_INPUT", format!("`first` must be 0..={MAX_PAGE}")));
+            Field::new(
+                "requests",
+                TypeRef::named_nn("AsyncRequestConnection"),
+                |ctx| {
+                    FieldFuture::new(async move {
+                        let services = ctx.data::<Services>()?;
+                        let status = match arg(&ctx, "status") {
+                            Some(status) => RequestStatus::parse(status.enum_name()?),
+                            None => None,
+                        };
+                        let limit = match arg(&ctx, "first") {
+                            Some(first) => {
+                                let first = first.i64()?;
+                                if !(0..=MAX_PAGE as i64).contains(&first) {
+                                    return Err(client_error(
+                                        "BAD_USER_INPUT",
+                                        format!("`first` must be 0..={MAX_PAGE}"),
+                                    ));
+                                }
+                                first as usize
                             }
-                            first as usize
-                        }
-                        None => DEFAULT_PAGE,
-                    };
-                    let after = match arg(&ctx, "after") {
-                        Some(after) => Some(decode_cursor(after.string()?)?),
-                        None => None,
-                    };
-                    let filter = RequestFilter { status, limit, after };
-                    let page = services.store.list_requests(&filter).await.map_err(from_core)?;
-                    Ok(Some(FieldValue::owned_any(Edges { items: page.items, has_next_page: page.next.is_some() })))
-                })
-            })
+                            None => DEFAULT_PAGE,
+                        };
+                        let after = match arg(&ctx, "after") {
+                            Some(after) => Some(decode_cursor(after.string()?)?),
+                            None => None,
+                        };
+                        let filter = RequestFilter {
+                            status,
+                            limit,
+                            after,
+                        };
+                        let page = services
+                            .store
+                            .list_requests(&filter)
+                            .await
+                            .map_err(from_core)?;
+                        Ok(Some(FieldValue::owned_any(Edges {
+                            items: page.items,
+                            has_next_page: page.next.is_some(),
+                        })))
+                    })
+                },
+            )
             .argument(InputValue::new("status", TypeRef::named("RequestStatus")))
             .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
             .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING))),
         )
-        .field(Field::new("actions", TypeRef::named_nn_list_nn(TypeRef::STRING), |ctx| {
-            FieldFuture::new(async move {
-                let handlers = ctx.data::<Arc<Handlers>>()?;
-                Ok(Some(FieldValue::value(GqlValue::List(handlers.actions().into_iter().map(Into::into).collect()))))
-            })
-        }))
+        .field(Field::new(
+            "actions",
+            TypeRef::named_nn_list_nn(TypeRef::STRING),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let handlers = ctx.data::<Arc<Handlers>>()?;
+                    Ok(Some(FieldValue::value(GqlValue::List(
+                        handlers.actions().into_iter().map(Into::into).collect(),
+                    ))))
+                })
+            },
+        ))
 }
 
-async fn enqueue(services: &Services, handler: &Registered, payload: Value) -> async_graphql::Result<AsyncRequest> {
-    let request = AsyncRequest::new(services.ids.next_id(), handler.action(), payload, services.clock.now());
-    services.store.create_request(&request).await.map_err(from_core)?;
+async fn enqueue(
+    services: &Services,
+    handler: &Registered,
+    payload: Value,
+) -> async_graphql::Result<AsyncRequest> {
+    let request = AsyncRequest::new(
+        services.ids.next_id(),
+        handler.action(),
+        payload,
+        services.clock.now(),
+    );
+    services
+        .store
+        .create_request(&request)
+        .await
+        .map_err(from_core)?;
     tracing::info!(request_id = %request.id, action = %request.action, "enqueued");
     Ok(request)
 }
 
 fn typed_mutation(handler: Arc<Registered>) -> Field {
     let input_type = handler.input_type().to_owned();
-    Field::new(handler.action().to_owned(), TypeRef::named_nn("AsyncRequest"), move |ctx| {
-        let handler = Arc::clone(&handler);
-        FieldFuture::new(async move {
-            let services = ctx.data::<Services>()?;
-            let input = ctx.args.try_get("input")?.as_value().clone();
-            let payload = handler.validate_value(input).map_err(|e| client_error("BAD_USER_INPUT", e))?;
-            Ok(Some(FieldValue::owned_any(enqueue(services, &handler, payload).await?)))
-        })
-    })
+    Field::new(
+        handler.action().to_owned(),
+        TypeRef::named_nn("AsyncRequest"),
+        move |ctx| {
+            let handler = Arc::clone(&handler);
+            FieldFuture::new(async move {
+                let services = ctx.data::<Services>()?;
+                let input = ctx.args.try_get("input")?.as_value().clone();
+                let payload = handler
+                    .validate_value(input)
+                    .map_err(|e| client_error("BAD_USER_INPUT", e))?;
+                Ok(Some(FieldValue::owned_any(
+                    enqueue(services, &handler, payload).await?,
+                )))
+            })
+        },
+    )
     .argument(InputValue::new("input", TypeRef::named_nn(input_type)))
 }
 
@@ -232,15 +349,30 @@ fn mutation_type(handlers: &Handlers) -> Object {
                 let handler = handlers.get(action).ok_or_else(|| {
                     client_error(
                         "UNKNOWN_ACTION",
-                        format!("no handler for action \"{action}\"; registered: {}", handlers.actions().join(", ")),
+                        format!(
+                            "no handler for action \"{action}\"; registered: {}",
+                            handlers.actions().join(", ")
+                        ),
                     )
                 })?;
-                let payload = ctx.args.try_get("payload")?.as_value().clone().into_json()?;
-                let payload = handler.validate(payload).map_err(|e| client_error("BAD_USER_INPUT", e))?;
-                Ok(Some(FieldValue::owned_any(enqueue(services, handler, payload).await?)))
+                let payload = ctx
+                    .args
+                    .try_get("payload")?
+                    .as_value()
+                    .clone()
+                    .into_json()?;
+                let payload = handler
+                    .validate(payload)
+                    .map_err(|e| client_error("BAD_USER_INPUT", e))?;
+                Ok(Some(FieldValue::owned_any(
+                    enqueue(services, handler, payload).await?,
+                )))
             })
         })
-        .argument(InputValue::new("action", TypeRef::named_nn(TypeRef::STRING)))
+        .argument(InputValue::new(
+            "action",
+            TypeRef::named_nn(TypeRef::STRING),
+        ))
         .argument(InputValue::new("payload", TypeRef::named_nn("JSON"))),
     );
     for handler in handlers.iter() {
@@ -252,7 +384,10 @@ fn mutation_type(handlers: &Handlers) -> Object {
                 FieldFuture::new(async move {
                     let services = ctx.data::<Services>()?;
                     let id = ctx.args.try_get("id")?.string()?;
-                    let (request, ()) = modify_request(&*services.store, &*services.clock, id, |r, now| r.cancel(now))
+                    let (request, ()) =
+                        modify_request(&*services.store, &*services.clock, id, |r, now| {
+                            r.cancel(now)
+                        })
                         .await
                         .map_err(from_core)?;
                     Ok(Some(FieldValue::owned_any(request)))
@@ -265,7 +400,10 @@ fn mutation_type(handlers: &Handlers) -> Object {
                 FieldFuture::new(async move {
                     let services = ctx.data::<Services>()?;
                     let id = ctx.args.try_get("id")?.string()?;
-                    let (request, ()) = modify_request(&*services.store, &*services.clock, id, |r, now| r.redrive(now))
+                    let (request, ()) =
+                        modify_request(&*services.store, &*services.clock, id, |r, now| {
+                            r.redrive(now)
+                        })
                         .await
                         .map_err(from_core)?;
                     Ok(Some(FieldValue::owned_any(request)))
@@ -277,28 +415,47 @@ fn mutation_type(handlers: &Handlers) -> Object {
 
 fn subscription_type() -> Subscription {
     Subscription::new("Subscription").field(
-        SubscriptionField::new("requestProgress", TypeRef::named_nn("AsyncRequest"), |ctx| {
-            SubscriptionFieldFuture::new(async move {
-                let id = ctx.args.try_get("id")?.string()?.to_owned();
-                let after_version = match arg(&ctx, "afterVersion") {
-                    Some(v) => Some(u64::try_from(v.i64()?).map_err(|_| client_error("BAD_USER_INPUT", "`afterVersion` must not be negative"))?),
-                    None => None,
-                };
-                if let Some(capture) = ctx.data_opt::<Arc<Capture>>() {
-                    capture.0.lock().expect("capture lock").push(Target { request_id: id, after_version });
-                    return Ok(stream::iter(Vec::<async_graphql::Result<FieldValue>>::new()));
-                }
-                // Resolving one stored document for one state: yield it if it is this
-                // subscription's request and newer than what the client asked to skip.
-                let state = ctx
-                    .data_opt::<Event>()
-                    .map(|event| &event.0)
-                    .filter(|state| state.id == id && state.version > after_version.unwrap_or(0));
-                Ok(stream::iter(state.map(|s| Ok(FieldValue::owned_any(s.clone()))).into_iter().collect::<Vec<_>>()))
-            })
-        })
+        SubscriptionField::new(
+            "requestProgress",
+            TypeRef::named_nn("AsyncRequest"),
+            |ctx| {
+                SubscriptionFieldFuture::new(async move {
+                    let id = ctx.args.try_get("id")?.string()?.to_owned();
+                    let after_version = match arg(&ctx, "afterVersion") {
+                        Some(v) => Some(u64::try_from(v.i64()?).map_err(|_| {
+                            client_error("BAD_USER_INPUT", "`afterVersion` must not be negative")
+                        })?),
+                        None => None,
+                    };
+                    if let Some(capture) = ctx.data_opt::<Arc<Capture>>() {
+                        capture.0.lock().expect("capture lock").push(Target {
+                            request_id: id,
+                            after_version,
+                        });
+                        return Ok(stream::iter(Vec::<async_graphql::Result<FieldValue>>::new()));
+                    }
+                    // Resolving one stored document for one state: yield it if it is this
+                    // subscription's request and newer than what the client asked to skip.
+                    let state = ctx
+                        .data_opt::<Event>()
+                        .map(|event| &event.0)
+                        .filter(|state| {
+                            state.id == id && state.version > after_version.unwrap_or(0)
+                        });
+                    Ok(stream::iter(
+                        state
+                            .map(|s| Ok(FieldValue::owned_any(s.clone())))
+                            .into_iter()
+                            .collect::<Vec<_>>(),
+                    ))
+                })
+            },
+        )
         .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
-        .argument(InputValue::new("afterVersion", TypeRef::named(TypeRef::INT))),
+        .argument(InputValue::new(
+            "afterVersion",
+            TypeRef::named(TypeRef::INT),
+        )),
     )
 }
 
@@ -322,7 +479,9 @@ pub fn build(handlers: Arc<Handlers>, services: Services) -> Result<Schema, Sche
         .register(
             Scalar::new("DateTime")
                 .description("An RFC 3339 timestamp in UTC.")
-                .validator(|v| matches!(v, GqlValue::String(s) if DateTime::parse_from_rfc3339(s).is_ok())),
+                .validator(
+                    |v| matches!(v, GqlValue::String(s) if DateTime::parse_from_rfc3339(s).is_ok()),
+                ),
         )
         .register(status)
         .register(async_request_type())

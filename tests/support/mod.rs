@@ -37,13 +37,18 @@ impl TestServer {
             .with_connection_ids(Arc::new(SequentialIds::new("conn")))
             .build()
             .expect("schema builds");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(stack.run(listener, async {
             let _ = rx.await;
         }));
-        Self { addr, shutdown: Some(tx) }
+        Self {
+            addr,
+            shutdown: Some(tx),
+        }
     }
 
     pub fn ws_url(&self) -> String {
@@ -51,7 +56,9 @@ impl TestServer {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(&self.ws_url(), Some("graphql-transport-ws")).await.expect("handshake")
+        Client::connect(&self.ws_url(), Some("graphql-transport-ws"))
+            .await
+            .expect("handshake")
     }
 
     /// A plain HTTP/1.1 request; returns the status and the body.
@@ -67,7 +74,10 @@ impl TestServer {
         let mut response = String::new();
         stream.read_to_string(&mut response).await.expect("read");
         let status = response[9..12].parse().expect("status");
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         (status, body)
     }
 }
@@ -87,36 +97,58 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn connect(url: &str, protocol: Option<&str>) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+    pub async fn connect(
+        url: &str,
+        protocol: Option<&str>,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
         let mut request = url.into_client_request()?;
         if let Some(protocol) = protocol {
-            request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_str(protocol).unwrap());
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                HeaderValue::from_str(protocol).unwrap(),
+            );
         }
         let (ws, response) = tokio_tungstenite::connect_async(request).await?;
         assert_eq!(
-            response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()),
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
             Some("graphql-transport-ws"),
             "the handshake answers with graphql-transport-ws"
         );
-        Ok(Self { ws, transcript: Vec::new() })
+        Ok(Self {
+            ws,
+            transcript: Vec::new(),
+        })
     }
 
     pub async fn send(&mut self, frame: Value) {
         self.transcript.push(json!({ "client": frame }));
-        self.ws.send(Message::Text(frame.to_string().into())).await.expect("send");
+        self.ws
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_raw(&mut self, text: &str) {
         self.transcript.push(json!({ "client": text }));
-        self.ws.send(Message::Text(text.to_owned().into())).await.expect("send");
+        self.ws
+            .send(Message::Text(text.to_owned().into()))
+            .await
+            .expect("send");
     }
 
     /// The next frame from the server: a JSON message, or `{"close": {code, reason}}`.
     pub async fn recv(&mut self) -> Value {
         loop {
-            let frame = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next()).await.expect("a frame in time");
+            let frame = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next())
+                .await
+                .expect("a frame in time");
             let value = match frame {
-                Some(Ok(Message::Text(text))) => serde_json::from_str(&text).expect("server frames are JSON"),
+                Some(Ok(Message::Text(text))) => {
+                    serde_json::from_str(&text).expect("server frames are JSON")
+                }
                 Some(Ok(Message::Close(frame))) => {
                     json!({ "close": { "code": frame.as_ref().map(|f| u16::from(f.code)), "reason": frame.as_ref().map(|f| f.reason.to_string()) } })
                 }
@@ -141,8 +173,12 @@ impl Client {
         let mut frames = Vec::new();
         loop {
             let frame = self.recv().await;
-            let done = frame["id"] == id && (frame["type"] == "complete" || frame["type"] == "error");
-            assert!(frame.get("close").is_none(), "closed while waiting for {id}: {frame}");
+            let done =
+                frame["id"] == id && (frame["type"] == "complete" || frame["type"] == "error");
+            assert!(
+                frame.get("close").is_none(),
+                "closed while waiting for {id}: {frame}"
+            );
             frames.push(frame);
             if done {
                 return frames;
@@ -168,14 +204,21 @@ impl Client {
                 json!({ "input": { "from": "2026-01-01", "to": "2026-01-31", "rows": 10, "stepDelayMs": step_delay_ms } }),
             )
             .await;
-        data["generateReport"]["id"].as_str().expect("an id").to_owned()
+        data["generateReport"]["id"]
+            .as_str()
+            .expect("an id")
+            .to_owned()
     }
 
     /// Polls `request(id)` until its status is `status`.
     pub async fn wait_for_status(&mut self, request_id: &str, status: &str) {
         for attempt in 0..300 {
             let data = self
-                .execute(&format!("poll-{attempt}"), "query($id: ID!) { request(id: $id) { status } }", json!({ "id": request_id }))
+                .execute(
+                    &format!("poll-{attempt}"),
+                    "query($id: ID!) { request(id: $id) { status } }",
+                    json!({ "id": request_id }),
+                )
                 .await;
             if data["request"]["status"] == status {
                 return;
