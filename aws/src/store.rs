@@ -1,0 +1,452 @@
+//! [`DynamoDbStore`]: the store ports on DynamoDB. Items are mapped with `serde_dynamo`; every
+//! race the ports describe is a conditional write; reads are strongly consistent.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use serde_json::Value;
+use streamer_core::store::{Page, RequestFilter};
+use streamer_core::{
+    AsyncRequest, Connection, Error, Phase, Result, Store, Subscription, SubscriptionKey,
+};
+
+use crate::tables::{self, BY_CREATION, BY_STATUS, CONNECTIONS, REQUESTS, SUBSCRIPTIONS, Tables};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The partition of the listing indexes. One value for now; per-tenant listing uses the
+/// tenant here.
+const LIST_PARTITION: &str = "all";
+
+/// The store on DynamoDB.
+#[derive(Debug, Clone)]
+pub struct DynamoDbStore {
+    client: Client,
+    tables: Tables,
+    connections: String,
+    subscriptions: String,
+    requests: String,
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn to_item<T: serde::Serialize>(value: &T) -> Result<Item> {
+    serde_dynamo::to_item(value).map_err(|e| Error::backend("mapping an item", e))
+}
+
+fn from_item<T: serde::de::DeserializeOwned>(item: Item) -> Result<T> {
+    serde_dynamo::from_item(item).map_err(|e| Error::backend("reading an item", e))
+}
+
+fn subscription_sort_key(key: &SubscriptionKey) -> String {
+    format!("{}#{}", key.connection_id, key.operation_id)
+}
+
+fn subscription_key(key: &SubscriptionKey) -> Item {
+    HashMap::from([
+        ("requestId".to_owned(), s(&key.request_id)),
+        ("sk".to_owned(), s(subscription_sort_key(key))),
+    ])
+}
+
+fn created_key(request: &AsyncRequest) -> String {
+    format!(
+        "{}#{}",
+        request
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        request.id
+    )
+}
+
+fn request_item(request: &AsyncRequest) -> Result<Item> {
+    let mut item = to_item(request)?;
+    item.insert(BY_CREATION.partition_key.to_owned(), s(LIST_PARTITION));
+    item.insert(
+        BY_STATUS.partition_key.to_owned(),
+        s(format!("{LIST_PARTITION}#{}", request.status)),
+    );
+    item.insert(BY_CREATION.sort_key.to_owned(), s(created_key(request)));
+    Ok(item)
+}
+
+/// Whether an SDK error is a lost condition.
+fn condition_failed<E, R>(error: &SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    error.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
+}
+
+/// Whether a lost update condition was checked against an existing item (the update asked
+/// for the old item on failure).
+fn condition_failed_on_existing_item<R>(error: &SdkError<UpdateItemError, R>) -> bool {
+    matches!(error.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(e)) if e.item.is_some())
+}
+
+impl DynamoDbStore {
+    /// A store over these tables.
+    pub fn new(client: Client, tables: Tables) -> Self {
+        Self {
+            connections: tables.name(&CONNECTIONS),
+            subscriptions: tables.name(&SUBSCRIPTIONS),
+            requests: tables.name(&REQUESTS),
+            client,
+            tables,
+        }
+    }
+
+    /// A store on a local DynamoDB (DynamoDB Local) at `endpoint`, with dummy credentials.
+    pub async fn local(endpoint: &str, tables: Tables) -> Self {
+        let credentials = aws_sdk_dynamodb::config::Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "streamer-local",
+        );
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(credentials)
+            .build();
+        Self::new(Client::from_conf(config), tables)
+    }
+
+    /// Creates the tables that do not exist yet, with their indexes, stream and TTL.
+    pub async fn create_tables(&self) -> Result<()> {
+        for spec in tables::ALL {
+            let name = self.tables.name(&spec);
+            match spec.create(&self.client, name.clone()).send().await {
+                Ok(_) => tracing::info!(table = %name, "created table"),
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|e| e.is_resource_in_use_exception()) => {}
+                Err(error) => return Err(Error::backend(format!("creating table {name}"), error)),
+            }
+            let ttl = aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(tables::TTL_ATTRIBUTE)
+                .build()
+                .expect("complete TTL specification");
+            if let Err(error) = self
+                .client
+                .update_time_to_live()
+                .table_name(&name)
+                .time_to_live_specification(ttl)
+                .send()
+                .await
+            {
+                // Already enabled, or changed within the last hour: both leave TTL on.
+                tracing::debug!(table = %name, error = %aws_sdk_dynamodb::error::DisplayErrorContext(&error), "TTL not updated");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for DynamoDbStore {
+    async fn put_connection(&self, connection: &Connection) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.connections)
+            .set_item(Some(to_item(connection)?))
+            .send()
+            .await
+            .map_err(|e| Error::backend("putting a connection", e))?;
+        Ok(())
+    }
+
+    async fn get_connection(&self, id: &str) -> Result<Option<Connection>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.connections)
+            .key("id", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::backend("reading a connection", e))?;
+        output.item.map(from_item).transpose()
+    }
+
+    async fn acknowledge_connection(&self, id: &str, payload: Option<Value>) -> Result<()> {
+        let payload = serde_dynamo::to_attribute_value(payload)
+            .map_err(|e| Error::backend("mapping a payload", e))?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.connections)
+            .key("id", s(id))
+            .update_expression("SET phase = :acknowledged, initPayload = :payload")
+            .condition_expression("attribute_exists(id) AND phase = :awaiting")
+            .expression_attribute_values(":acknowledged", to_attribute(Phase::Acknowledged)?)
+            .expression_attribute_values(":awaiting", to_attribute(Phase::AwaitingInit)?)
+            .expression_attribute_values(":payload", payload)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if condition_failed(&error) => {
+                let existed = condition_failed_on_existing_item(&error);
+                if existed {
+                    Err(Error::Conflict(format!(
+                        "connection {id} already initialised"
+                    )))
+                } else {
+                    Err(Error::NotFound(format!("connection {id}")))
+                }
+            }
+            Err(error) => Err(Error::backend("acknowledging a connection", error)),
+        }
+    }
+
+    async fn delete_connection(&self, id: &str) -> Result<Option<Connection>> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.connections)
+            .key("id", s(id))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| Error::backend("deleting a connection", e))?;
+        output.attributes.map(from_item).transpose()
+    }
+
+    async fn add_operation(
+        &self,
+        connection_id: &str,
+        operation_id: &str,
+        request_id: &str,
+    ) -> Result<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.connections)
+            .key("id", s(connection_id))
+            .update_expression("SET operations.#op = :request")
+            .condition_expression("attribute_exists(id) AND attribute_not_exists(operations.#op)")
+            .expression_attribute_names("#op", operation_id)
+            .expression_attribute_values(":request", s(request_id))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if condition_failed(&error) => {
+                let existed = condition_failed_on_existing_item(&error);
+                if existed {
+                    Err(Error::Conflict(format!(
+                        "operation {operation_id} is active"
+                    )))
+                } else {
+                    Err(Error::NotFound(format!("connection {connection_id}")))
+                }
+            }
+            Err(error) => Err(Error::backend("adding an operation", error)),
+        }
+    }
+
+    async fn remove_operation(&self, connection_id: &str, operation_id: &str) -> Result<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.connections)
+            .key("id", s(connection_id))
+            .update_expression("REMOVE operations.#op")
+            // Without it, an update of a missing connection would create one.
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_names("#op", operation_id)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if condition_failed(&error) => Ok(()),
+            Err(error) => Err(Error::backend("removing an operation", error)),
+        }
+    }
+
+    async fn put_subscription(&self, subscription: &Subscription) -> Result<()> {
+        let mut item = to_item(subscription)?;
+        item.insert("sk".to_owned(), s(subscription_sort_key(&subscription.key)));
+        self.client
+            .put_item()
+            .table_name(&self.subscriptions)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| Error::backend("putting a subscription", e))?;
+        Ok(())
+    }
+
+    async fn subscriptions(&self, request_id: &str) -> Result<Vec<Subscription>> {
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.subscriptions)
+            .key_condition_expression("requestId = :request")
+            .expression_attribute_values(":request", s(request_id))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<std::result::Result<_, _>>()
+            .await
+            .map_err(|e| Error::backend("querying subscriptions", e))?;
+        items.into_iter().map(from_item).collect()
+    }
+
+    async fn advance_subscription(&self, key: &SubscriptionKey, version: u64) -> Result<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.subscriptions)
+            .set_key(Some(subscription_key(key)))
+            .update_expression("SET lastVersion = :version")
+            .condition_expression("attribute_exists(requestId) AND lastVersion < :version")
+            .expression_attribute_values(":version", n(version))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if condition_failed(&error) => Ok(false),
+            Err(error) => Err(Error::backend("advancing a subscription", error)),
+        }
+    }
+
+    async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<Option<Subscription>> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.subscriptions)
+            .set_key(Some(subscription_key(key)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| Error::backend("deleting a subscription", e))?;
+        output.attributes.map(from_item).transpose()
+    }
+
+    async fn create_request(&self, request: &AsyncRequest) -> Result<()> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.requests)
+            .set_item(Some(request_item(request)?))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if condition_failed(&error) => {
+                Err(Error::Conflict(format!("request {} exists", request.id)))
+            }
+            Err(error) => Err(Error::backend("creating a request", error)),
+        }
+    }
+
+    async fn get_request(&self, id: &str) -> Result<Option<AsyncRequest>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.requests)
+            .key("id", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::backend("reading a request", e))?;
+        output.item.map(from_item).transpose()
+    }
+
+    async fn update_request(&self, request: &AsyncRequest, expected_version: u64) -> Result<()> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.requests)
+            .set_item(Some(request_item(request)?))
+            .condition_expression("version = :expected")
+            .expression_attribute_values(":expected", n(expected_version))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if condition_failed(&error) => Err(Error::Conflict(format!(
+                "request {} is not at version {expected_version}",
+                request.id
+            ))),
+            Err(error) => Err(Error::backend("updating a request", error)),
+        }
+    }
+
+    async fn list_requests(&self, filter: &RequestFilter) -> Result<Page> {
+        let (index, partition) = match filter.status {
+            Some(status) => (BY_STATUS, format!("{LIST_PARTITION}#{status}")),
+            None => (BY_CREATION, LIST_PARTITION.to_owned()),
+        };
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.requests)
+            .index_name(index.name)
+            .key_condition_expression("#partition = :partition")
+            .expression_attribute_names("#partition", index.partition_key)
+            .expression_attribute_values(":partition", s(partition.clone()));
+        if let Some(after) = &filter.after {
+            // Continue after the request the cursor names: resume by its index key.
+            let Some(last) = self.get_request(after).await? else {
+                return Ok(Page::default());
+            };
+            let start = HashMap::from([
+                ("id".to_owned(), s(&last.id)),
+                (index.partition_key.to_owned(), s(partition)),
+                (index.sort_key.to_owned(), s(created_key(&last))),
+            ]);
+            query = query.set_exclusive_start_key(Some(start));
+        }
+        // One more than asked tells whether a next page exists.
+        let wanted = filter.limit;
+        let mut items = Vec::new();
+        let mut pages = query
+            .limit(i32::try_from(wanted + 1).unwrap_or(i32::MAX))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| Error::backend("listing requests", e))?;
+            items.extend(page.items.unwrap_or_default());
+            if items.len() > wanted {
+                break;
+            }
+        }
+        let more = items.len() > wanted;
+        let items: Vec<AsyncRequest> = items
+            .into_iter()
+            .take(wanted)
+            .map(from_item)
+            .collect::<Result<_>>()?;
+        let next = if more {
+            items.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+}
+
+fn to_attribute<T: serde::Serialize>(value: T) -> Result<AttributeValue> {
+    serde_dynamo::to_attribute_value(value).map_err(|e| Error::backend("mapping a value", e))
+}

@@ -1,0 +1,175 @@
+//! The three tables, defined once: the local stack creates them from here, and the
+//! deployment template is checked against here.
+//!
+//! - `connections`: key `id`. A connection lists its active operations, so `$disconnect`
+//!   deletes its subscriptions without a scan.
+//! - `subscriptions`: key `requestId` + `sk` (`connectionId#operationId`): fan-out for one
+//!   request is one strongly consistent Query on the base table (no GSI on the hot path).
+//! - `requests`: key `id`; stream NEW_AND_OLD_IMAGES feeds the processor; two GSIs list
+//!   requests oldest first, all of them (`byCreation`) or by status (`byStatus`).
+//!
+//! Every table has the TTL attribute `expiresAt` (epoch seconds).
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+};
+
+/// The TTL attribute of every table.
+pub const TTL_ATTRIBUTE: &str = "expiresAt";
+
+/// One global secondary index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexSpec {
+    /// The index name.
+    pub name: &'static str,
+    /// Its partition key (a string).
+    pub partition_key: &'static str,
+    /// Its sort key (a string).
+    pub sort_key: &'static str,
+}
+
+/// One table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSpec {
+    /// The name, after the deployment's prefix.
+    pub suffix: &'static str,
+    /// The partition key (a string).
+    pub partition_key: &'static str,
+    /// The sort key (a string), if any.
+    pub sort_key: Option<&'static str>,
+    /// Its global secondary indexes.
+    pub indexes: &'static [IndexSpec],
+    /// Whether it has a NEW_AND_OLD_IMAGES stream.
+    pub stream: bool,
+}
+
+/// The connections table.
+pub const CONNECTIONS: TableSpec = TableSpec {
+    suffix: "connections",
+    partition_key: "id",
+    sort_key: None,
+    indexes: &[],
+    stream: false,
+};
+
+/// The subscriptions table.
+pub const SUBSCRIPTIONS: TableSpec = TableSpec {
+    suffix: "subscriptions",
+    partition_key: "requestId",
+    sort_key: Some("sk"),
+    indexes: &[],
+    stream: false,
+};
+
+/// The `requests` GSI listing every request, oldest first.
+pub const BY_CREATION: IndexSpec = IndexSpec {
+    name: "byCreation",
+    partition_key: "listPartition",
+    sort_key: "createdKey",
+};
+/// The `requests` GSI listing requests of one status, oldest first.
+pub const BY_STATUS: IndexSpec = IndexSpec {
+    name: "byStatus",
+    partition_key: "statusPartition",
+    sort_key: "createdKey",
+};
+
+/// The requests table.
+pub const REQUESTS: TableSpec = TableSpec {
+    suffix: "requests",
+    partition_key: "id",
+    sort_key: None,
+    indexes: &[BY_CREATION, BY_STATUS],
+    stream: true,
+};
+
+/// Every table.
+pub const ALL: [TableSpec; 3] = [CONNECTIONS, SUBSCRIPTIONS, REQUESTS];
+
+/// The table names of one deployment: `{prefix}-{suffix}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    prefix: String,
+}
+
+impl Tables {
+    /// Tables named `{prefix}-connections`, `{prefix}-subscriptions`, `{prefix}-requests`.
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The name of a table.
+    pub fn name(&self, spec: &TableSpec) -> String {
+        format!("{}-{}", self.prefix, spec.suffix)
+    }
+}
+
+fn key(name: &str, kind: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .expect("complete key")
+}
+
+fn string_attribute(name: &str) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .expect("complete attribute")
+}
+
+impl TableSpec {
+    /// The CreateTable request for this table under `name`.
+    pub(crate) fn create(
+        &self,
+        client: &aws_sdk_dynamodb::Client,
+        name: String,
+    ) -> aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder {
+        let mut attributes = vec![self.partition_key];
+        let mut request = client
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key(self.partition_key, KeyType::Hash));
+        if let Some(sort_key) = self.sort_key {
+            attributes.push(sort_key);
+            request = request.key_schema(key(sort_key, KeyType::Range));
+        }
+        for index in self.indexes {
+            attributes.extend([index.partition_key, index.sort_key]);
+            request = request.global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(index.name)
+                    .key_schema(key(index.partition_key, KeyType::Hash))
+                    .key_schema(key(index.sort_key, KeyType::Range))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .expect("complete index"),
+            );
+        }
+        attributes.sort_unstable();
+        attributes.dedup();
+        for attribute in attributes {
+            request = request.attribute_definitions(string_attribute(attribute));
+        }
+        if self.stream {
+            request = request.stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()
+                    .expect("complete stream specification"),
+            );
+        }
+        request
+    }
+}

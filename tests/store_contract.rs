@@ -1,0 +1,311 @@
+//! One contract for every `Store`: the embedded store and `DynamoDbStore` on DynamoDB Local
+//! (started by the test command, which sets `STREAMER_DYNAMODB_ENDPOINT`).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use streamer::core::store::{ChangeKind, RequestFilter};
+use streamer::core::{
+    AsyncRequest, Connection, Error, MemoryStore, RequestStatus, Store, Subscription,
+    SubscriptionKey,
+};
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+}
+
+/// Ids unique to one run, so runs against a shared DynamoDB Local do not collide.
+fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    format!("{prefix}-{nanos}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn key(request_id: &str, connection_id: &str, operation_id: &str) -> SubscriptionKey {
+    SubscriptionKey {
+        request_id: request_id.into(),
+        connection_id: connection_id.into(),
+        operation_id: operation_id.into(),
+    }
+}
+
+async fn connections(store: &dyn Store) {
+    let id = unique("conn");
+    assert_eq!(store.get_connection(&id).await.unwrap(), None);
+    let mut connection = Connection::new(&id, at(0));
+    connection.query.insert("token".into(), "t".into());
+    store.put_connection(&connection).await.unwrap();
+    assert_eq!(
+        store.get_connection(&id).await.unwrap(),
+        Some(connection.clone())
+    );
+
+    store
+        .acknowledge_connection(&id, Some(json!({ "auth": "x" })))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            store.acknowledge_connection(&id, None).await,
+            Err(Error::Conflict(_))
+        ),
+        "a second init loses"
+    );
+    assert!(matches!(
+        store.acknowledge_connection(&unique("missing"), None).await,
+        Err(Error::NotFound(_))
+    ));
+
+    store.add_operation(&id, "op-1", "req-a").await.unwrap();
+    assert!(
+        matches!(
+            store.add_operation(&id, "op-1", "req-b").await,
+            Err(Error::Conflict(_))
+        ),
+        "duplicate operation id"
+    );
+    assert!(matches!(
+        store
+            .add_operation(&unique("missing"), "op-1", "req-a")
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    store.add_operation(&id, "op-2", "req-b").await.unwrap();
+    store.remove_operation(&id, "op-1").await.unwrap();
+    store.remove_operation(&id, "never").await.unwrap();
+
+    let stored = store.get_connection(&id).await.unwrap().unwrap();
+    assert_eq!(stored.phase, streamer::core::Phase::Acknowledged);
+    assert_eq!(stored.init_payload, Some(json!({ "auth": "x" })));
+    assert_eq!(
+        stored.operations.into_iter().collect::<Vec<_>>(),
+        [("op-2".to_owned(), "req-b".to_owned())]
+    );
+
+    let deleted = store.delete_connection(&id).await.unwrap().unwrap();
+    assert_eq!(deleted.id, id);
+    assert_eq!(store.delete_connection(&id).await.unwrap(), None);
+}
+
+async fn subscriptions(store: &dyn Store) {
+    let request_id = unique("req");
+    let other = unique("req");
+    let subscription = |connection: &str, operation: &str, request: &str| Subscription {
+        key: key(request, connection, operation),
+        query: "subscription { requestProgress(id: \"x\") { id } }".into(),
+        operation_name: None,
+        variables: Some(json!({ "id": request })),
+        last_version: 0,
+        created_at: at(1),
+        expires_at: at(3600).timestamp(),
+    };
+    for (connection, operation) in [("c1", "1"), ("c2", "1"), ("c1", "2")] {
+        store
+            .put_subscription(&subscription(connection, operation, &request_id))
+            .await
+            .unwrap();
+    }
+    store
+        .put_subscription(&subscription("c1", "3", &other))
+        .await
+        .unwrap();
+    let mut found = store.subscriptions(&request_id).await.unwrap();
+    found.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(found.len(), 3, "only this request's subscriptions");
+    assert_eq!(found[0], subscription("c1", "1", &request_id));
+
+    let k = key(&request_id, "c1", "1");
+    assert!(store.advance_subscription(&k, 3).await.unwrap());
+    assert!(
+        !store.advance_subscription(&k, 3).await.unwrap(),
+        "the same version twice"
+    );
+    assert!(
+        !store.advance_subscription(&k, 2).await.unwrap(),
+        "an older version"
+    );
+    assert!(store.advance_subscription(&k, 4).await.unwrap());
+    assert!(
+        !store
+            .advance_subscription(&key(&request_id, "nope", "1"), 9)
+            .await
+            .unwrap(),
+        "a missing subscription"
+    );
+
+    let deleted = store
+        .delete_subscription(&k)
+        .await
+        .unwrap()
+        .expect("existed");
+    assert_eq!(deleted.last_version, 4);
+    assert_eq!(
+        store.delete_subscription(&k).await.unwrap(),
+        None,
+        "only one finisher wins"
+    );
+    assert_eq!(store.subscriptions(&request_id).await.unwrap().len(), 2);
+}
+
+async fn requests(store: &dyn Store) {
+    let id = unique("req");
+    let mut request = AsyncRequest::new(&id, "generateReport", json!({ "rows": 1 }), at(0));
+    store.create_request(&request).await.unwrap();
+    assert!(
+        matches!(
+            store.create_request(&request).await,
+            Err(Error::Conflict(_))
+        ),
+        "ids are unique"
+    );
+    assert_eq!(store.get_request(&id).await.unwrap(), Some(request.clone()));
+
+    let read = request.version;
+    request.start(at(1)).unwrap();
+    store.update_request(&request, read).await.unwrap();
+    let mut stale = request.clone();
+    stale.report(0.5, Some("late".into()), at(2)).unwrap();
+    assert!(
+        matches!(
+            store.update_request(&stale, read).await,
+            Err(Error::Conflict(_))
+        ),
+        "a stale writer loses"
+    );
+    let read = request.version;
+    request.report(0.25, Some("a".into()), at(3)).unwrap();
+    store.update_request(&request, read).await.unwrap();
+    assert_eq!(store.get_request(&id).await.unwrap().unwrap().version, 3);
+    assert!(matches!(
+        store
+            .update_request(&AsyncRequest::new(unique("x"), "a", json!(null), at(0)), 1)
+            .await,
+        Err(Error::Conflict(_))
+    ));
+}
+
+async fn listing(store: &dyn Store) {
+    // Listing sees every request of the store; count only this run's.
+    let action = unique("list");
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let mut request = AsyncRequest::new(unique("req"), &action, json!(n), at(n));
+        store.create_request(&request).await.unwrap();
+        if n % 2 == 0 {
+            request.cancel(at(10 + n)).unwrap();
+            store.update_request(&request, 1).await.unwrap();
+        }
+        ids.push(request.id);
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_requests(&RequestFilter {
+                status: None,
+                limit: 2,
+                after: after.clone(),
+            })
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(
+            page.items
+                .iter()
+                .filter(|r| r.action == action)
+                .map(|r| r.id.clone()),
+        );
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every request once, oldest first");
+    let cancelled = store
+        .list_requests(&RequestFilter {
+            status: Some(RequestStatus::Cancelled),
+            limit: 100,
+            after: None,
+        })
+        .await
+        .unwrap();
+    let cancelled: Vec<String> = cancelled
+        .items
+        .into_iter()
+        .filter(|r| r.action == action)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(cancelled, [ids[0].clone(), ids[2].clone(), ids[4].clone()]);
+}
+
+async fn contract(store: &dyn Store) {
+    connections(store).await;
+    subscriptions(store).await;
+    requests(store).await;
+    listing(store).await;
+}
+
+#[tokio::test]
+async fn memory_store_keeps_the_contract() {
+    contract(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn memory_store_feed_is_ordered_per_item_with_both_images() {
+    let store = MemoryStore::new();
+    let mut feed = store.changes();
+    let mut request = AsyncRequest::new("r", "a", json!({}), at(0));
+    store.create_request(&request).await.unwrap();
+    request.start(at(1)).unwrap();
+    store.update_request(&request, 1).await.unwrap();
+    // A write that changes nothing yields no record.
+    store.update_request(&request, 2).await.unwrap();
+    request.complete(json!(1), at(2)).unwrap();
+    store.update_request(&request, 2).await.unwrap();
+    let mut changes = Vec::new();
+    while let Ok(change) = feed.try_recv() {
+        changes.push(change);
+    }
+    let seen: Vec<(ChangeKind, Option<u64>, Option<u64>)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c.kind,
+                c.old.as_ref().map(|r| r.version),
+                c.new.as_ref().map(|r| r.version),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (ChangeKind::Insert, None, Some(1)),
+            (ChangeKind::Modify, Some(1), Some(2)),
+            (ChangeKind::Modify, Some(2), Some(3))
+        ]
+    );
+    assert!(
+        changes
+            .windows(2)
+            .all(|w| w[0].sequence_number < w[1].sequence_number)
+    );
+    assert_eq!(
+        store.expire(at(0) + chrono::Duration::days(30)),
+        1,
+        "TTL removes the expired request"
+    );
+    assert_eq!(feed.try_recv().unwrap().kind, ChangeKind::Expire);
+}
+
+#[tokio::test]
+async fn dynamodb_store_keeps_the_contract() {
+    let endpoint = std::env::var("STREAMER_DYNAMODB_ENDPOINT")
+        .expect("STREAMER_DYNAMODB_ENDPOINT: scripts/test starts DynamoDB Local and sets it");
+    let tables = streamer_aws::Tables::with_prefix(&unique("contract"));
+    let store = streamer_aws::DynamoDbStore::local(&endpoint, tables).await;
+    store.create_tables().await.expect("tables created");
+    contract(&store).await;
+    let _: Arc<dyn Store> = Arc::new(store);
+}
