@@ -339,6 +339,24 @@ fn typed_mutation(handler: Arc<Registered>) -> Field {
     .argument(InputValue::new("input", TypeRef::named_nn(input_type)))
 }
 
+/// A mutation `name(id: ID!): AsyncRequest!` that applies one move of the status machine.
+fn request_move(
+    name: &str,
+    apply: fn(&mut AsyncRequest, DateTime<Utc>) -> streamer_core::Result<()>,
+) -> Field {
+    Field::new(name, TypeRef::named_nn("AsyncRequest"), move |ctx| {
+        FieldFuture::new(async move {
+            let services = ctx.data::<Services>()?;
+            let id = ctx.args.try_get("id")?.string()?;
+            let (request, ()) = modify_request(&*services.store, &*services.clock, id, apply)
+                .await
+                .map_err(from_core)?;
+            Ok(Some(FieldValue::owned_any(request)))
+        })
+    })
+    .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
+}
+
 fn mutation_type(handlers: &Handlers) -> Object {
     let mut mutation = Object::new("Mutation").field(
         Field::new("enqueue", TypeRef::named_nn("AsyncRequest"), |ctx| {
@@ -379,38 +397,8 @@ fn mutation_type(handlers: &Handlers) -> Object {
         mutation = mutation.field(typed_mutation(Arc::clone(handler)));
     }
     mutation
-        .field(
-            Field::new("cancelRequest", TypeRef::named_nn("AsyncRequest"), |ctx| {
-                FieldFuture::new(async move {
-                    let services = ctx.data::<Services>()?;
-                    let id = ctx.args.try_get("id")?.string()?;
-                    let (request, ()) =
-                        modify_request(&*services.store, &*services.clock, id, |r, now| {
-                            r.cancel(now)
-                        })
-                        .await
-                        .map_err(from_core)?;
-                    Ok(Some(FieldValue::owned_any(request)))
-                })
-            })
-            .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID))),
-        )
-        .field(
-            Field::new("retryRequest", TypeRef::named_nn("AsyncRequest"), |ctx| {
-                FieldFuture::new(async move {
-                    let services = ctx.data::<Services>()?;
-                    let id = ctx.args.try_get("id")?.string()?;
-                    let (request, ()) =
-                        modify_request(&*services.store, &*services.clock, id, |r, now| {
-                            r.redrive(now)
-                        })
-                        .await
-                        .map_err(from_core)?;
-                    Ok(Some(FieldValue::owned_any(request)))
-                })
-            })
-            .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID))),
-        )
+        .field(request_move("cancelRequest", AsyncRequest::cancel))
+        .field(request_move("retryRequest", AsyncRequest::redrive))
 }
 
 fn subscription_type() -> Subscription {
