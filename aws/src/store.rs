@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use serde_json::Value;
 use streamer_core::store::{Page, RequestFilter};
@@ -88,10 +88,30 @@ where
     error.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
 }
 
-/// Whether a lost update condition was checked against an existing item (the update asked
-/// for the old item on failure).
-fn condition_failed_on_existing_item<R>(error: &SdkError<UpdateItemError, R>) -> bool {
-    matches!(error.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(e)) if e.item.is_some())
+/// The outcome of a conditional update of a connection that asked for the old item on a lost
+/// condition: with an item, the condition itself failed ([`Error::Conflict`]); without one,
+/// the connection does not exist ([`Error::NotFound`]).
+fn on_existing_connection<R>(
+    result: std::result::Result<UpdateItemOutput, SdkError<UpdateItemError, R>>,
+    context: &'static str,
+    conflict: impl FnOnce() -> String,
+    missing: impl FnOnce() -> String,
+) -> Result<()>
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(error) => match error.as_service_error() {
+            Some(UpdateItemError::ConditionalCheckFailedException(e)) if e.item.is_some() => {
+                Err(Error::Conflict(conflict()))
+            }
+            Some(UpdateItemError::ConditionalCheckFailedException(_)) => {
+                Err(Error::NotFound(missing()))
+            }
+            _ => Err(Error::backend(context, error)),
+        },
+    }
 }
 
 impl DynamoDbStore {
@@ -199,20 +219,12 @@ impl Store for DynamoDbStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if condition_failed(&error) => {
-                let existed = condition_failed_on_existing_item(&error);
-                if existed {
-                    Err(Error::Conflict(format!(
-                        "connection {id} already initialised"
-                    )))
-                } else {
-                    Err(Error::NotFound(format!("connection {id}")))
-                }
-            }
-            Err(error) => Err(Error::backend("acknowledging a connection", error)),
-        }
+        on_existing_connection(
+            result,
+            "acknowledging a connection",
+            || format!("connection {id} already initialised"),
+            || format!("connection {id}"),
+        )
     }
 
     async fn delete_connection(&self, id: &str) -> Result<Option<Connection>> {
@@ -246,20 +258,12 @@ impl Store for DynamoDbStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if condition_failed(&error) => {
-                let existed = condition_failed_on_existing_item(&error);
-                if existed {
-                    Err(Error::Conflict(format!(
-                        "operation {operation_id} is active"
-                    )))
-                } else {
-                    Err(Error::NotFound(format!("connection {connection_id}")))
-                }
-            }
-            Err(error) => Err(Error::backend("adding an operation", error)),
-        }
+        on_existing_connection(
+            result,
+            "adding an operation",
+            || format!("operation {operation_id} is active"),
+            || format!("connection {connection_id}"),
+        )
     }
 
     async fn remove_operation(&self, connection_id: &str, operation_id: &str) -> Result<()> {
