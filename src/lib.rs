@@ -46,9 +46,16 @@
 //! - [`gateway`] (`streamer-gateway`): API Gateway WebSocket events → protocol → store/sender.
 //! - [`processor`] (`streamer-processor`): change feed → jobs and fan-out.
 //! - [`local`] (`streamer-local`): the local API Gateway emulator and the one-process stack.
+//! - [`aws`] (`streamer-aws`): DynamoDB store, stream records and poller, Management API
+//!   sender; the only crate that talks to AWS SDKs.
+//! - [`DynamoDbBackend`] (here): the local stack on DynamoDB Local.
+
+mod dynamodb;
 
 use std::sync::Arc;
 
+pub use dynamodb::DynamoDbBackend;
+pub use streamer_aws as aws;
 pub use streamer_core as core;
 pub use streamer_gateway as gateway;
 pub use streamer_local as local;

@@ -4,11 +4,10 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{PROGRESS, TestServer};
+use support::{On, PROGRESS, TestServer};
 
-#[tokio::test]
-async fn a_long_job_does_not_delay_a_job_started_after_it() {
-    let server = TestServer::start().await;
+async fn a_long_job_does_not_delay_a_job_started_after_it(on: On) {
+    let server = TestServer::start_on(on).await;
     let mut client = server.client().await;
     client.init().await;
     // Five steps of 800 ms: about four seconds.
@@ -18,6 +17,7 @@ async fn a_long_job_does_not_delay_a_job_started_after_it() {
     let subscribe = json!({ "id": "s", "type": "subscribe", "payload": { "query": PROGRESS, "variables": { "id": short } } });
     client.send(subscribe).await;
     let frames = client.until_done("s").await;
+    assert!(frames.len() >= 2, "states, then complete: {frames:?}");
     let last = &frames[frames.len() - 2]["payload"]["data"]["requestProgress"];
     assert_eq!(last["status"], "COMPLETED");
     // The short job went through all its states while the long one still runs.
@@ -35,9 +35,8 @@ async fn a_long_job_does_not_delay_a_job_started_after_it() {
     assert!(data["request"]["progress"].as_f64().unwrap() < 0.95);
 }
 
-#[tokio::test]
-async fn a_flaky_import_is_retried_until_it_succeeds() {
-    let server = TestServer::start().await;
+async fn a_flaky_import_is_retried_until_it_succeeds(on: On) {
+    let server = TestServer::start_on(on).await;
     let mut client = server.client().await;
     client.init().await;
     let data = client
@@ -77,9 +76,8 @@ async fn a_flaky_import_is_retried_until_it_succeeds() {
     );
 }
 
-#[tokio::test]
-async fn graphql_over_http() {
-    let server = TestServer::start().await;
+async fn graphql_over_http(on: On) {
+    let server = TestServer::start_on(on).await;
     let (status, body) = server
         .http(
             "POST",
@@ -111,9 +109,8 @@ async fn graphql_over_http() {
     );
 }
 
-#[tokio::test]
-async fn management_api_posts_describes_and_deletes_connections() {
-    let server = TestServer::start().await;
+async fn management_api_posts_describes_and_deletes_connections(on: On) {
+    let server = TestServer::start_on(on).await;
     let mut client = server.client().await;
     client.init().await;
     // The connection ids are sequential in tests: this socket is conn-1.
@@ -141,3 +138,10 @@ async fn management_api_posts_describes_and_deletes_connections() {
     let (status, _) = server.http("GET", "/@connections/nope", "").await;
     assert_eq!(status, 410);
 }
+
+on_both_stores!(
+    a_long_job_does_not_delay_a_job_started_after_it,
+    a_flaky_import_is_retried_until_it_succeeds,
+    graphql_over_http,
+    management_api_posts_describes_and_deletes_connections,
+);

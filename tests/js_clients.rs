@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 use std::process::Stdio;
 
-use support::TestServer;
+use support::{On, TestServer};
 
 async fn run_node(script: &str, server: &TestServer) -> serde_json::Value {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
@@ -32,12 +32,15 @@ async fn run_node(script: &str, server: &TestServer) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("one JSON summary line")
 }
 
-#[tokio::test]
-async fn graphql_ws_client_mutation_then_subscription() {
-    let server = TestServer::start().await;
+async fn graphql_ws_client_mutation_then_subscription(on: On) {
+    let server = TestServer::start_on(on).await;
     let summary = run_node("graphql-ws.mjs", &server).await;
     assert_eq!(summary["ok"], true);
     let states = summary["states"].as_array().unwrap();
     assert_eq!(states.last().unwrap()[0], "COMPLETED");
     assert!(states.len() >= 5, "{states:?}");
 }
+
+on_both_stores!(
+    graphql_ws_client_mutation_then_subscription,
+);

@@ -4,11 +4,10 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Client, PROGRESS, TestServer};
+use support::{Client, On, PROGRESS, TestServer};
 
-#[tokio::test]
-async fn init_ack_ping_pong() {
-    let server = TestServer::start().await;
+async fn init_ack_ping_pong(on: On) {
+    let server = TestServer::start_on(on).await;
     let mut client = server.client().await;
     client
         .send(json!({ "type": "ping", "payload": { "before": "ack" } }))
@@ -25,12 +24,11 @@ async fn init_ack_ping_pong() {
         json!({ "type": "pong", "payload": { "n": 1 } }),
         "a pong is not answered; the ping is"
     );
-    insta::assert_json_snapshot!(client.transcript);
+    insta::assert_json_snapshot!("init_ack_ping_pong", client.transcript);
 }
 
-#[tokio::test]
-async fn mutation_then_subscription_to_completed() {
-    let server = TestServer::start().await;
+async fn mutation_then_subscription_to_completed(on: On) {
+    let server = TestServer::start_on(on).await;
     let mut client = server.client().await;
     client.init().await;
     let request_id = client.generate_report("1", 60).await;
@@ -69,12 +67,11 @@ async fn mutation_then_subscription_to_completed() {
         frames.last().unwrap(),
         &json!({ "id": "2", "type": "complete" })
     );
-    insta::assert_json_snapshot!(client.transcript);
+    insta::assert_json_snapshot!("mutation_then_subscription_to_completed", client.transcript);
 }
 
-#[tokio::test]
-async fn subscription_after_completion_gets_the_final_state_then_complete() {
-    let server = TestServer::start().await;
+async fn subscription_after_completion_gets_the_final_state_then_complete(on: On) {
+    let server = TestServer::start_on(on).await;
     let mut client = server.client().await;
     client.init().await;
     let request_id = client.generate_report("1", 0).await;
@@ -88,12 +85,11 @@ async fn subscription_after_completion_gets_the_final_state_then_complete() {
         frames[0]["payload"]["data"]["requestProgress"]["status"],
         "COMPLETED"
     );
-    insta::assert_json_snapshot!(client.transcript);
+    insta::assert_json_snapshot!("subscription_after_completion_gets_the_final_state_then_complete", client.transcript);
 }
 
-#[tokio::test]
-async fn invalid_document_gets_an_error_and_no_complete() {
-    let server = TestServer::start().await;
+async fn invalid_document_gets_an_error_and_no_complete(on: On) {
+    let server = TestServer::start_on(on).await;
     let mut client = server.client().await;
     client.init().await;
     let subscribe = json!({ "id": "bad", "type": "subscribe", "payload": { "query": "subscription { requestProgress(id: \"x\") { nope } }" } });
@@ -114,12 +110,11 @@ async fn invalid_document_gets_an_error_and_no_complete() {
         .send(json!({ "id": "syntax", "type": "subscribe", "payload": { "query": "{ actions" } }))
         .await;
     assert_eq!(client.recv().await["type"], "error");
-    insta::assert_json_snapshot!(client.transcript);
+    insta::assert_json_snapshot!("invalid_document_gets_an_error_and_no_complete", client.transcript);
 }
 
-#[tokio::test]
-async fn subscribing_to_an_unknown_request_is_an_error() {
-    let server = TestServer::start().await;
+async fn subscribing_to_an_unknown_request_is_an_error(on: On) {
+    let server = TestServer::start_on(on).await;
     let mut client = server.client().await;
     client.init().await;
     client.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": PROGRESS, "variables": { "id": "nope" } } })).await;
@@ -128,8 +123,7 @@ async fn subscribing_to_an_unknown_request_is_an_error() {
     assert_eq!(error["payload"][0]["extensions"]["code"], "NOT_FOUND");
 }
 
-async fn closed_by(frames: &[&str]) -> Vec<Value> {
-    let server = TestServer::start().await;
+async fn closed_by(server: &TestServer, frames: &[&str]) -> Vec<Value> {
     let mut client = server.client().await;
     for frame in frames {
         client.send_raw(frame).await;
@@ -142,8 +136,7 @@ async fn closed_by(frames: &[&str]) -> Vec<Value> {
     }
 }
 
-#[tokio::test]
-async fn close_codes() {
+async fn close_codes(on: On) {
     let init = r#"{"type":"connection_init"}"#;
     let cases = [
         ("4400 not json", vec!["{not json"]),
@@ -161,9 +154,10 @@ async fn close_codes() {
         ),
         ("4429 second init", vec![init, init]),
     ];
+    let server = TestServer::start_on(on).await;
     let mut transcripts = serde_json::Map::new();
     for (name, frames) in cases {
-        let transcript = closed_by(&frames).await;
+        let transcript = closed_by(&server, &frames).await;
         let code = name[..4].parse::<u16>().unwrap();
         assert_eq!(
             transcript.last().unwrap()["server"]["close"]["code"],
@@ -172,12 +166,11 @@ async fn close_codes() {
         );
         transcripts.insert(name.to_owned(), Value::Array(transcript));
     }
-    insta::assert_json_snapshot!(transcripts);
+    insta::assert_json_snapshot!("close_codes", transcripts);
 }
 
-#[tokio::test]
-async fn duplicate_active_subscription_id_closes_4409() {
-    let server = TestServer::start().await;
+async fn duplicate_active_subscription_id_closes_4409(on: On) {
+    let server = TestServer::start_on(on).await;
     let mut client = server.client().await;
     client.init().await;
     let request_id = client.generate_report("m", 2_000).await;
@@ -187,12 +180,11 @@ async fn duplicate_active_subscription_id_closes_4409() {
     assert_eq!(client.recv().await["type"], "next");
     client.send(subscribe).await;
     assert_eq!(client.recv().await["close"]["code"], 4409);
-    insta::assert_json_snapshot!(client.transcript);
+    insta::assert_json_snapshot!("duplicate_active_subscription_id_closes_4409", client.transcript);
 }
 
-#[tokio::test]
-async fn a_client_complete_is_not_echoed_and_stops_the_pushes() {
-    let server = TestServer::start().await;
+async fn a_client_complete_is_not_echoed_and_stops_the_pushes(on: On) {
+    let server = TestServer::start_on(on).await;
     let mut client = server.client().await;
     client.init().await;
     let request_id = client.generate_report("m", 100).await;
@@ -212,9 +204,8 @@ async fn a_client_complete_is_not_echoed_and_stops_the_pushes() {
     assert!(after_complete.filter(|f| f["server"]["id"] == "s").count() == 0);
 }
 
-#[tokio::test]
-async fn the_handshake_is_refused_without_the_subprotocol() {
-    let server = TestServer::start().await;
+async fn the_handshake_is_refused_without_the_subprotocol(on: On) {
+    let server = TestServer::start_on(on).await;
     for offered in [None, Some("graphql-ws"), Some("GRAPHQL-TRANSPORT-WS")] {
         let error = Client::connect(&server.ws_url(), offered)
             .await
@@ -229,3 +220,15 @@ async fn the_handshake_is_refused_without_the_subprotocol() {
         .expect("accepted");
     client.init().await;
 }
+
+on_both_stores!(
+    init_ack_ping_pong,
+    mutation_then_subscription_to_completed,
+    subscription_after_completion_gets_the_final_state_then_complete,
+    invalid_document_gets_an_error_and_no_complete,
+    subscribing_to_an_unknown_request_is_an_error,
+    close_codes,
+    duplicate_active_subscription_id_closes_4409,
+    a_client_complete_is_not_echoed_and_stops_the_pushes,
+    the_handshake_is_refused_without_the_subprotocol,
+);

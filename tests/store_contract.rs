@@ -3,14 +3,20 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use streamer::core::store::{ChangeKind, RequestFilter};
+use streamer::aws::stream::{self, StreamEvent};
+use streamer::aws::tables::REQUESTS;
+use streamer::aws::{DynamoDbStore, PollerOptions, StreamPoller, Tables};
+use streamer::core::store::{Change, ChangeKind, RequestFilter};
 use streamer::core::{
     AsyncRequest, Connection, Error, MemoryStore, RequestStatus, Store, Subscription,
     SubscriptionKey,
 };
 
+/// `seconds` after the start of this hour: recent, since DynamoDB Local deletes items whose
+/// TTL (days after these times) has passed.
 fn at(seconds: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    let hour = Utc::now().timestamp() / 3600 * 3600;
+    DateTime::from_timestamp(hour + seconds, 0).unwrap()
 }
 
 /// Ids unique to one run, so runs against a shared DynamoDB Local do not collide.
@@ -250,11 +256,9 @@ async fn memory_store_keeps_the_contract() {
     contract(&MemoryStore::new()).await;
 }
 
-#[tokio::test]
-async fn memory_store_feed_is_ordered_per_item_with_both_images() {
-    let store = MemoryStore::new();
-    let mut feed = store.changes();
-    let mut request = AsyncRequest::new("r", "a", json!({}), at(0));
+/// Takes one request through its life, with a write that changes nothing on the way.
+async fn write_history(store: &dyn Store, id: &str) {
+    let mut request = AsyncRequest::new(id, "a", json!({}), at(0));
     store.create_request(&request).await.unwrap();
     request.start(at(1)).unwrap();
     store.update_request(&request, 1).await.unwrap();
@@ -262,10 +266,14 @@ async fn memory_store_feed_is_ordered_per_item_with_both_images() {
     store.update_request(&request, 2).await.unwrap();
     request.complete(json!(1), at(2)).unwrap();
     store.update_request(&request, 2).await.unwrap();
-    let mut changes = Vec::new();
-    while let Ok(change) = feed.try_recv() {
-        changes.push(change);
-    }
+}
+
+/// Asserts the changes of request `id`: one per visible write, in order, with both images.
+fn assert_history(changes: &[Change], id: &str) {
+    let changes: Vec<&Change> = changes
+        .iter()
+        .filter(|c| c.request_id() == Some(id))
+        .collect();
     let seen: Vec<(ChangeKind, Option<u64>, Option<u64>)> = changes
         .iter()
         .map(|c| {
@@ -284,11 +292,26 @@ async fn memory_store_feed_is_ordered_per_item_with_both_images() {
             (ChangeKind::Modify, Some(2), Some(3))
         ]
     );
-    assert!(
-        changes
-            .windows(2)
-            .all(|w| w[0].sequence_number < w[1].sequence_number)
+    assert!(changes.windows(2).all(|w| {
+        let (a, b) = (&w[0].sequence_number, &w[1].sequence_number);
+        (a.len(), a) < (b.len(), b)
+    }));
+    assert_eq!(
+        changes[2].new.as_ref().unwrap().status,
+        RequestStatus::Completed
     );
+}
+
+#[tokio::test]
+async fn memory_store_feed_is_ordered_per_item_with_both_images() {
+    let store = MemoryStore::new();
+    let mut feed = store.changes();
+    write_history(&store, "r").await;
+    let mut changes = Vec::new();
+    while let Ok(change) = feed.try_recv() {
+        changes.push(change);
+    }
+    assert_history(&changes, "r");
     assert_eq!(
         store.expire(at(0) + chrono::Duration::days(30)),
         1,
@@ -297,12 +320,45 @@ async fn memory_store_feed_is_ordered_per_item_with_both_images() {
     assert_eq!(feed.try_recv().unwrap().kind, ChangeKind::Expire);
 }
 
+fn dynamodb_endpoint() -> String {
+    std::env::var("STREAMER_DYNAMODB_ENDPOINT")
+        .expect("STREAMER_DYNAMODB_ENDPOINT: scripts/test starts DynamoDB Local and sets it")
+}
+
+async fn dynamodb_store() -> (DynamoDbStore, StreamPoller) {
+    let endpoint = dynamodb_endpoint();
+    let tables = Tables::with_prefix(&unique("contract"));
+    let store = DynamoDbStore::local(&endpoint, tables.clone());
+    store.create_tables().await.expect("tables created");
+    let poller = StreamPoller::local(
+        &endpoint,
+        tables.name(&REQUESTS),
+        PollerOptions::default(),
+    );
+    (store, poller)
+}
+
+async fn stream_changes(poller: &StreamPoller) -> Vec<Change> {
+    let records = poller.read_retained().await.expect("stream read");
+    let decoded = stream::decode(&StreamEvent { records });
+    assert!(decoded.failures.is_empty(), "{:?}", decoded.failures);
+    decoded.changes
+}
+
+#[tokio::test]
+async fn dynamodb_stream_is_ordered_per_item_with_both_images() {
+    let (store, poller) = dynamodb_store().await;
+    let (first, second) = (unique("r"), unique("r"));
+    // Two items written turn about: order holds per item.
+    let (a, b) = tokio::join!(write_history(&store, &first), write_history(&store, &second));
+    let ((), ()) = (a, b);
+    let changes = stream_changes(&poller).await;
+    assert_history(&changes, &first);
+    assert_history(&changes, &second);
+}
+
 #[tokio::test]
 async fn dynamodb_store_keeps_the_contract() {
-    let endpoint = std::env::var("STREAMER_DYNAMODB_ENDPOINT")
-        .expect("STREAMER_DYNAMODB_ENDPOINT: scripts/test starts DynamoDB Local and sets it");
-    let tables = streamer_aws::Tables::with_prefix(&unique("contract"));
-    let store = streamer_aws::DynamoDbStore::local(&endpoint, tables).await;
-    store.create_tables().await.expect("tables created");
+    let (store, _) = dynamodb_store().await;
     contract(&store).await;
 }

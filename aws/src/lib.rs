@@ -3,10 +3,25 @@
 //! # Layout
 //!
 //! - [`tables`]: the three tables, defined once (keys, indexes, stream, TTL).
+//! - [`items`]: connections, subscriptions and requests as items.
 //! - [`store`]: [`DynamoDbStore`], the store ports on DynamoDB.
+//! - [`stream`]: DynamoDB stream records → changes; one batch handled with partial batch
+//!   failures.
+//! - [`poller`]: [`StreamPoller`], the event source mapping's job outside Lambda.
+//! - [`sender`]: [`ApiGatewaySender`], the sender port on the Management API.
 
+pub mod items;
+pub mod poller;
+pub mod sender;
 pub mod store;
+pub mod stream;
 pub mod tables;
 
+pub use poller::{PollerOptions, StartingPosition, StreamPoller};
+pub use sender::{ApiGatewaySender, PushFailure, SenderOptions};
 pub use store::DynamoDbStore;
+pub use stream::StreamEvent;
 pub use tables::Tables;
+
+/// The Region local clients name (DynamoDB Local and the local server ignore it).
+const LOCAL_REGION: &str = "us-east-1";

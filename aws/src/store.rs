@@ -14,13 +14,12 @@ use streamer_core::{
     AsyncRequest, Connection, Error, Phase, Result, Store, Subscription, SubscriptionKey,
 };
 
+use crate::items::{
+    Item, LIST_PARTITION, connection_from_item, connection_item, created_key, json_text, n,
+    request_from_item, request_item, s, subscription_from_item, subscription_item,
+    subscription_key,
+};
 use crate::tables::{self, BY_CREATION, BY_STATUS, CONNECTIONS, REQUESTS, SUBSCRIPTIONS, Tables};
-
-type Item = HashMap<String, AttributeValue>;
-
-/// The partition of the listing indexes. One value for now; per-tenant listing uses the
-/// tenant here.
-const LIST_PARTITION: &str = "all";
 
 /// The store on DynamoDB.
 #[derive(Debug, Clone)]
@@ -30,54 +29,6 @@ pub struct DynamoDbStore {
     connections: String,
     subscriptions: String,
     requests: String,
-}
-
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-fn n(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-fn to_item<T: serde::Serialize>(value: &T) -> Result<Item> {
-    serde_dynamo::to_item(value).map_err(|e| Error::backend("mapping an item", e))
-}
-
-fn from_item<T: serde::de::DeserializeOwned>(item: Item) -> Result<T> {
-    serde_dynamo::from_item(item).map_err(|e| Error::backend("reading an item", e))
-}
-
-fn subscription_sort_key(key: &SubscriptionKey) -> String {
-    format!("{}#{}", key.connection_id, key.operation_id)
-}
-
-fn subscription_key(key: &SubscriptionKey) -> Item {
-    HashMap::from([
-        ("requestId".to_owned(), s(&key.request_id)),
-        ("sk".to_owned(), s(subscription_sort_key(key))),
-    ])
-}
-
-fn created_key(request: &AsyncRequest) -> String {
-    format!(
-        "{}#{}",
-        request
-            .created_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        request.id
-    )
-}
-
-fn request_item(request: &AsyncRequest) -> Result<Item> {
-    let mut item = to_item(request)?;
-    item.insert(BY_CREATION.partition_key.to_owned(), s(LIST_PARTITION));
-    item.insert(
-        BY_STATUS.partition_key.to_owned(),
-        s(format!("{LIST_PARTITION}#{}", request.status)),
-    );
-    item.insert(BY_CREATION.sort_key.to_owned(), s(created_key(request)));
-    Ok(item)
 }
 
 /// Whether an SDK error is a lost condition.
@@ -114,6 +65,19 @@ where
     }
 }
 
+/// A DynamoDB client for DynamoDB Local at `endpoint`, with dummy credentials.
+pub(crate) fn local_client(endpoint: &str) -> Client {
+    let credentials =
+        aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "streamer-local");
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new(crate::LOCAL_REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(credentials)
+        .build();
+    Client::from_conf(config)
+}
+
 impl DynamoDbStore {
     /// A store over these tables.
     pub fn new(client: Client, tables: Tables) -> Self {
@@ -127,29 +91,21 @@ impl DynamoDbStore {
     }
 
     /// A store on a local DynamoDB (DynamoDB Local) at `endpoint`, with dummy credentials.
-    pub async fn local(endpoint: &str, tables: Tables) -> Self {
-        let credentials = aws_sdk_dynamodb::config::Credentials::new(
-            "local",
-            "local",
-            None,
-            None,
-            "streamer-local",
-        );
-        let config = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-            .endpoint_url(endpoint)
-            .credentials_provider(credentials)
-            .build();
-        Self::new(Client::from_conf(config), tables)
+    pub fn local(endpoint: &str, tables: Tables) -> Self {
+        Self::new(local_client(endpoint), tables)
     }
 
-    /// Creates the tables that do not exist yet, with their indexes, stream and TTL.
-    pub async fn create_tables(&self) -> Result<()> {
+    /// Creates the tables that do not exist yet, with their indexes, stream and TTL; returns
+    /// the names of those it created.
+    pub async fn create_tables(&self) -> Result<Vec<String>> {
+        let mut created = Vec::new();
         for spec in tables::ALL {
             let name = self.tables.name(&spec);
             match spec.create(&self.client, name.clone()).send().await {
-                Ok(_) => tracing::info!(table = %name, "created table"),
+                Ok(_) => {
+                    tracing::info!(table = %name, "created table");
+                    created.push(name.clone());
+                }
                 Err(error)
                     if error
                         .as_service_error()
@@ -173,7 +129,7 @@ impl DynamoDbStore {
                 tracing::debug!(table = %name, error = %aws_sdk_dynamodb::error::DisplayErrorContext(&error), "TTL not updated");
             }
         }
-        Ok(())
+        Ok(created)
     }
 }
 
@@ -183,7 +139,7 @@ impl Store for DynamoDbStore {
         self.client
             .put_item()
             .table_name(&self.connections)
-            .set_item(Some(to_item(connection)?))
+            .set_item(Some(connection_item(connection)?))
             .send()
             .await
             .map_err(|e| Error::backend("putting a connection", e))?;
@@ -200,12 +156,11 @@ impl Store for DynamoDbStore {
             .send()
             .await
             .map_err(|e| Error::backend("reading a connection", e))?;
-        output.item.map(from_item).transpose()
+        output.item.map(connection_from_item).transpose()
     }
 
     async fn acknowledge_connection(&self, id: &str, payload: Option<Value>) -> Result<()> {
-        let payload = serde_dynamo::to_attribute_value(payload)
-            .map_err(|e| Error::backend("mapping a payload", e))?;
+        let payload = to_attribute(json_text(&payload.unwrap_or(Value::Null)))?;
         let result = self
             .client
             .update_item()
@@ -237,7 +192,7 @@ impl Store for DynamoDbStore {
             .send()
             .await
             .map_err(|e| Error::backend("deleting a connection", e))?;
-        output.attributes.map(from_item).transpose()
+        output.attributes.map(connection_from_item).transpose()
     }
 
     async fn add_operation(
@@ -286,8 +241,7 @@ impl Store for DynamoDbStore {
     }
 
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()> {
-        let mut item = to_item(subscription)?;
-        item.insert("sk".to_owned(), s(subscription_sort_key(&subscription.key)));
+        let item = subscription_item(subscription)?;
         self.client
             .put_item()
             .table_name(&self.subscriptions)
@@ -312,7 +266,7 @@ impl Store for DynamoDbStore {
             .collect::<std::result::Result<_, _>>()
             .await
             .map_err(|e| Error::backend("querying subscriptions", e))?;
-        items.into_iter().map(from_item).collect()
+        items.into_iter().map(subscription_from_item).collect()
     }
 
     async fn advance_subscription(&self, key: &SubscriptionKey, version: u64) -> Result<bool> {
@@ -343,7 +297,7 @@ impl Store for DynamoDbStore {
             .send()
             .await
             .map_err(|e| Error::backend("deleting a subscription", e))?;
-        output.attributes.map(from_item).transpose()
+        output.attributes.map(subscription_from_item).transpose()
     }
 
     async fn create_request(&self, request: &AsyncRequest) -> Result<()> {
@@ -374,7 +328,7 @@ impl Store for DynamoDbStore {
             .send()
             .await
             .map_err(|e| Error::backend("reading a request", e))?;
-        output.item.map(from_item).transpose()
+        output.item.map(request_from_item).transpose()
     }
 
     async fn update_request(&self, request: &AsyncRequest, expected_version: u64) -> Result<()> {
@@ -440,7 +394,7 @@ impl Store for DynamoDbStore {
         let items: Vec<AsyncRequest> = items
             .into_iter()
             .take(wanted)
-            .map(from_item)
+            .map(request_from_item)
             .collect::<Result<_>>()?;
         let next = if more {
             items.last().map(|r| r.id.clone())

@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //!
+//! - [`backoff`]: exponential backoff with full jitter for every retry loop.
 //! - [`clock`] and [`id`]: time and identifiers are injected, so tests and snapshots are
 //!   deterministic.
 //! - [`request`]: the async request and its status machine
@@ -19,6 +20,7 @@
 //!   like a DynamoDB stream record.
 //! - [`memory`]: [`MemoryStore`], the embedded store with its own ordered change feed.
 
+pub mod backoff;
 pub mod clock;
 pub mod connection;
 mod error;
@@ -30,6 +32,7 @@ pub mod sender;
 pub mod store;
 pub mod subscription;
 
+pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connection::{Connection, Phase};
 pub use error::{Error, Result};

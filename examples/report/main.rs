@@ -1,8 +1,11 @@
 //! The example app on the local stack: `generateReport` and `flakyImport` behind a local
-//! server that behaves like API Gateway, on the embedded store.
+//! server that behaves like API Gateway, on the embedded store or on DynamoDB Local.
 //!
 //! Run with `cargo run --release --example report -- --port 4000`, then open
-//! <http://127.0.0.1:4000/> (GraphiQL) or run `cargo run --example client`.
+//! <http://127.0.0.1:4000/> (GraphiQL) or run `cargo run --example client`. With
+//! `--dynamodb-endpoint http://127.0.0.1:8000` the state lives in DynamoDB (tables created
+//! when missing), changes come from the requests table's stream, and pushes go through the
+//! Management API over HTTP.
 
 mod handlers;
 
@@ -19,6 +22,12 @@ struct Args {
     /// At most this many jobs run at once.
     #[arg(long, default_value_t = 64)]
     job_concurrency: usize,
+    /// Use the DynamoDB at this endpoint (DynamoDB Local) instead of the embedded store.
+    #[arg(long, value_name = "URL")]
+    dynamodb_endpoint: Option<String>,
+    /// The tables are named `{prefix}-connections`, `{prefix}-subscriptions`, `{prefix}-requests`.
+    #[arg(long, default_value = "streamer")]
+    table_prefix: String,
 }
 
 #[tokio::main]
@@ -30,10 +39,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let stack = handlers::app()
+    let builder = handlers::app()
         .local()
-        .with_job_concurrency(args.job_concurrency)
-        .build()?;
+        .with_job_concurrency(args.job_concurrency);
+    let stack = match &args.dynamodb_endpoint {
+        Some(endpoint) => {
+            let tables = streamer::aws::Tables::with_prefix(&args.table_prefix);
+            builder.build_on(streamer::DynamoDbBackend::connect(endpoint, tables).await?)?
+        }
+        None => builder.build()?,
+    };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
     let mut stdout = std::io::stdout();
     writeln!(

@@ -1,11 +1,13 @@
-//! The whole system in one process: the embedded store and its change feed, the gateway
-//! behind the local server, and the processor with jobs as local tasks.
+//! The whole system in one process: a [`Backend`] (the embedded store and its change feed by
+//! default), the gateway behind the local server, and the processor with jobs as local tasks.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_graphql::dynamic::Schema;
+use async_trait::async_trait;
 use streamer_core::store::Change;
-use streamer_core::{Clock, IdGenerator, MemoryStore, RandomIds, Store, SystemClock};
+use streamer_core::{Clock, IdGenerator, MemoryStore, RandomIds, Sender, Store, SystemClock};
 use streamer_gateway::Gateway;
 use streamer_processor::{Processor, TaskDispatcher, Worker};
 use streamer_schema::{Handlers, Services};
@@ -16,6 +18,80 @@ use crate::{LocalSender, Server, Sockets};
 
 /// How many times a failed change is handled again before it is given up (and logged).
 const CHANGE_ATTEMPTS: u32 = 5;
+
+/// Where a local stack keeps its state, how changes reach its processor, and how the
+/// processor reaches the sockets. The gateway always answers through the server itself, as
+/// an integration answers inside API Gateway.
+#[async_trait]
+pub trait Backend: Send + std::fmt::Debug + 'static {
+    /// The store every part uses.
+    fn store(&self) -> Arc<dyn Store>;
+    /// The sender the processor pushes through: `endpoint` is the local server's Management
+    /// API (`http://127.0.0.1:4000`), `sockets` its open sockets.
+    fn sender(&self, endpoint: &str, sockets: &Sockets) -> Arc<dyn Sender>;
+    /// Feeds `processor` with the store's changes until the stack stops.
+    async fn feed(self: Box<Self>, processor: Processor);
+}
+
+/// The embedded store: changes reach the processor through its in-process feed, pushes go
+/// straight to the sockets.
+#[derive(Debug)]
+pub struct Embedded {
+    store: Arc<MemoryStore>,
+    feed: mpsc::UnboundedReceiver<Change>,
+}
+
+impl Embedded {
+    /// A new, empty embedded store.
+    pub fn new() -> Self {
+        let store = Arc::new(MemoryStore::new());
+        let feed = store.changes();
+        Self { store, feed }
+    }
+}
+
+impl Default for Embedded {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Backend for Embedded {
+    fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    fn sender(&self, _endpoint: &str, sockets: &Sockets) -> Arc<dyn Sender> {
+        Arc::new(LocalSender::new(sockets.clone()))
+    }
+
+    /// Hands the change feed to the processor in batches of whatever has arrived, as the
+    /// Lambda event source does; failed changes are handled again with a backoff.
+    async fn feed(self: Box<Self>, processor: Processor) {
+        let mut feed = self.feed;
+        while let Some(first) = feed.recv().await {
+            let mut batch = vec![first];
+            while let Ok(change) = feed.try_recv() {
+                batch.push(change);
+            }
+            let mut attempt = 1;
+            loop {
+                let outcome = processor.handle_batch(batch.clone()).await;
+                if outcome.failures.is_empty() {
+                    break;
+                }
+                if attempt == CHANGE_ATTEMPTS {
+                    tracing::error!(failures = ?outcome.failures, "changes given up after {CHANGE_ATTEMPTS} attempts");
+                    break;
+                }
+                batch.retain(|change| outcome.failures.contains(&change.sequence_number));
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                attempt += 1;
+            }
+        }
+    }
+}
 
 /// Builds a [`Stack`].
 #[derive(Debug)]
@@ -58,9 +134,19 @@ impl StackBuilder {
     ///
     /// When the schema cannot be built from the registered handlers.
     pub fn build(self) -> Result<Stack, async_graphql::dynamic::SchemaError> {
-        let memory = Arc::new(MemoryStore::new());
-        let feed = memory.changes();
-        let store: Arc<dyn Store> = memory;
+        self.build_on(Embedded::new())
+    }
+
+    /// Builds the stack on `backend`.
+    ///
+    /// # Errors
+    ///
+    /// When the schema cannot be built from the registered handlers.
+    pub fn build_on(
+        self,
+        backend: impl Backend,
+    ) -> Result<Stack, async_graphql::dynamic::SchemaError> {
+        let store = backend.store();
         let services = Services {
             store: Arc::clone(&store),
             clock: Arc::clone(&self.clock),
@@ -68,16 +154,21 @@ impl StackBuilder {
         };
         let schema = streamer_schema::build(Arc::clone(&self.handlers), services.clone())?;
         let sockets = Sockets::default();
-        let sender = Arc::new(LocalSender::new(sockets.clone()));
-        let gateway = Gateway::new(schema.clone(), &services, sender.clone());
+        let gateway = Gateway::new(
+            schema.clone(),
+            &services,
+            Arc::new(LocalSender::new(sockets.clone())),
+        );
         let worker = Worker::new(Arc::clone(&store), self.clock, self.handlers);
-        let dispatcher = Arc::new(TaskDispatcher::new(worker, self.job_concurrency));
-        let processor = Processor::new(schema, store, sender, dispatcher);
-        let server = Server::new(gateway, sockets, self.connection_ids);
+        let dispatcher = TaskDispatcher::new(worker, self.job_concurrency);
+        let server = Server::new(gateway, sockets.clone(), self.connection_ids);
         Ok(Stack {
             server,
-            processor,
-            feed,
+            sockets,
+            schema,
+            store,
+            dispatcher,
+            backend: Box::new(backend),
         })
     }
 }
@@ -86,8 +177,11 @@ impl StackBuilder {
 #[derive(Debug)]
 pub struct Stack {
     server: Server,
-    processor: Processor,
-    feed: mpsc::UnboundedReceiver<Change>,
+    sockets: Sockets,
+    schema: Schema,
+    store: Arc<dyn Store>,
+    dispatcher: TaskDispatcher,
+    backend: Box<dyn Backend>,
 }
 
 impl Stack {
@@ -102,41 +196,29 @@ impl Stack {
         }
     }
 
-    /// Serves on `listener` until `shutdown` resolves, feeding the processor from the store's
-    /// change feed meanwhile.
+    /// The store the stack runs on.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, feeding the processor from the
+    /// backend meanwhile.
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let feed = tokio::spawn(feed_processor(self.feed, self.processor));
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let sender = self.backend.sender(&endpoint, &self.sockets);
+        let processor = Processor::new(
+            self.schema,
+            self.store,
+            sender,
+            Arc::new(self.dispatcher),
+        );
+        let feed = tokio::spawn(self.backend.feed(processor));
         let served = self.server.run(listener, shutdown).await;
         feed.abort();
         served
-    }
-}
-
-/// Hands the change feed to the processor in batches of whatever has arrived, as the Lambda
-/// event source does; failed changes are handled again with a backoff.
-async fn feed_processor(mut feed: mpsc::UnboundedReceiver<Change>, processor: Processor) {
-    while let Some(first) = feed.recv().await {
-        let mut batch = vec![first];
-        while let Ok(change) = feed.try_recv() {
-            batch.push(change);
-        }
-        let mut attempt = 1;
-        loop {
-            let outcome = processor.handle_batch(batch.clone()).await;
-            if outcome.failures.is_empty() {
-                break;
-            }
-            if attempt == CHANGE_ATTEMPTS {
-                tracing::error!(failures = ?outcome.failures, "changes given up after {CHANGE_ATTEMPTS} attempts");
-                break;
-            }
-            batch.retain(|change| outcome.failures.contains(&change.sequence_number));
-            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-            attempt += 1;
-        }
     }
 }

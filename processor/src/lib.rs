@@ -16,4 +16,4 @@ pub mod worker;
 
 pub use local::TaskDispatcher;
 pub use processor::{BatchOutcome, Dispatcher, Processor};
-pub use worker::{Outcome, Worker, backoff};
+pub use worker::{JOB_BACKOFF, Outcome, Worker};

@@ -7,24 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use rand::Rng;
 use streamer_core::store::modify_request;
-use streamer_core::{AsyncRequest, Clock, Error, RequestError, RequestStatus, Result, Store};
+use streamer_core::{AsyncRequest, Backoff, Clock, Error, RequestError, RequestStatus, Result, Store};
 use streamer_schema::{Handlers, JobContext, JobError, ProgressSink};
 
-/// The first retry waits up to this long; each later one up to twice the previous.
-const BACKOFF_BASE: Duration = Duration::from_millis(200);
-/// No retry waits longer than this.
-const BACKOFF_CAP: Duration = Duration::from_secs(60);
-
-/// The delay before retry number `attempt` (1-based): exponential backoff with full jitter,
-/// uniform in `0..=min(cap, base * 2^(attempt-1))`.
-pub fn backoff(attempt: u32, rng: &mut impl Rng) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-        .min(BACKOFF_CAP);
-    Duration::from_millis(rng.random_range(0..=ceiling.as_millis() as u64))
-}
+/// Delays between attempts of a job: the first up to 200 ms, doubling, at most a minute.
+pub const JOB_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(60));
 
 /// How one run of a job ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,7 +151,7 @@ impl Worker {
         result: Result<serde_json::Value, JobError>,
         max_attempts: u32,
     ) -> Result<Outcome> {
-        let retry_delay = backoff(started.attempts, &mut rand::rng());
+        let retry_delay = JOB_BACKOFF.delay(started.attempts, &mut rand::rng());
         let (request, outcome) =
             modify_request(&*self.store, &*self.clock, &started.id, |request, now| {
                 if request.status != RequestStatus::Running {
@@ -193,23 +181,5 @@ impl Worker {
             .await?;
         tracing::info!(request_id = %request.id, status = %request.status, attempts = request.attempts, "job ended");
         Ok(outcome)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::SeedableRng;
-
-    #[test]
-    fn backoff_stays_within_its_jitter_bounds() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for attempt in 1..=12 {
-            let ceiling = (200u64 << (attempt - 1)).min(60_000);
-            for _ in 0..200 {
-                let delay = backoff(attempt, &mut rng).as_millis() as u64;
-                assert!(delay <= ceiling, "attempt {attempt}: {delay} > {ceiling}");
-            }
-        }
     }
 }

@@ -1,5 +1,6 @@
 //! Shared test support: the example app on the local stack on port 0 with deterministic ids
-//! and clock, and a raw graphql-transport-ws client that keeps a transcript.
+//! and clock, on the embedded store or on DynamoDB Local, and a raw graphql-transport-ws
+//! client that keeps a transcript.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -7,11 +8,13 @@
 pub mod handlers;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use chrono::SubsecRound;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use streamer::core::{ManualClock, SequentialIds};
+use streamer::core::{ManualClock, SequentialIds, Store};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
@@ -22,21 +25,88 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long a test waits for one frame before it fails.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Which store a test's stack runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum On {
+    /// The embedded store and its in-process feed.
+    Embedded,
+    /// DynamoDB Local (`STREAMER_DYNAMODB_ENDPOINT`, started by the test command): its stream
+    /// polled, pushes through the Management API over HTTP.
+    DynamoDb,
+}
+
+/// The DynamoDB Local endpoint the test command started.
+pub fn dynamodb_endpoint() -> String {
+    std::env::var("STREAMER_DYNAMODB_ENDPOINT").expect(
+        "STREAMER_DYNAMODB_ENDPOINT is not set: run scripts/test, which starts DynamoDB Local",
+    )
+}
+
+/// Table names no other test uses, in this process or another.
+pub fn unique_tables() -> streamer::aws::Tables {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    streamer::aws::Tables::with_prefix(&format!("t{}-{n}", std::process::id()))
+}
+
+/// Runs each named scenario `async fn name(on: On)` as two tests, `name::embedded` and
+/// `name::dynamodb`, against the same snapshots.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn embedded() {
+                super::$name($crate::support::On::Embedded).await
+            }
+            #[tokio::test]
+            async fn dynamodb() {
+                super::$name($crate::support::On::DynamoDb).await
+            }
+        }
+    )*};
+}
+
 /// The example app on the local stack, on a free port.
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
+    pub store: Arc<dyn Store>,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
 impl TestServer {
+    /// On the embedded store.
     pub async fn start() -> Self {
-        let stack = handlers::app()
+        Self::start_on(On::Embedded).await
+    }
+
+    pub async fn start_on(on: On) -> Self {
+        // Logs with RUST_LOG=..., shown for failing tests.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let builder = handlers::app()
             .local()
-            .with_clock(Arc::new(ManualClock::default()))
+            // Today, not a fixed date: DynamoDB Local deletes items whose TTL has passed.
+            .with_clock(Arc::new(ManualClock::new(
+                chrono::Utc::now().trunc_subsecs(0),
+                chrono::Duration::milliseconds(1),
+            )))
             .with_ids(Arc::new(SequentialIds::new("req")))
-            .with_connection_ids(Arc::new(SequentialIds::new("conn")))
-            .build()
-            .expect("schema builds");
+            .with_connection_ids(Arc::new(SequentialIds::new("conn")));
+        let stack = match on {
+            On::Embedded => builder.build(),
+            On::DynamoDb => {
+                let backend =
+                    streamer::DynamoDbBackend::connect(&dynamodb_endpoint(), unique_tables())
+                        .await
+                        .expect("tables on DynamoDB Local");
+                builder.build_on(backend)
+            }
+        }
+        .expect("schema builds");
+        let store = stack.store();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -47,6 +117,7 @@ impl TestServer {
         }));
         Self {
             addr,
+            store,
             shutdown: Some(tx),
         }
     }
@@ -192,6 +263,10 @@ impl Client {
         let frames = self.until_done(id).await;
         assert_eq!(frames.len(), 2, "next then complete: {frames:?}");
         assert_eq!(frames[0]["type"], "next");
+        assert!(
+            frames[0]["payload"].get("errors").is_none(),
+            "no errors: {frames:?}"
+        );
         frames[0]["payload"]["data"].clone()
     }
 

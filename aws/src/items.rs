@@ -1,0 +1,140 @@
+//! How connections, subscriptions and requests are laid out as items: the one place that
+//! maps the domain types onto attributes, for the store and for stream records alike.
+//!
+//! Free-form JSON from clients and handlers (a request's `payload` and `result`, a
+//! subscription's `variables`, a connection's `initPayload`) is kept as JSON text: empty
+//! maps and lists inside it would otherwise be attribute values that DynamoDB Local's stream
+//! records cannot carry, and its shape is the client's business, not the table's.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use streamer_core::{AsyncRequest, Connection, Error, Result, Subscription, SubscriptionKey};
+
+use crate::tables::{BY_CREATION, BY_STATUS};
+
+/// An item as the SDK takes it.
+pub(crate) type Item = HashMap<String, AttributeValue>;
+
+/// The partition of the listing indexes. One value for now; per-tenant listing uses the
+/// tenant here.
+pub(crate) const LIST_PARTITION: &str = "all";
+
+/// Attributes of a request kept as JSON text.
+const REQUEST_TEXT: &[&str] = &["payload", "result"];
+/// Attributes of a subscription kept as JSON text.
+const SUBSCRIPTION_TEXT: &[&str] = &["variables"];
+/// Attributes of a connection kept as JSON text.
+pub(crate) const CONNECTION_TEXT: &[&str] = &["initPayload"];
+
+pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+pub(crate) fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// JSON text of a value; `null` stays a `NULL` attribute.
+pub(crate) fn json_text(value: &Value) -> Value {
+    match value {
+        Value::Null => Value::Null,
+        other => Value::String(other.to_string()),
+    }
+}
+
+/// A value as an item, with `text` attributes turned into JSON text.
+fn encode<T: Serialize>(value: &T, text: &[&str]) -> Result<Item> {
+    let mut value = serde_json::to_value(value).map_err(|e| Error::backend("mapping an item", e))?;
+    if let Value::Object(fields) = &mut value {
+        for name in text {
+            if let Some(field) = fields.get_mut(*name) {
+                *field = json_text(field);
+            }
+        }
+    }
+    serde_dynamo::to_item(value).map_err(|e| Error::backend("mapping an item", e))
+}
+
+/// An item as a value, with `text` attributes read back from JSON text.
+fn decode<T: DeserializeOwned, I: Into<serde_dynamo::Item>>(item: I, text: &[&str]) -> Result<T> {
+    let mut value: Value =
+        serde_dynamo::from_item(item).map_err(|e| Error::backend("reading an item", e))?;
+    if let Value::Object(fields) = &mut value {
+        for name in text {
+            if let Some(field) = fields.get_mut(*name)
+                && let Value::String(text) = field
+            {
+                *field = serde_json::from_str(text)
+                    .map_err(|e| Error::backend(format!("reading the JSON of {name}"), e))?;
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(|e| Error::backend("reading an item", e))
+}
+
+/// The connections item of a connection.
+pub fn connection_item(connection: &Connection) -> Result<Item> {
+    encode(connection, CONNECTION_TEXT)
+}
+
+/// The connection in a connections item.
+pub fn connection_from_item(item: Item) -> Result<Connection> {
+    decode(item, CONNECTION_TEXT)
+}
+
+/// The sort key of a subscription: `connectionId#operationId`.
+pub(crate) fn subscription_sort_key(key: &SubscriptionKey) -> String {
+    format!("{}#{}", key.connection_id, key.operation_id)
+}
+
+/// The primary key of a subscription.
+pub(crate) fn subscription_key(key: &SubscriptionKey) -> Item {
+    HashMap::from([
+        ("requestId".to_owned(), s(&key.request_id)),
+        ("sk".to_owned(), s(subscription_sort_key(key))),
+    ])
+}
+
+/// The subscriptions item of a subscription.
+pub fn subscription_item(subscription: &Subscription) -> Result<Item> {
+    let mut item = encode(subscription, SUBSCRIPTION_TEXT)?;
+    item.insert("sk".to_owned(), s(subscription_sort_key(&subscription.key)));
+    Ok(item)
+}
+
+/// The subscription in a subscriptions item.
+pub fn subscription_from_item(item: Item) -> Result<Subscription> {
+    decode(item, SUBSCRIPTION_TEXT)
+}
+
+/// The sort key of the listing indexes: creation time, then id.
+pub(crate) fn created_key(request: &AsyncRequest) -> String {
+    format!(
+        "{}#{}",
+        request
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        request.id
+    )
+}
+
+/// The requests item of a request, with the keys of the listing indexes.
+pub fn request_item(request: &AsyncRequest) -> Result<Item> {
+    let mut item = encode(request, REQUEST_TEXT)?;
+    item.insert(BY_CREATION.partition_key.to_owned(), s(LIST_PARTITION));
+    item.insert(
+        BY_STATUS.partition_key.to_owned(),
+        s(format!("{LIST_PARTITION}#{}", request.status)),
+    );
+    item.insert(BY_CREATION.sort_key.to_owned(), s(created_key(request)));
+    Ok(item)
+}
+
+/// The request in a requests item: from the SDK, or from a stream record's image.
+pub fn request_from_item<I: Into<serde_dynamo::Item>>(item: I) -> Result<AsyncRequest> {
+    decode(item, REQUEST_TEXT)
+}
