@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use streamer_aws::tables::REQUESTS;
 use streamer_aws::{
-    ApiGatewaySender, DynamoDbStore, PollerOptions, SenderOptions, StartingPosition,
-    StreamPoller, Tables,
+    ApiGatewaySender, DynamoDbStore, PollerOptions, SenderOptions, StartingPosition, StreamPoller,
+    Tables,
 };
 use streamer_core::{Sender, Store};
 use streamer_local::{Backend, Sockets};

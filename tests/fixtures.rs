@@ -137,7 +137,8 @@ async fn malformed_records_are_batch_item_failures() {
         Arc::new(MemorySender::new()),
         dispatched.clone(),
     );
-    let response = stream::handle(&processor, &stream_event("dynamodb-stream-malformed.json")).await;
+    let response =
+        stream::handle(&processor, &stream_event("dynamodb-stream-malformed.json")).await;
     // 101 has a bad image and blocks 102 (same item); 104 is an unknown event; 105 is not a
     // record. 100, 103 (req-a) and 106 (req-e) are handled.
     insta::assert_json_snapshot!(response);
@@ -190,7 +191,14 @@ async fn recorded_websocket_events_drive_the_gateway() {
         connected.headers.get("sec-websocket-protocol").unwrap(),
         "graphql-transport-ws"
     );
-    assert!(services.store.get_connection("AAAA1234=").await.unwrap().is_some());
+    assert!(
+        services
+            .store
+            .get_connection("AAAA1234=")
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     let answered = gateway
         .handle(websocket_event("apigw-websocket-message.json"))
@@ -208,5 +216,12 @@ async fn recorded_websocket_events_drive_the_gateway() {
         .handle(websocket_event("apigw-websocket-disconnect.json"))
         .await;
     assert_eq!(disconnected.status_code, 200);
-    assert!(services.store.get_connection("AAAA1234=").await.unwrap().is_none());
+    assert!(
+        services
+            .store
+            .get_connection("AAAA1234=")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -4,6 +4,7 @@
 mod support;
 
 use serde_json::{Value, json};
+use streamer::core::{Connection, Subscription, SubscriptionKey};
 use support::{On, PROGRESS, TestServer};
 
 async fn a_long_job_does_not_delay_a_job_started_after_it(on: On) {
@@ -139,9 +140,59 @@ async fn management_api_posts_describes_and_deletes_connections(on: On) {
     assert_eq!(status, 410);
 }
 
+async fn a_gone_connection_is_pruned_with_its_subscriptions(on: On) {
+    let server = TestServer::start_on(on).await;
+    let mut client = server.client().await;
+    client.init().await;
+    let id = client.generate_report("m", 100).await;
+    // A connection that API Gateway no longer has, with a subscription to the same request.
+    let now = chrono::Utc::now();
+    let mut ghost = Connection::new("ghost", now);
+    ghost.operations.insert("g".into(), id.clone());
+    server.store.put_connection(&ghost).await.unwrap();
+    let key = SubscriptionKey {
+        request_id: id.clone(),
+        connection_id: "ghost".into(),
+        operation_id: "g".into(),
+    };
+    server
+        .store
+        .put_subscription(&Subscription {
+            key: key.clone(),
+            query: PROGRESS.into(),
+            operation_name: None,
+            variables: Some(json!({ "id": id })),
+            last_version: 0,
+            created_at: now,
+            expires_at: ghost.expires_at,
+        })
+        .await
+        .unwrap();
+    // The live subscriber still gets everything.
+    let subscribe = json!({ "id": "s", "type": "subscribe", "payload": { "query": PROGRESS, "variables": { "id": id } } });
+    client.send(subscribe).await;
+    let frames = client.until_done("s").await;
+    assert_eq!(
+        frames[frames.len() - 2]["payload"]["data"]["requestProgress"]["status"],
+        "COMPLETED"
+    );
+    // The first push to the ghost got 410: it and its subscription are gone.
+    assert_eq!(server.store.get_connection("ghost").await.unwrap(), None);
+    let followers: Vec<String> = server
+        .store
+        .subscriptions(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.key.connection_id)
+        .collect();
+    assert!(!followers.contains(&"ghost".to_owned()), "{followers:?}");
+}
+
 on_both_stores!(
     a_long_job_does_not_delay_a_job_started_after_it,
     a_flaky_import_is_retried_until_it_succeeds,
     graphql_over_http,
     management_api_posts_describes_and_deletes_connections,
+    a_gone_connection_is_pruned_with_its_subscriptions,
 );

@@ -41,6 +41,4 @@ async fn graphql_ws_client_mutation_then_subscription(on: On) {
     assert!(states.len() >= 5, "{states:?}");
 }
 
-on_both_stores!(
-    graphql_ws_client_mutation_then_subscription,
-);
+on_both_stores!(graphql_ws_client_mutation_then_subscription,);

@@ -85,7 +85,10 @@ async fn subscription_after_completion_gets_the_final_state_then_complete(on: On
         frames[0]["payload"]["data"]["requestProgress"]["status"],
         "COMPLETED"
     );
-    insta::assert_json_snapshot!("subscription_after_completion_gets_the_final_state_then_complete", client.transcript);
+    insta::assert_json_snapshot!(
+        "subscription_after_completion_gets_the_final_state_then_complete",
+        client.transcript
+    );
 }
 
 async fn invalid_document_gets_an_error_and_no_complete(on: On) {
@@ -110,7 +113,10 @@ async fn invalid_document_gets_an_error_and_no_complete(on: On) {
         .send(json!({ "id": "syntax", "type": "subscribe", "payload": { "query": "{ actions" } }))
         .await;
     assert_eq!(client.recv().await["type"], "error");
-    insta::assert_json_snapshot!("invalid_document_gets_an_error_and_no_complete", client.transcript);
+    insta::assert_json_snapshot!(
+        "invalid_document_gets_an_error_and_no_complete",
+        client.transcript
+    );
 }
 
 async fn subscribing_to_an_unknown_request_is_an_error(on: On) {
@@ -180,7 +186,10 @@ async fn duplicate_active_subscription_id_closes_4409(on: On) {
     assert_eq!(client.recv().await["type"], "next");
     client.send(subscribe).await;
     assert_eq!(client.recv().await["close"]["code"], 4409);
-    insta::assert_json_snapshot!("duplicate_active_subscription_id_closes_4409", client.transcript);
+    insta::assert_json_snapshot!(
+        "duplicate_active_subscription_id_closes_4409",
+        client.transcript
+    );
 }
 
 async fn a_client_complete_is_not_echoed_and_stops_the_pushes(on: On) {

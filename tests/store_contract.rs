@@ -330,11 +330,7 @@ async fn dynamodb_store() -> (DynamoDbStore, StreamPoller) {
     let tables = Tables::with_prefix(&unique("contract"));
     let store = DynamoDbStore::local(&endpoint, tables.clone());
     store.create_tables().await.expect("tables created");
-    let poller = StreamPoller::local(
-        &endpoint,
-        tables.name(&REQUESTS),
-        PollerOptions::default(),
-    );
+    let poller = StreamPoller::local(&endpoint, tables.name(&REQUESTS), PollerOptions::default());
     (store, poller)
 }
 
@@ -350,7 +346,10 @@ async fn dynamodb_stream_is_ordered_per_item_with_both_images() {
     let (store, poller) = dynamodb_store().await;
     let (first, second) = (unique("r"), unique("r"));
     // Two items written turn about: order holds per item.
-    let (a, b) = tokio::join!(write_history(&store, &first), write_history(&store, &second));
+    let (a, b) = tokio::join!(
+        write_history(&store, &first),
+        write_history(&store, &second)
+    );
     let ((), ()) = (a, b);
     let changes = stream_changes(&poller).await;
     assert_history(&changes, &first);
@@ -360,5 +359,10 @@ async fn dynamodb_stream_is_ordered_per_item_with_both_images() {
 #[tokio::test]
 async fn dynamodb_store_keeps_the_contract() {
     let (store, _) = dynamodb_store().await;
+    assert_eq!(
+        store.table_drift().await.unwrap(),
+        Vec::<String>::new(),
+        "the created tables are the definitions"
+    );
     contract(&store).await;
 }

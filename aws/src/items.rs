@@ -48,7 +48,8 @@ pub(crate) fn json_text(value: &Value) -> Value {
 
 /// A value as an item, with `text` attributes turned into JSON text.
 fn encode<T: Serialize>(value: &T, text: &[&str]) -> Result<Item> {
-    let mut value = serde_json::to_value(value).map_err(|e| Error::backend("mapping an item", e))?;
+    let mut value =
+        serde_json::to_value(value).map_err(|e| Error::backend("mapping an item", e))?;
     if let Value::Object(fields) = &mut value {
         for name in text {
             if let Some(field) = fields.get_mut(*name) {
@@ -137,4 +138,77 @@ pub fn request_item(request: &AsyncRequest) -> Result<Item> {
 /// The request in a requests item: from the SDK, or from a stream record's image.
 pub fn request_from_item<I: Into<serde_dynamo::Item>>(item: I) -> Result<AsyncRequest> {
     decode(item, REQUEST_TEXT)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use serde_json::json;
+    use streamer_core::RequestError;
+
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_795_000_000 + seconds, 0).unwrap()
+    }
+
+    /// Items as DynamoDB JSON, attributes sorted.
+    fn shape(item: Item) -> Value {
+        let item = serde_dynamo::Item::from(item);
+        let value = serde_json::to_value(item).unwrap();
+        let sorted: std::collections::BTreeMap<String, Value> =
+            serde_json::from_value(value).unwrap();
+        serde_json::to_value(sorted).unwrap()
+    }
+
+    #[test]
+    fn item_shapes_of_the_three_tables() {
+        let mut connection = Connection::new("conn-1", at(0));
+        connection.init_payload = Some(json!({}));
+        connection.operations.insert("op-1".into(), "req-1".into());
+        let subscription = Subscription {
+            key: SubscriptionKey {
+                request_id: "req-1".into(),
+                connection_id: "conn-1".into(),
+                operation_id: "op-1".into(),
+            },
+            query: "subscription($id: ID!) { requestProgress(id: $id) { status } }".into(),
+            operation_name: None,
+            variables: Some(json!({ "id": "req-1", "empty": [] })),
+            last_version: 2,
+            created_at: at(1),
+            expires_at: connection.expires_at,
+        };
+        let mut request = AsyncRequest::new(
+            "req-1",
+            "flakyImport",
+            json!({ "failTimes": 1, "tags": {} }),
+            at(2),
+        );
+        request.start(at(3)).unwrap();
+        let error = RequestError {
+            code: "UPSTREAM_UNAVAILABLE".into(),
+            message: "try again".into(),
+            retryable: true,
+        };
+        request.retry_at(error, at(5), at(4)).unwrap();
+        insta::assert_json_snapshot!(json!({
+            "connections": shape(connection_item(&connection).unwrap()),
+            "subscriptions": shape(subscription_item(&subscription).unwrap()),
+            "requests": shape(request_item(&request).unwrap()),
+        }));
+        // And back.
+        assert_eq!(
+            connection_from_item(connection_item(&connection).unwrap()).unwrap(),
+            connection
+        );
+        assert_eq!(
+            subscription_from_item(subscription_item(&subscription).unwrap()).unwrap(),
+            subscription
+        );
+        assert_eq!(
+            request_from_item(request_item(&request).unwrap()).unwrap(),
+            request
+        );
+    }
 }

@@ -83,7 +83,9 @@ fn sequence_number(record: &Value) -> &str {
         .unwrap_or_default()
 }
 
-fn item(map: Option<&std::collections::HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>>) -> Option<Value> {
+fn item(
+    map: Option<&std::collections::HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>>,
+) -> Option<Value> {
     let item = serde_dynamo::Item::from(map?.clone());
     serde_json::to_value(item).ok()
 }
@@ -93,7 +95,10 @@ pub fn lambda_record(record: &Record, stream_arn: &str) -> Value {
     let mut change = Map::new();
     if let Some(inner) = &record.dynamodb {
         if let Some(at) = inner.approximate_creation_date_time {
-            change.insert("ApproximateCreationDateTime".into(), json!(at.as_secs_f64()));
+            change.insert(
+                "ApproximateCreationDateTime".into(),
+                json!(at.as_secs_f64()),
+            );
         }
         for (name, image) in [
             ("Keys", &inner.keys),
@@ -105,7 +110,10 @@ pub fn lambda_record(record: &Record, stream_arn: &str) -> Value {
             }
         }
         change.insert("SequenceNumber".into(), json!(inner.sequence_number));
-        change.insert("SizeBytes".into(), json!(inner.size_bytes.unwrap_or_default()));
+        change.insert(
+            "SizeBytes".into(),
+            json!(inner.size_bytes.unwrap_or_default()),
+        );
         if let Some(view) = &inner.stream_view_type {
             change.insert("StreamViewType".into(), json!(view.as_str()));
         }
@@ -120,7 +128,8 @@ pub fn lambda_record(record: &Record, stream_arn: &str) -> Value {
         "dynamodb": change,
     });
     if let Some(identity) = &record.user_identity {
-        lambda["userIdentity"] = json!({ "type": identity.r#type, "principalId": identity.principal_id });
+        lambda["userIdentity"] =
+            json!({ "type": identity.r#type, "principalId": identity.principal_id });
     }
     lambda
 }
@@ -153,7 +162,9 @@ impl StreamPoller {
     pub fn local(endpoint: &str, table: String, options: PollerOptions) -> Self {
         let config = aws_sdk_dynamodbstreams::Config::builder()
             .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodbstreams::config::Region::new(crate::LOCAL_REGION))
+            .region(aws_sdk_dynamodbstreams::config::Region::new(
+                crate::LOCAL_REGION,
+            ))
             .endpoint_url(endpoint)
             .credentials_provider(aws_sdk_dynamodbstreams::config::Credentials::new(
                 "local",
@@ -213,7 +224,9 @@ impl StreamPoller {
                     }
                     first_round = false;
                 }
-                Err(error) => tracing::error!(stream = %arn, %error, "describing the stream failed"),
+                Err(error) => {
+                    tracing::error!(stream = %arn, %error, "describing the stream failed")
+                }
             }
             // Look again after a while, or at once when a shard has ended (its children may
             // have appeared).
@@ -292,7 +305,12 @@ impl StreamPoller {
         }
     }
 
-    async fn iterator(&self, arn: &str, shard: &str, position: &Position) -> Result<Option<String>> {
+    async fn iterator(
+        &self,
+        arn: &str,
+        shard: &str,
+        position: &Position,
+    ) -> Result<Option<String>> {
         let request = self
             .streams
             .get_shard_iterator()
@@ -383,7 +401,7 @@ impl StreamPoller {
                     failures += 1;
                     tracing::warn!(%shard, error = %aws_sdk_dynamodbstreams::error::DisplayErrorContext(&error), "reading records failed");
                     let delay = self.options.backoff.delay(failures, &mut rand::rng());
-                        tokio::time::sleep(delay).await;
+                    tokio::time::sleep(delay).await;
                     continue;
                 }
             };
@@ -445,7 +463,7 @@ impl StreamPoller {
                     .retain(|r| sequence_order(sequence_number(r), &lowest) != Ordering::Less);
             }
             let delay = self.options.backoff.delay(attempt, &mut rand::rng());
-                        tokio::time::sleep(delay).await;
+            tokio::time::sleep(delay).await;
             attempt += 1;
         }
     }
@@ -460,7 +478,10 @@ mod tests {
         assert_eq!(sequence_order("99", "100"), Ordering::Less);
         assert_eq!(sequence_order("000100", "100"), Ordering::Equal);
         assert_eq!(
-            sequence_order("4421584500000000017450439092", "4421584500000000017450439091"),
+            sequence_order(
+                "4421584500000000017450439092",
+                "4421584500000000017450439091"
+            ),
             Ordering::Greater
         );
     }

@@ -40,9 +40,7 @@ impl PushFailure {
         match (error.code(), status) {
             (Some("GoneException"), _) | (_, Some(410)) => Self::Gone,
             (
-                Some(
-                    "LimitExceededException" | "ThrottlingException" | "TooManyRequestsException",
-                ),
+                Some("LimitExceededException" | "ThrottlingException" | "TooManyRequestsException"),
                 _,
             )
             | (_, Some(429)) => Self::Throttled,
@@ -110,7 +108,9 @@ impl ApiGatewaySender {
     pub fn local(endpoint: &str, options: SenderOptions) -> Self {
         let config = aws_sdk_apigatewaymanagement::Config::builder()
             .behavior_version(aws_sdk_apigatewaymanagement::config::BehaviorVersion::latest())
-            .region(aws_sdk_apigatewaymanagement::config::Region::new("us-east-1"))
+            .region(aws_sdk_apigatewaymanagement::config::Region::new(
+                "us-east-1",
+            ))
             .endpoint_url(endpoint)
             .credentials_provider(aws_sdk_apigatewaymanagement::config::Credentials::new(
                 "local",

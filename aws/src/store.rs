@@ -131,6 +131,38 @@ impl DynamoDbStore {
         }
         Ok(created)
     }
+
+    /// How the deployed tables differ from their definitions here: one line per table that
+    /// does not match, none when all do.
+    pub async fn table_drift(&self) -> Result<Vec<String>> {
+        let mut drift = Vec::new();
+        for spec in tables::ALL {
+            let name = self.tables.name(&spec);
+            let table = self
+                .client
+                .describe_table()
+                .table_name(&name)
+                .send()
+                .await
+                .map_err(|e| Error::backend(format!("describing table {name}"), e))?
+                .table
+                .ok_or_else(|| Error::NotFound(format!("table {name}")))?;
+            let ttl = self
+                .client
+                .describe_time_to_live()
+                .table_name(&name)
+                .send()
+                .await
+                .map_err(|e| Error::backend(format!("describing the TTL of {name}"), e))?
+                .time_to_live_description;
+            let found = tables::described_shape(&table, ttl.as_ref());
+            let expected = spec.shape();
+            if found != expected {
+                drift.push(format!("{name}: expected {expected:?}, found {found:?}"));
+            }
+        }
+        Ok(drift)
+    }
 }
 
 #[async_trait]
@@ -407,4 +439,27 @@ impl Store for DynamoDbStore {
 
 fn to_attribute<T: serde::Serialize>(value: T) -> Result<AttributeValue> {
     serde_dynamo::to_attribute_value(value).map_err(|e| Error::backend("mapping a value", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_table_unlike_its_definition_is_reported() {
+        let endpoint = std::env::var("STREAMER_DYNAMODB_ENDPOINT")
+            .expect("STREAMER_DYNAMODB_ENDPOINT: scripts/test starts DynamoDB Local and sets it");
+        let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let store = DynamoDbStore::local(&endpoint, Tables::with_prefix(&format!("drift-{nanos}")));
+        // The connections table made with the subscriptions' keys.
+        SUBSCRIPTIONS
+            .create(&store.client, store.connections.clone())
+            .send()
+            .await
+            .unwrap();
+        store.create_tables().await.unwrap();
+        let drift = store.table_drift().await.unwrap();
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert!(drift[0].starts_with(&store.connections), "{drift:?}");
+    }
 }

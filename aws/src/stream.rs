@@ -76,7 +76,10 @@ fn is_expiry(record: &EventRecord) -> bool {
     }
 }
 
-fn image(item: &serde_dynamo::Item, name: &'static str) -> Result<Option<AsyncRequest>, DecodeError> {
+fn image(
+    item: &serde_dynamo::Item,
+    name: &'static str,
+) -> Result<Option<AsyncRequest>, DecodeError> {
     if item.is_empty() {
         return Ok(None);
     }

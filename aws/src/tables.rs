@@ -87,6 +87,98 @@ pub const REQUESTS: TableSpec = TableSpec {
 /// Every table.
 pub const ALL: [TableSpec; 3] = [CONNECTIONS, SUBSCRIPTIONS, REQUESTS];
 
+/// What a table must look like, in a form that both a definition here and a description of a
+/// deployed table (or a template) can be brought to, and compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableShape {
+    /// Partition key and sort key.
+    pub key: (String, Option<String>),
+    /// Global secondary indexes: name, partition key, sort key (all projecting every attribute).
+    pub indexes: std::collections::BTreeSet<(String, String, String)>,
+    /// Whether a NEW_AND_OLD_IMAGES stream is on.
+    pub stream: bool,
+    /// The TTL attribute, when TTL is on.
+    pub ttl: Option<String>,
+}
+
+impl TableSpec {
+    /// The shape this definition asks for.
+    pub fn shape(&self) -> TableShape {
+        TableShape {
+            key: (
+                self.partition_key.to_owned(),
+                self.sort_key.map(str::to_owned),
+            ),
+            indexes: self
+                .indexes
+                .iter()
+                .map(|i| {
+                    (
+                        i.name.to_owned(),
+                        i.partition_key.to_owned(),
+                        i.sort_key.to_owned(),
+                    )
+                })
+                .collect(),
+            stream: self.stream,
+            ttl: Some(TTL_ATTRIBUTE.to_owned()),
+        }
+    }
+}
+
+/// The partition and sort key of a key schema.
+fn keys(schema: &[KeySchemaElement]) -> (String, Option<String>) {
+    let named = |kind: KeyType| {
+        schema
+            .iter()
+            .find(|k| k.key_type == kind)
+            .map(|k| k.attribute_name.clone())
+    };
+    (
+        named(KeyType::Hash).unwrap_or_default(),
+        named(KeyType::Range),
+    )
+}
+
+/// The shape of a described table and its TTL.
+pub(crate) fn described_shape(
+    table: &aws_sdk_dynamodb::types::TableDescription,
+    ttl: Option<&aws_sdk_dynamodb::types::TimeToLiveDescription>,
+) -> TableShape {
+    use aws_sdk_dynamodb::types::TimeToLiveStatus;
+    TableShape {
+        key: keys(table.key_schema()),
+        indexes: table
+            .global_secondary_indexes()
+            .iter()
+            .filter(|i| {
+                i.projection()
+                    .and_then(|p| p.projection_type())
+                    .is_some_and(|t| *t == ProjectionType::All)
+            })
+            .map(|i| {
+                let (partition, sort) = keys(i.key_schema());
+                (
+                    i.index_name().unwrap_or_default().to_owned(),
+                    partition,
+                    sort.unwrap_or_default(),
+                )
+            })
+            .collect(),
+        stream: table.stream_specification().is_some_and(|s| {
+            s.stream_enabled && s.stream_view_type == Some(StreamViewType::NewAndOldImages)
+        }),
+        ttl: ttl
+            .filter(|t| {
+                matches!(
+                    t.time_to_live_status(),
+                    Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+                )
+            })
+            .and_then(|t| t.attribute_name().map(str::to_owned)),
+    }
+}
+
 /// The table names of one deployment: `{prefix}-{suffix}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tables {

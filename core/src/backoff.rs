@@ -46,11 +46,15 @@ mod tests {
         for attempt in 1..=12 {
             let ceiling = Duration::from_millis((200u64 << (attempt - 1)).min(60_000));
             assert_eq!(backoff.ceiling(attempt), ceiling);
-            let delays: Vec<Duration> = (0..200).map(|_| backoff.delay(attempt, &mut rng)).collect();
+            let delays: Vec<Duration> =
+                (0..200).map(|_| backoff.delay(attempt, &mut rng)).collect();
             assert!(delays.iter().all(|d| *d <= ceiling), "attempt {attempt}");
             // Full jitter: the draws cover the range, not a point near the ceiling.
             assert!(delays.iter().any(|d| *d < ceiling / 4), "attempt {attempt}");
-            assert!(delays.iter().any(|d| *d > ceiling * 3 / 4), "attempt {attempt}");
+            assert!(
+                delays.iter().any(|d| *d > ceiling * 3 / 4),
+                "attempt {attempt}"
+            );
         }
     }
 }

@@ -216,6 +216,9 @@ async fn serve_socket(
         .await;
 }
 
+/// The largest frame `PostToConnection` takes, as on API Gateway (128 KB).
+const MAX_POST_BYTES: usize = 128 * 1024;
+
 /// The Management API: `POST`, `GET` and `DELETE /@connections/{id}` (the SDK percent-encodes
 /// the `@`, so the path is matched here rather than by the router).
 async fn management(
@@ -248,6 +251,15 @@ async fn management(
             .into_response()
     };
     match method {
+        Method::POST if body.len() > MAX_POST_BYTES => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [
+                ("x-amzn-errortype", "PayloadTooLargeException"),
+                ("content-type", "application/json"),
+            ],
+            serde_json::json!({ "message": format!("Message size {} exceeds the limit of {MAX_POST_BYTES} bytes", body.len()) }).to_string(),
+        )
+            .into_response(),
         Method::POST => {
             let Ok(text) = String::from_utf8(body.to_vec()) else {
                 return (StatusCode::BAD_REQUEST, "the data must be UTF-8 text").into_response();

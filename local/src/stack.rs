@@ -210,12 +210,7 @@ impl Stack {
     ) -> std::io::Result<()> {
         let endpoint = format!("http://{}", listener.local_addr()?);
         let sender = self.backend.sender(&endpoint, &self.sockets);
-        let processor = Processor::new(
-            self.schema,
-            self.store,
-            sender,
-            Arc::new(self.dispatcher),
-        );
+        let processor = Processor::new(self.schema, self.store, sender, Arc::new(self.dispatcher));
         let feed = tokio::spawn(self.backend.feed(processor));
         let served = self.server.run(listener, shutdown).await;
         feed.abort();

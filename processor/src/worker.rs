@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::FutureExt;
 use streamer_core::store::modify_request;
-use streamer_core::{AsyncRequest, Backoff, Clock, Error, RequestError, RequestStatus, Result, Store};
+use streamer_core::{
+    AsyncRequest, Backoff, Clock, Error, RequestError, RequestStatus, Result, Store,
+};
 use streamer_schema::{Handlers, JobContext, JobError, ProgressSink};
 
 /// Delays between attempts of a job: the first up to 200 ms, doubling, at most a minute.
