@@ -57,10 +57,13 @@ fn record(id: &str, version: u64, sequence_number: u64) -> Value {
     })
 }
 
+/// One shard: its parent, whether it is closed, its records.
+type Shard = (Option<&'static str>, bool, Vec<Value>);
+
 /// The shards: a closed parent and two open children.
 #[derive(Clone)]
 struct SplitStream {
-    shards: Arc<HashMap<&'static str, (Option<&'static str>, bool, Vec<Value>)>>,
+    shards: Arc<HashMap<&'static str, Shard>>,
     reads: Arc<Mutex<Vec<String>>>,
 }
 
