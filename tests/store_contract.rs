@@ -45,11 +45,26 @@ async fn connections(store: &dyn Store) {
         store.get_connection(&id).await.unwrap(),
         Some(connection.clone())
     );
+    let waiting = |before| async move {
+        store
+            .connections_awaiting_init(before, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect::<Vec<_>>()
+    };
+    assert!(waiting(at(1)).await.contains(&id), "waits for init");
+    assert!(
+        !waiting(at(0)).await.contains(&id),
+        "connected before, strictly"
+    );
 
     store
         .acknowledge_connection(&id, Some(json!({ "auth": "x" })))
         .await
         .unwrap();
+    assert!(!waiting(at(1)).await.contains(&id), "initialised");
     assert!(
         matches!(
             store.acknowledge_connection(&id, None).await,

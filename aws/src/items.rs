@@ -12,9 +12,11 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use streamer_core::{AsyncRequest, Connection, Error, Result, Subscription, SubscriptionKey};
+use streamer_core::{
+    AsyncRequest, Connection, Error, Phase, Result, Subscription, SubscriptionKey,
+};
 
-use crate::tables::{BY_CREATION, BY_STATUS};
+use crate::tables::{AWAITING_INIT, BY_CREATION, BY_STATUS};
 
 /// An item as the SDK takes it.
 pub(crate) type Item = HashMap<String, AttributeValue>;
@@ -77,9 +79,20 @@ fn decode<T: DeserializeOwned, I: Into<serde_dynamo::Item>>(item: I, text: &[&st
     serde_json::from_value(value).map_err(|e| Error::backend("reading an item", e))
 }
 
+/// The partition of the sparse `awaitingInit` index: set while a connection waits for
+/// `connection_init`, removed when it is acknowledged.
+pub(crate) const AWAITING_PARTITION: &str = "pending";
+
 /// The connections item of a connection.
 pub fn connection_item(connection: &Connection) -> Result<Item> {
-    encode(connection, CONNECTION_TEXT)
+    let mut item = encode(connection, CONNECTION_TEXT)?;
+    if connection.phase == Phase::AwaitingInit {
+        item.insert(
+            AWAITING_INIT.partition_key.to_owned(),
+            s(AWAITING_PARTITION),
+        );
+    }
+    Ok(item)
 }
 
 /// The connection in a connections item.

@@ -9,7 +9,11 @@
 //!   failures.
 //! - [`poller`]: [`StreamPoller`], the event source mapping's job outside Lambda.
 //! - [`sender`]: [`ApiGatewaySender`], the sender port on the Management API.
+//! - [`dispatch`]: [`LambdaDispatcher`], jobs started by invoking the worker function.
+//! - [`clients`]: [`Aws`], the SDK configuration from the environment.
 
+pub mod clients;
+pub mod dispatch;
 pub mod items;
 pub mod poller;
 pub mod sender;
@@ -17,6 +21,8 @@ pub mod store;
 pub mod stream;
 pub mod tables;
 
+pub use clients::Aws;
+pub use dispatch::{LambdaDispatcher, WorkerEvent};
 pub use poller::{PollerOptions, StartingPosition, StreamPoller};
 pub use sender::{ApiGatewaySender, PushFailure, SenderOptions};
 pub use store::DynamoDbStore;

@@ -15,7 +15,7 @@ use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
 use aws_sdk_apigatewaymanagement::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use streamer_core::protocol::Close;
-use streamer_core::{Backoff, Error, Result, Sender};
+use streamer_core::{Backoff, Error, Result, Sender, metric};
 use tokio::sync::Semaphore;
 
 /// What kind of failure a push met.
@@ -146,6 +146,9 @@ impl Sender for ApiGatewaySender {
                 return Ok(());
             };
             let failure = PushFailure::of(&error);
+            if !(failure == PushFailure::Throttled && attempt < self.options.max_attempts) {
+                metrics::counter!(metric::PUSHES_FAILED, "kind" => failure.as_str()).increment(1);
+            }
             match failure {
                 PushFailure::Gone => return Err(Error::Gone(connection_id.to_owned())),
                 PushFailure::Throttled if attempt < self.options.max_attempts => {
@@ -177,6 +180,10 @@ impl Sender for ApiGatewaySender {
     async fn close(&self, connection_id: &str, close: &Close) -> Result<()> {
         // API Gateway closes a deleted connection with 1000; the protocol's code is logged.
         tracing::info!(%connection_id, intended_code = close.code, reason = %close.reason, "closing by DeleteConnection");
+        if close.code != 1000 {
+            metrics::counter!(metric::INTENDED_CLOSES, "code" => close.code.to_string())
+                .increment(1);
+        }
         match self
             .client
             .delete_connection()

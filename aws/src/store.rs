@@ -15,11 +15,13 @@ use streamer_core::{
 };
 
 use crate::items::{
-    Item, LIST_PARTITION, connection_from_item, connection_item, created_key, json_text, n,
-    request_from_item, request_item, s, subscription_from_item, subscription_item,
+    AWAITING_PARTITION, Item, LIST_PARTITION, connection_from_item, connection_item, created_key,
+    json_text, n, request_from_item, request_item, s, subscription_from_item, subscription_item,
     subscription_key,
 };
-use crate::tables::{self, BY_CREATION, BY_STATUS, CONNECTIONS, REQUESTS, SUBSCRIPTIONS, Tables};
+use crate::tables::{
+    self, AWAITING_INIT, BY_CREATION, BY_STATUS, CONNECTIONS, REQUESTS, SUBSCRIPTIONS, Tables,
+};
 
 /// The store on DynamoDB.
 #[derive(Debug, Clone)]
@@ -198,7 +200,9 @@ impl Store for DynamoDbStore {
             .update_item()
             .table_name(&self.connections)
             .key("id", s(id))
-            .update_expression("SET phase = :acknowledged, initPayload = :payload")
+            .update_expression(
+                "SET phase = :acknowledged, initPayload = :payload REMOVE initPartition",
+            )
             .condition_expression("attribute_exists(id) AND phase = :awaiting")
             .expression_attribute_values(":acknowledged", to_attribute(Phase::Acknowledged)?)
             .expression_attribute_values(":awaiting", to_attribute(Phase::AwaitingInit)?)
@@ -270,6 +274,39 @@ impl Store for DynamoDbStore {
             Err(error) if condition_failed(&error) => Ok(()),
             Err(error) => Err(Error::backend("removing an operation", error)),
         }
+    }
+
+    async fn connections_awaiting_init(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<Connection>> {
+        let before = serde_json::to_value(before)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let mut items: Vec<Item> = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.connections)
+            .index_name(AWAITING_INIT.name)
+            .key_condition_expression("#partition = :pending AND #connected < :before")
+            .expression_attribute_names("#partition", AWAITING_INIT.partition_key)
+            .expression_attribute_names("#connected", AWAITING_INIT.sort_key)
+            .expression_attribute_values(":pending", s(AWAITING_PARTITION))
+            .expression_attribute_values(":before", s(before))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| Error::backend("querying connections awaiting init", e))?;
+            items.extend(page.items.unwrap_or_default());
+            if items.len() >= limit {
+                break;
+            }
+        }
+        items.truncate(limit);
+        items.into_iter().map(connection_from_item).collect()
     }
 
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()> {

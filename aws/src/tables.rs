@@ -2,7 +2,8 @@
 //! deployment template is checked against here.
 //!
 //! - `connections`: key `id`. A connection lists its active operations, so `$disconnect`
-//!   deletes its subscriptions without a scan.
+//!   deletes its subscriptions without a scan; a sparse GSI (`awaitingInit`) finds those
+//!   that never sent `connection_init`.
 //! - `subscriptions`: key `requestId` + `sk` (`connectionId#operationId`): fan-out for one
 //!   request is one strongly consistent Query on the base table (no GSI on the hot path).
 //! - `requests`: key `id`; stream NEW_AND_OLD_IMAGES feeds the processor; two GSIs list
@@ -44,12 +45,20 @@ pub struct TableSpec {
     pub stream: bool,
 }
 
+/// The sparse `connections` GSI of connections still waiting for `connection_init`, oldest
+/// first: only those carry its partition key.
+pub const AWAITING_INIT: IndexSpec = IndexSpec {
+    name: "awaitingInit",
+    partition_key: "initPartition",
+    sort_key: "connectedAt",
+};
+
 /// The connections table.
 pub const CONNECTIONS: TableSpec = TableSpec {
     suffix: "connections",
     partition_key: "id",
     sort_key: None,
-    indexes: &[],
+    indexes: &[AWAITING_INIT],
     stream: false,
 };
 

@@ -19,6 +19,7 @@
 //! - [`store`] and [`sender`]: the ports. [`store::Change`] is the processor's input, shaped
 //!   like a DynamoDB stream record.
 //! - [`memory`]: [`MemoryStore`], the embedded store with its own ordered change feed.
+//! - [`metric`]: the names of the metrics the other crates record.
 
 pub mod backoff;
 pub mod clock;
@@ -26,6 +27,7 @@ pub mod connection;
 mod error;
 pub mod id;
 pub mod memory;
+pub mod metric;
 pub mod protocol;
 pub mod request;
 pub mod sender;

@@ -125,6 +125,23 @@ impl Store for MemoryStore {
         Ok(self.tables().connections.remove(id))
     }
 
+    async fn connections_awaiting_init(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Connection>> {
+        let mut waiting: Vec<Connection> = self
+            .tables()
+            .connections
+            .values()
+            .filter(|c| c.phase == Phase::AwaitingInit && c.connected_at < before)
+            .cloned()
+            .collect();
+        waiting.sort_by_key(|c| c.connected_at);
+        waiting.truncate(limit);
+        Ok(waiting)
+    }
+
     async fn add_operation(
         &self,
         connection_id: &str,

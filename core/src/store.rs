@@ -109,6 +109,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<()>;
     /// Clears an active operation (missing is fine).
     async fn remove_operation(&self, connection_id: &str, operation_id: &str) -> Result<()>;
+    /// Connections still waiting for `connection_init` that connected before `before`
+    /// (oldest first, at most `limit`): the ones an init timeout closes.
+    async fn connections_awaiting_init(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<Connection>>;
 
     /// Stores a subscription.
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()>;

@@ -10,7 +10,7 @@ use http::HeaderValue;
 use serde_json::Value;
 use streamer_core::protocol::{self, Close, Effect, ServerMessage, Session, SubscribePayload};
 use streamer_core::{
-    Clock, Connection, Error, Phase, Result, Sender, Store, Subscription, SubscriptionKey,
+    Clock, Connection, Error, Phase, Result, Sender, Store, Subscription, SubscriptionKey, metric,
 };
 use streamer_schema::execute::{self, OperationKind};
 use streamer_schema::{Services, deliver, prune_connection};
@@ -118,6 +118,7 @@ impl Gateway {
                 reason,
             } => {
                 tracing::info!(%connection_id, ?status_code, ?reason, "disconnected");
+                metrics::counter!(metric::CONNECTIONS_CLOSED).increment(1);
                 if let Err(error) = prune_connection(&*self.store, &connection_id).await {
                     tracing::error!(%connection_id, %error, "cleanup on disconnect failed; TTL will remove it");
                 }
@@ -145,6 +146,7 @@ impl Gateway {
             return response(500);
         }
         tracing::info!(%connection_id, "connected");
+        metrics::counter!(metric::CONNECTIONS_OPENED).increment(1);
         let mut accepted = response(200);
         accepted.headers.insert(
             "sec-websocket-protocol",
@@ -329,6 +331,7 @@ impl Gateway {
         };
         self.store.put_subscription(&subscription).await?;
         tracing::info!(connection_id = %connection.id, operation_id = %id, request_id = %target.request_id, "subscribed");
+        metrics::counter!(metric::SUBSCRIPTIONS_STARTED).increment(1);
         match self.store.get_request(&target.request_id).await? {
             Some(state) => {
                 deliver(

@@ -8,12 +8,15 @@
 //! - [`processor`]: [`Processor::handle_batch`], the [`Dispatcher`] port and fan-out.
 //! - [`worker`]: [`Worker::run`]: claim, run the handler with a progress sink, record the
 //!   outcome (retries with exponential backoff and full jitter).
+//! - [`sweeper`]: [`Sweeper`], periodic work: init timeouts, due retries, lost dispatches.
 //! - [`local`]: [`TaskDispatcher`], jobs as bounded tokio tasks.
 
 pub mod local;
 pub mod processor;
+pub mod sweeper;
 pub mod worker;
 
 pub use local::TaskDispatcher;
 pub use processor::{BatchOutcome, Dispatcher, Processor};
+pub use sweeper::{SweepOptions, SweepReport, Sweeper};
 pub use worker::{JOB_BACKOFF, Outcome, Worker};

@@ -8,7 +8,7 @@ use async_graphql::dynamic::Schema;
 use async_trait::async_trait;
 use futures::{StreamExt, stream};
 use streamer_core::store::{Change, ChangeKind};
-use streamer_core::{AsyncRequest, Result, Sender, Store};
+use streamer_core::{AsyncRequest, Result, Sender, Store, metric};
 use streamer_schema::{Delivery, deliver};
 
 /// Starts a job somewhere else, without waiting for it: locally a task, on AWS an
@@ -115,7 +115,16 @@ impl Processor {
             self.dispatcher.dispatch(request).await?;
         }
         if let Some(state) = change.visible() {
-            self.fan_out(state).await?;
+            metrics::counter!(metric::REQUESTS, "status" => state.status.to_string()).increment(1);
+            let deliveries = self.fan_out(state).await?;
+            if deliveries
+                .iter()
+                .any(|d| matches!(d, Delivery::Pushed | Delivery::Completed))
+            {
+                let since_write = chrono::Utc::now() - state.updated_at;
+                metrics::histogram!(metric::PUSH_LATENCY)
+                    .record(since_write.num_microseconds().unwrap_or_default() as f64 / 1000.0);
+            }
         }
         Ok(())
     }

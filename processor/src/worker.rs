@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use streamer_core::store::modify_request;
 use streamer_core::{
-    AsyncRequest, Backoff, Clock, Error, RequestError, RequestStatus, Result, Store,
+    AsyncRequest, Backoff, Clock, Error, RequestError, RequestStatus, Result, Store, metric,
 };
 use streamer_schema::{Handlers, JobContext, JobError, ProgressSink};
 
@@ -135,6 +135,7 @@ impl Worker {
         });
         let job = JobContext::new(request_id, request.attempts, sink);
         // A panicking handler fails its job; it must not take the worker down with it.
+        let started = std::time::Instant::now();
         let result = std::panic::AssertUnwindSafe(handler.run(request.payload.clone(), job))
             .catch_unwind()
             .await
@@ -144,6 +145,7 @@ impl Worker {
                     "the handler panicked",
                 ))
             });
+        metrics::histogram!(metric::JOB_DURATION).record(started.elapsed().as_secs_f64() * 1000.0);
         self.finish(&request, result, handler.max_attempts()).await
     }
 
@@ -182,6 +184,11 @@ impl Worker {
             })
             .await?;
         tracing::info!(request_id = %request.id, status = %request.status, attempts = request.attempts, "job ended");
+        match outcome {
+            Outcome::RetryAfter(_) => metrics::counter!(metric::RETRIES).increment(1),
+            Outcome::Failed => metrics::counter!(metric::DEAD_LETTERS).increment(1),
+            _ => {}
+        }
         Ok(outcome)
     }
 }

@@ -1,0 +1,13 @@
+//! The example app (`generateReport`, `flakyImport`) as four Lambda functions: each binary
+//! in `src/bin` is one line around `streamer_lambda`. `deploy/template.yaml` builds them with
+//! cargo-lambda.
+
+#[path = "../../report/handlers.rs"]
+mod handlers;
+
+use std::sync::Arc;
+
+/// The example app's handlers.
+pub fn handlers() -> Arc<streamer::Handlers> {
+    handlers::app().handlers()
+}

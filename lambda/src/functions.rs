@@ -1,0 +1,241 @@
+//! The four functions. Each reads its [`Config`] and builds its clients once, then serves
+//! invocations through the Lambda Runtime API; every invocation runs in a span with its
+//! request and trace ids and ends with a flush of its metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::apigw::{
+    ApiGatewayV2httpRequest, ApiGatewayV2httpResponse, ApiGatewayWebsocketProxyRequest,
+};
+use aws_lambda_events::encodings::Body;
+use lambda_runtime::{Context, LambdaEvent, service_fn};
+use serde_json::Value;
+use streamer_aws::stream::{self, StreamEvent};
+use streamer_aws::{Aws, SenderOptions, Tables, WorkerEvent};
+use streamer_core::{RandomIds, Store, SystemClock};
+use streamer_gateway::Gateway;
+use streamer_processor::{Outcome, Processor, SweepOptions, Sweeper, Worker};
+use streamer_schema::{Handlers, Services};
+use tracing::Instrument;
+
+use crate::emf::EmfRecorder;
+use crate::{Config, Error, logging};
+
+/// A retry is waited out inside the invocation only when this much time would be left after
+/// it; otherwise the sweeper dispatches it when it is due.
+const RETRY_MARGIN: Duration = Duration::from_secs(10);
+
+/// What every function sets up first.
+struct Function {
+    name: &'static str,
+    config: Config,
+    aws: Aws,
+    metrics: EmfRecorder,
+}
+
+impl Function {
+    async fn setup(name: &'static str) -> Result<Self, Error> {
+        logging::init();
+        let metrics = EmfRecorder::default();
+        // Only the first recorder of a process counts; a second setup keeps it.
+        let _ = metrics::set_global_recorder(metrics.clone());
+        let config = Config::from_env()?;
+        let aws = Aws::from_env().await;
+        tracing::info!(function = name, tables = %config.table_prefix, "initialised");
+        Ok(Self {
+            name,
+            config,
+            aws,
+            metrics,
+        })
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::new(
+            self.aws
+                .store(Tables::with_prefix(&self.config.table_prefix)),
+        )
+    }
+
+    fn services(&self, store: Arc<dyn Store>) -> Services {
+        Services {
+            store,
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds),
+        }
+    }
+
+    /// Runs one invocation in its span, then flushes its metrics.
+    async fn observe<T>(&self, context: &Context, work: impl Future<Output = T>) -> T {
+        let trace = context.xray_trace_id.as_deref().unwrap_or_default();
+        let span = tracing::info_span!(
+            "invocation",
+            function = self.name,
+            aws_request_id = %context.request_id,
+            xray_trace_id = trace
+        );
+        let output = work.instrument(span).await;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let lines = self.metrics.flush(
+            &self.config.metrics_namespace,
+            &[("Function", self.name)],
+            &[("RequestId", &context.request_id), ("TraceId", trace)],
+            i64::try_from(now.as_millis()).unwrap_or(i64::MAX),
+        );
+        for line in lines {
+            println!("{line}");
+        }
+        output
+    }
+}
+
+/// The gateway: WebSocket route events and GraphQL over HTTP.
+///
+/// # Errors
+///
+/// When the configuration is incomplete or the schema cannot be built; or when the runtime
+/// fails.
+pub async fn run_gateway(handlers: Arc<Handlers>) -> Result<(), Error> {
+    let function = Function::setup("gateway").await?;
+    let services = function.services(function.store());
+    let schema = streamer_schema::build(handlers, services.clone())?;
+    let sender = function.aws.sender(
+        function.config.websocket_endpoint()?,
+        SenderOptions::default(),
+    );
+    let gateway = Gateway::new(schema, &services, Arc::new(sender));
+    let (function, gateway) = (&function, &gateway);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        function
+            .observe(&event.context, gateway_event(gateway, event.payload))
+            .await
+    }))
+    .await
+}
+
+/// Tells WebSocket route events from HTTP requests (payload format 2.0) and answers each.
+async fn gateway_event(gateway: &Gateway, payload: Value) -> Result<Value, Error> {
+    let context = &payload["requestContext"];
+    if context["connectionId"].is_string() {
+        let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(payload)?;
+        return Ok(serde_json::to_value(gateway.handle(event).await)?);
+    }
+    if context["http"].is_object() {
+        let request: ApiGatewayV2httpRequest = serde_json::from_value(payload)?;
+        let body = match (request.body, request.is_base64_encoded) {
+            (Some(body), true) => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.decode(body)?
+            }
+            (Some(body), false) => body.into_bytes(),
+            (None, _) => Vec::new(),
+        };
+        let (status, answer) = gateway.execute_http(&body).await;
+        let mut response = ApiGatewayV2httpResponse::default();
+        response.status_code = i64::from(status);
+        response
+            .headers
+            .insert("content-type", "application/json".parse()?);
+        response.body = Some(Body::Text(answer.to_string()));
+        return Ok(serde_json::to_value(response)?);
+    }
+    Err("neither an API Gateway WebSocket event nor an HTTP request (payload format 2.0)".into())
+}
+
+/// The processor: stream batches in, `batchItemFailures` out.
+///
+/// # Errors
+///
+/// When the configuration is incomplete or the schema cannot be built; or when the runtime
+/// fails.
+pub async fn run_processor(handlers: Arc<Handlers>) -> Result<(), Error> {
+    let function = Function::setup("processor").await?;
+    let store = function.store();
+    let services = function.services(Arc::clone(&store));
+    let schema = streamer_schema::build(handlers, services)?;
+    let sender = function.aws.sender(
+        function.config.websocket_endpoint()?,
+        SenderOptions::default(),
+    );
+    let dispatcher = function.aws.dispatcher(function.config.worker_function()?);
+    let processor = Processor::new(schema, store, Arc::new(sender), Arc::new(dispatcher));
+    let (function, processor) = (&function, &processor);
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<StreamEvent>| async move {
+            let work = async { Ok::<_, Error>(stream::handle(processor, &event.payload).await) };
+            function.observe(&event.context, work).await
+        },
+    ))
+    .await
+}
+
+/// The worker: one job per invocation.
+///
+/// # Errors
+///
+/// When the configuration is incomplete; or when the runtime fails.
+pub async fn run_worker(handlers: Arc<Handlers>) -> Result<(), Error> {
+    let function = Function::setup("worker").await?;
+    let worker = Worker::new(function.store(), Arc::new(SystemClock), handlers);
+    let (function, worker) = (&function, &worker);
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<WorkerEvent>| async move {
+            let id = event.payload.request_id.clone();
+            let deadline = event.context.deadline();
+            let work = async {
+                loop {
+                    let outcome = worker.run(&id).await?;
+                    if let Outcome::RetryAfter(delay) = outcome {
+                        let left = deadline
+                            .duration_since(SystemTime::now())
+                            .unwrap_or_default();
+                        if left > delay + RETRY_MARGIN {
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                    }
+                    tracing::info!(request_id = %id, ?outcome, "worker done");
+                    return Ok::<_, Error>(
+                        serde_json::json!({ "requestId": id, "outcome": format!("{outcome:?}") }),
+                    );
+                }
+            };
+            function.observe(&event.context, work).await
+        },
+    ))
+    .await
+}
+
+/// The sweeper: one sweep per (scheduled) invocation.
+///
+/// # Errors
+///
+/// When the configuration is incomplete; or when the runtime fails.
+pub async fn run_sweeper(_handlers: Arc<Handlers>) -> Result<(), Error> {
+    let function = Function::setup("sweeper").await?;
+    let sender = function.aws.sender(
+        function.config.websocket_endpoint()?,
+        SenderOptions::default(),
+    );
+    let dispatcher = function.aws.dispatcher(function.config.worker_function()?);
+    let options = SweepOptions {
+        init_timeout: function.config.init_timeout,
+        ..SweepOptions::default()
+    };
+    let sweeper = Sweeper::new(
+        function.store(),
+        Arc::new(sender),
+        Arc::new(dispatcher),
+        Arc::new(SystemClock),
+        options,
+    );
+    let (function, sweeper) = (&function, &sweeper);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let work = async { Ok::<_, Error>(serde_json::to_value(sweeper.sweep().await?)?) };
+        function.observe(&event.context, work).await
+    }))
+    .await
+}
