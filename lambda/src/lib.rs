@@ -22,7 +22,7 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: [`Config`].
+//! - [`config`]: [`Config`], the settings.
 //! - [`functions`]: the four `run_*` entry points.
 //! - [`logging`] and [`emf`]: observability.
 

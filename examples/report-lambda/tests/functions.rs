@@ -37,10 +37,13 @@ fn fixture(name: &str) -> Value {
 /// One invocation's answer: `Ok` from `/response`, `Err` from `/error`.
 type Reply = Result<Value, Value>;
 
+/// An invocation waiting for the function: its id, its event, where its reply goes.
+type Pending = (String, Value, oneshot::Sender<Reply>);
+
 /// The Runtime API of one function, and the Invoke API.
 #[derive(Clone, Default)]
 struct Emulator {
-    queue: Arc<Mutex<VecDeque<(String, Value, oneshot::Sender<Reply>)>>>,
+    queue: Arc<Mutex<VecDeque<Pending>>>,
     ready: Arc<Notify>,
     waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Reply>>>>,
     async_replies: Arc<Mutex<Option<mpsc::UnboundedSender<Reply>>>>,
