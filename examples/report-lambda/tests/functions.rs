@@ -272,10 +272,14 @@ fn spawn(name: &str, runtime_api: &str, env: &[(&str, String)]) -> Process {
     }
 }
 
-/// A WebSocket event from a recorded one, for `connection` with `body`.
+/// A WebSocket event from a recorded one, for `connection` with `body`, happening now (items
+/// expire from the connection time, and DynamoDB Local deletes expired items).
 fn websocket(name: &str, connection: &str, body: Option<Value>) -> Value {
     let mut event = fixture(name);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     event["requestContext"]["connectionId"] = json!(connection);
+    event["requestContext"]["connectedAt"] = json!(now);
+    event["requestContext"]["requestTimeEpoch"] = json!(now);
     if let Some(body) = body {
         event["body"] = json!(body.to_string());
     }
