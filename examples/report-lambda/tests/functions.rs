@@ -276,7 +276,10 @@ fn spawn(name: &str, runtime_api: &str, env: &[(&str, String)]) -> Process {
 /// expire from the connection time, and DynamoDB Local deletes expired items).
 fn websocket(name: &str, connection: &str, body: Option<Value>) -> Value {
     let mut event = fixture(name);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     event["requestContext"]["connectionId"] = json!(connection);
     event["requestContext"]["connectedAt"] = json!(now);
     event["requestContext"]["requestTimeEpoch"] = json!(now);
