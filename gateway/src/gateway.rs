@@ -155,6 +155,31 @@ impl Gateway {
         accepted
     }
 
+    /// Closes the connection with 4408 if it still has not sent `connection_init` (the
+    /// server's init timer calls this when it fires). `true` when it was closed.
+    ///
+    /// # Errors
+    ///
+    /// When the store or the sender fails.
+    pub async fn close_if_uninitialised(&self, connection_id: &str) -> Result<bool> {
+        let Some(connection) = self.store.get_connection(connection_id).await? else {
+            return Ok(false);
+        };
+        if connection.phase != Phase::AwaitingInit {
+            return Ok(false);
+        }
+        tracing::info!(%connection_id, "closed: no connection_init in time");
+        metrics::counter!(metric::INIT_TIMEOUTS).increment(1);
+        match self
+            .sender
+            .close(connection_id, &Close::init_timeout())
+            .await
+        {
+            Ok(()) | Err(Error::Gone(_)) => Ok(true),
+            Err(error) => Err(error),
+        }
+    }
+
     async fn post(&self, connection_id: &str, message: &ServerMessage) -> Result<()> {
         self.sender.post(connection_id, &message.to_text()).await
     }

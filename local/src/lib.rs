@@ -15,6 +15,6 @@ pub mod server;
 pub mod sockets;
 pub mod stack;
 
-pub use server::Server;
+pub use server::{Server, Timeouts};
 pub use sockets::{LocalSender, Sockets};
 pub use stack::{Backend, Embedded, Stack, StackBuilder};

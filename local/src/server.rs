@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
 use axum::Router;
@@ -26,13 +27,37 @@ use tokio::sync::{mpsc, oneshot};
 use crate::events::{self, Frame};
 use crate::sockets::{Outgoing, Socket, Sockets};
 
+/// The timers of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A connection that has not sent `connection_init` by then is closed with 4408 (the
+    /// reference server's default: 3 s).
+    pub init: Duration,
+    /// A connection the client sent nothing on for this long is closed with 1001, as API
+    /// Gateway closes idle connections (10 minutes).
+    pub idle: Duration,
+    /// Every connection is closed with 1001 after this long, as API Gateway does (2 hours).
+    pub lifetime: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            init: Duration::from_secs(3),
+            idle: Duration::from_secs(10 * 60),
+            lifetime: Duration::from_secs(2 * 60 * 60),
+        }
+    }
+}
+
 /// What the server needs: the gateway to call, the sockets it shares with [`crate::LocalSender`],
-/// and where connection ids come from.
+/// where connection ids come from, and the connections' timers.
 #[derive(Debug, Clone)]
 pub struct Server {
     gateway: Gateway,
     sockets: Sockets,
     connection_ids: Arc<dyn IdGenerator>,
+    timeouts: Timeouts,
 }
 
 impl Server {
@@ -42,7 +67,14 @@ impl Server {
             gateway,
             sockets,
             connection_ids,
+            timeouts: Timeouts::default(),
         }
+    }
+
+    /// With these timers instead of API Gateway's.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 
     /// The HTTP routes.
@@ -143,7 +175,9 @@ async fn upgrade(
 }
 
 /// Frames in go to the gateway one at a time, in order, as `$default` events; frames out come
-/// from the sender through `rx`. A close from the server ends both.
+/// from the sender through `rx`. A close from the server ends both, and so do the timers: no
+/// `connection_init` in time (4408), nothing from the client for the idle timeout, or the
+/// connection's lifetime over (1001, as API Gateway).
 async fn serve_socket(
     server: Server,
     connection_id: String,
@@ -176,8 +210,30 @@ async fn serve_socket(
         // flush, or the client sees 1006 instead of its own clean close.
         let _ = sink.close().await;
     });
+    let timeouts = server.timeouts;
+    let init = tokio::time::sleep(timeouts.init);
+    tokio::pin!(init);
+    let mut init_pending = true;
+    let lifetime = tokio::time::sleep(timeouts.lifetime);
+    tokio::pin!(lifetime);
+    let idle = tokio::time::sleep(timeouts.idle);
+    tokio::pin!(idle);
     let (status_code, reason) = loop {
         tokio::select! {
+            () = &mut init, if init_pending => {
+                init_pending = false;
+                if let Err(error) = server.gateway.close_if_uninitialised(&connection_id).await {
+                    tracing::error!(%connection_id, %error, "init timeout");
+                }
+            }
+            () = &mut idle => {
+                let _ = server.sockets.send(&connection_id, Outgoing::Close(going_away()));
+                idle.as_mut().reset(tokio::time::Instant::now() + timeouts.lifetime);
+            }
+            () = &mut lifetime => {
+                let _ = server.sockets.send(&connection_id, Outgoing::Close(going_away()));
+                lifetime.as_mut().reset(tokio::time::Instant::now() + timeouts.lifetime);
+            }
             closed = &mut closed_rx => {
                 let (code, reason) = closed.unwrap_or((1006, String::new()));
                 break (Some(code), Some(reason));
@@ -194,6 +250,7 @@ async fn serve_socket(
                     Some(Err(_)) | None => break (Some(1006), None),
                 };
                 server.sockets.touch(&connection_id, Utc::now());
+                idle.as_mut().reset(tokio::time::Instant::now() + timeouts.idle);
                 server.gateway.handle(events::message(&connection_id, frame, connected_at)).await;
             }
         }
@@ -214,6 +271,14 @@ async fn serve_socket(
             connected_at,
         ))
         .await;
+}
+
+/// How API Gateway closes an idle or too old connection.
+fn going_away() -> streamer_core::protocol::Close {
+    streamer_core::protocol::Close {
+        code: 1001,
+        reason: "Going away".into(),
+    }
 }
 
 /// The largest frame `PostToConnection` takes, as on API Gateway (128 KB).

@@ -14,7 +14,7 @@ use streamer_schema::{Handlers, Services};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::{LocalSender, Server, Sockets};
+use crate::{LocalSender, Server, Sockets, Timeouts};
 
 /// How many times a failed change is handled again before it is given up (and logged).
 const CHANGE_ATTEMPTS: u32 = 5;
@@ -101,9 +101,16 @@ pub struct StackBuilder {
     ids: Arc<dyn IdGenerator>,
     connection_ids: Arc<dyn IdGenerator>,
     job_concurrency: usize,
+    timeouts: Timeouts,
 }
 
 impl StackBuilder {
+    /// With these connection timers (init, idle, lifetime) instead of the defaults.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
     /// Uses this clock (tests pass a manual one).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -161,7 +168,8 @@ impl StackBuilder {
         );
         let worker = Worker::new(Arc::clone(&store), self.clock, self.handlers);
         let dispatcher = TaskDispatcher::new(worker, self.job_concurrency);
-        let server = Server::new(gateway, sockets.clone(), self.connection_ids);
+        let server =
+            Server::new(gateway, sockets.clone(), self.connection_ids).with_timeouts(self.timeouts);
         Ok(Stack {
             server,
             sockets,
@@ -193,6 +201,7 @@ impl Stack {
             ids: Arc::new(RandomIds),
             connection_ids: Arc::new(RandomIds),
             job_concurrency: 64,
+            timeouts: Timeouts::default(),
         }
     }
 

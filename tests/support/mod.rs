@@ -212,8 +212,13 @@ impl Client {
 
     /// The next frame from the server: a JSON message, or `{"close": {code, reason}}`.
     pub async fn recv(&mut self) -> Value {
+        self.recv_within(FRAME_TIMEOUT).await
+    }
+
+    /// [`Client::recv`], waiting at most `patience`.
+    pub async fn recv_within(&mut self, patience: Duration) -> Value {
         loop {
-            let frame = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next())
+            let frame = tokio::time::timeout(patience, self.ws.next())
                 .await
                 .expect("a frame in time");
             let value = match frame {
