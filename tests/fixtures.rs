@@ -16,7 +16,8 @@ use streamer::aws::items::{request_from_item, request_item};
 use streamer::aws::stream::{self, StreamEvent};
 use streamer::core::store::Change;
 use streamer::core::{
-    AsyncRequest, Clock, IdGenerator, MemorySender, MemoryStore, RandomIds, Store, SystemClock,
+    AsyncRequest, Clock, IdGenerator, Limits, MemorySender, MemoryStore, RandomIds, Store,
+    SystemClock,
 };
 use streamer::gateway::Gateway;
 use streamer::processor::{Dispatcher, Processor};
@@ -123,7 +124,12 @@ fn services() -> Services {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ids: Arc<dyn IdGenerator> = Arc::new(RandomIds);
-    Services { store, clock, ids }
+    Services {
+        store,
+        clock,
+        ids,
+        limits: Limits::default(),
+    }
 }
 
 #[tokio::test]

@@ -202,6 +202,7 @@ async fn split_shards_are_followed_parents_first_and_in_order_per_item() {
         store: store.clone(),
         clock,
         ids,
+        limits: streamer::core::Limits::default(),
     };
     let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
     for id in ["r1", "r2"] {

@@ -14,6 +14,7 @@ fn schema() -> (streamer::schema::Schema, Arc<MemoryStore>) {
         store: store.clone(),
         clock: Arc::new(ManualClock::default()),
         ids: Arc::new(SequentialIds::new("req")),
+        limits: streamer::core::Limits::default(),
     };
     let schema = streamer::schema::build(support::handlers::app().handlers(), services)
         .expect("schema builds");

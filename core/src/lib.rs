@@ -18,6 +18,7 @@
 //!   function `(state, message) → (state, messages to send, effects)`.
 //! - [`store`] and [`sender`]: the ports. [`store::Change`] is the processor's input, shaped
 //!   like a DynamoDB stream record.
+//! - [`limits`]: [`Limits`] on what one client may ask, with clear errors.
 //! - [`memory`]: [`MemoryStore`], the embedded store with its own ordered change feed.
 //! - [`metric`]: the names of the metrics the other crates record.
 
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod connection;
 mod error;
 pub mod id;
+pub mod limits;
 pub mod memory;
 pub mod metric;
 pub mod protocol;
@@ -39,6 +41,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use connection::{Connection, Phase};
 pub use error::{Error, Result};
 pub use id::{IdGenerator, RandomIds, SequentialIds};
+pub use limits::{LimitExceeded, Limits};
 pub use memory::{MemorySender, MemoryStore};
 pub use request::{AsyncRequest, RequestError, RequestStatus};
 pub use sender::Sender;

@@ -10,10 +10,11 @@ use http::HeaderValue;
 use serde_json::Value;
 use streamer_core::protocol::{self, Close, Effect, ServerMessage, Session, SubscribePayload};
 use streamer_core::{
-    Clock, Connection, Error, Phase, Result, Sender, Store, Subscription, SubscriptionKey, metric,
+    Clock, Connection, Error, LimitExceeded, Limits, Phase, Result, Sender, Store, Subscription,
+    SubscriptionKey, metric,
 };
 use streamer_schema::execute::{self, OperationKind};
-use streamer_schema::{Services, deliver, prune_connection};
+use streamer_schema::{Services, deliver, oversized, prune_connection};
 
 use crate::event::WsEvent;
 
@@ -24,6 +25,7 @@ pub struct Gateway {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     sender: Arc<dyn Sender>,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -69,6 +71,7 @@ impl Gateway {
             store: Arc::clone(&services.store),
             clock: Arc::clone(&services.clock),
             sender,
+            limits: services.limits,
         }
     }
 
@@ -269,6 +272,21 @@ impl Gateway {
         id: String,
         payload: SubscribePayload,
     ) -> Result<Option<Close>> {
+        let checked = LimitExceeded::check(
+            "operationId",
+            "the operation id length",
+            id.chars().count(),
+            self.limits.max_operation_id,
+        )
+        .and_then(|()| execute::check_document(&payload.query, &self.limits));
+        if let Err(exceeded) = checked {
+            let error = ServerMessage::Error {
+                id,
+                payload: vec![exceeded.to_graphql()],
+            };
+            self.post(&connection.id, &error).await?;
+            return Ok(None);
+        }
         let request = execute::request(
             &payload.query,
             payload.operation_name.as_deref(),
@@ -287,13 +305,17 @@ impl Gateway {
             }]
         } else {
             let payload = serde_json::to_value(&result).unwrap_or_default();
-            vec![
-                ServerMessage::Next {
-                    id: id.clone(),
-                    payload,
-                },
-                ServerMessage::Complete { id },
-            ]
+            let next = ServerMessage::Next {
+                id: id.clone(),
+                payload,
+            };
+            match oversized(&next, &self.limits) {
+                Some(exceeded) => vec![ServerMessage::Error {
+                    id,
+                    payload: vec![exceeded.to_graphql()],
+                }],
+                None => vec![next, ServerMessage::Complete { id }],
+            }
         };
         for message in &messages {
             match self.post(&connection.id, message).await {
@@ -331,6 +353,19 @@ impl Gateway {
                 return Ok(None);
             }
         };
+        if let Err(exceeded) = LimitExceeded::check(
+            "subscriptions",
+            "the number of active subscriptions",
+            connection.operations.len() + 1,
+            self.limits.max_subscriptions,
+        ) {
+            let error = ServerMessage::Error {
+                id,
+                payload: vec![exceeded.to_graphql()],
+            };
+            self.post(&connection.id, &error).await?;
+            return Ok(None);
+        }
         match self
             .store
             .add_operation(&connection.id, &id, &target.request_id)
@@ -365,6 +400,7 @@ impl Gateway {
                     &*self.sender,
                     &subscription,
                     &state,
+                    &self.limits,
                 )
                 .await?;
             }
@@ -415,6 +451,12 @@ impl Gateway {
             return (
                 400,
                 serde_json::json!({ "errors": [{ "message": message }] }),
+            );
+        }
+        if let Err(exceeded) = execute::check_document(&request.query, &self.limits) {
+            return (
+                400,
+                serde_json::json!({ "errors": [exceeded.to_graphql()] }),
             );
         }
         let request = execute::request(

@@ -13,7 +13,7 @@ use lambda_runtime::{Context, LambdaEvent, service_fn};
 use serde_json::Value;
 use streamer_aws::stream::{self, StreamEvent};
 use streamer_aws::{Aws, SenderOptions, Tables, WorkerEvent};
-use streamer_core::{RandomIds, Store, SystemClock};
+use streamer_core::{Limits, RandomIds, Store, SystemClock};
 use streamer_gateway::Gateway;
 use streamer_processor::{Outcome, Processor, SweepOptions, Sweeper, Worker};
 use streamer_schema::{Handlers, Services};
@@ -63,6 +63,7 @@ impl Function {
             store,
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds),
+            limits: Limits::default(),
         }
     }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_graphql::dynamic::Schema;
 use async_trait::async_trait;
 use streamer_core::store::Change;
-use streamer_core::{Clock, IdGenerator, MemoryStore, RandomIds, Sender, Store, SystemClock};
+use streamer_core::{
+    Clock, IdGenerator, Limits, MemoryStore, RandomIds, Sender, Store, SystemClock,
+};
 use streamer_gateway::Gateway;
 use streamer_processor::{Processor, TaskDispatcher, Worker};
 use streamer_schema::{Handlers, Services};
@@ -102,9 +104,16 @@ pub struct StackBuilder {
     connection_ids: Arc<dyn IdGenerator>,
     job_concurrency: usize,
     timeouts: Timeouts,
+    limits: Limits,
 }
 
 impl StackBuilder {
+    /// With these limits instead of the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// With these connection timers (init, idle, lifetime) instead of the defaults.
     pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
         self.timeouts = timeouts;
@@ -158,6 +167,7 @@ impl StackBuilder {
             store: Arc::clone(&store),
             clock: Arc::clone(&self.clock),
             ids: self.ids,
+            limits: self.limits,
         };
         let schema = streamer_schema::build(Arc::clone(&self.handlers), services.clone())?;
         let sockets = Sockets::default();
@@ -171,6 +181,7 @@ impl StackBuilder {
         let server =
             Server::new(gateway, sockets.clone(), self.connection_ids).with_timeouts(self.timeouts);
         Ok(Stack {
+            limits: self.limits,
             server,
             sockets,
             schema,
@@ -190,6 +201,7 @@ pub struct Stack {
     store: Arc<dyn Store>,
     dispatcher: TaskDispatcher,
     backend: Box<dyn Backend>,
+    limits: Limits,
 }
 
 impl Stack {
@@ -202,6 +214,7 @@ impl Stack {
             connection_ids: Arc::new(RandomIds),
             job_concurrency: 64,
             timeouts: Timeouts::default(),
+            limits: Limits::default(),
         }
     }
 
@@ -219,7 +232,8 @@ impl Stack {
     ) -> std::io::Result<()> {
         let endpoint = format!("http://{}", listener.local_addr()?);
         let sender = self.backend.sender(&endpoint, &self.sockets);
-        let processor = Processor::new(self.schema, self.store, sender, Arc::new(self.dispatcher));
+        let processor = Processor::new(self.schema, self.store, sender, Arc::new(self.dispatcher))
+            .with_limits(self.limits);
         let feed = tokio::spawn(self.backend.feed(processor));
         let served = self.server.run(listener, shutdown).await;
         feed.abort();

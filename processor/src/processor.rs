@@ -8,7 +8,7 @@ use async_graphql::dynamic::Schema;
 use async_trait::async_trait;
 use futures::{StreamExt, stream};
 use streamer_core::store::{Change, ChangeKind};
-use streamer_core::{AsyncRequest, Result, Sender, Store, metric};
+use streamer_core::{AsyncRequest, Limits, Result, Sender, Store, metric};
 use streamer_schema::{Delivery, deliver};
 
 /// Starts a job somewhere else, without waiting for it: locally a task, on AWS an
@@ -37,6 +37,7 @@ pub struct Processor {
     store: Arc<dyn Store>,
     sender: Arc<dyn Sender>,
     dispatcher: Arc<dyn Dispatcher>,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for Processor {
@@ -60,7 +61,14 @@ impl Processor {
             store,
             sender,
             dispatcher,
+            limits: Limits::default(),
         }
+    }
+
+    /// With these limits instead of the defaults (the message size applies here).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Handles a batch. Changes of one request are handled in order, one after the other;
@@ -142,6 +150,7 @@ impl Processor {
                     &*this.sender,
                     &subscription,
                     &state,
+                    &this.limits,
                 )
                 .await
             }

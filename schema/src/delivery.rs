@@ -11,7 +11,8 @@
 use async_graphql::dynamic::Schema;
 use streamer_core::protocol::ServerMessage;
 use streamer_core::{
-    AsyncRequest, Connection, Error, Result, Sender, Store, Subscription, SubscriptionKey,
+    AsyncRequest, Connection, Error, LimitExceeded, Limits, Result, Sender, Store, Subscription,
+    SubscriptionKey,
 };
 
 use crate::execute;
@@ -29,6 +30,8 @@ pub enum Delivery {
     Skipped,
     /// The connection is gone; it and its subscriptions were deleted.
     Gone,
+    /// The result was over the message size limit: the operation got an `error` and ended.
+    TooLarge,
 }
 
 /// Pushes `state` to `subscription` under the rules above.
@@ -38,6 +41,7 @@ pub async fn deliver(
     sender: &dyn Sender,
     subscription: &Subscription,
     state: &AsyncRequest,
+    limits: &Limits,
 ) -> Result<Delivery> {
     let key = &subscription.key;
     let document = || {
@@ -78,6 +82,22 @@ pub async fn deliver(
         frames.push(next(key, &response));
         Delivery::Pushed
     };
+    let mut outcome = outcome;
+    if let Some(exceeded) = frames.first().and_then(|f| oversized(f, limits)) {
+        // The result cannot be delivered: the operation ends with an error saying why.
+        if outcome == Delivery::Pushed {
+            store.delete_subscription(key).await?;
+            store
+                .remove_operation(&key.connection_id, &key.operation_id)
+                .await?;
+        }
+        tracing::warn!(connection_id = %key.connection_id, operation_id = %key.operation_id, %exceeded, "result too large");
+        frames = vec![ServerMessage::Error {
+            id: key.operation_id.clone(),
+            payload: vec![exceeded.to_graphql()],
+        }];
+        outcome = Delivery::TooLarge;
+    }
     for frame in frames {
         match sender.post(&key.connection_id, &frame.to_text()).await {
             Ok(()) => {}
@@ -89,6 +109,20 @@ pub async fn deliver(
         }
     }
     Ok(outcome)
+}
+
+/// Whether a `next` frame is over the message size limit.
+pub fn oversized(frame: &ServerMessage, limits: &Limits) -> Option<LimitExceeded> {
+    if !matches!(frame, ServerMessage::Next { .. }) {
+        return None;
+    }
+    LimitExceeded::check(
+        "messageBytes",
+        "the result size in bytes",
+        frame.to_text().len(),
+        limits.max_message_bytes,
+    )
+    .err()
 }
 
 fn next(key: &SubscriptionKey, response: &async_graphql::Response) -> ServerMessage {

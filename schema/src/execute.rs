@@ -146,3 +146,125 @@ mod tests {
         assert_eq!(operation_kind("{", None), None);
     }
 }
+
+/// What a document asks for, fragments expanded.
+#[derive(Debug, Default)]
+struct Measure {
+    depth: usize,
+    fields: usize,
+    aliases: usize,
+}
+
+fn measure(
+    set: &async_graphql::parser::types::SelectionSet,
+    depth: usize,
+    fragments: &std::collections::HashMap<
+        async_graphql::Name,
+        async_graphql::Positioned<async_graphql::parser::types::FragmentDefinition>,
+    >,
+    visiting: &mut Vec<String>,
+    measured: &mut Measure,
+    cap: usize,
+) {
+    use async_graphql::parser::types::Selection;
+    for item in &set.items {
+        // Fragments can multiply a document; past the cap the answer is known.
+        if measured.fields > cap {
+            return;
+        }
+        match &item.node {
+            Selection::Field(field) => {
+                measured.fields += 1;
+                measured.aliases += usize::from(field.node.alias.is_some());
+                measured.depth = measured.depth.max(depth + 1);
+                let inner = &field.node.selection_set.node;
+                measure(inner, depth + 1, fragments, visiting, measured, cap);
+            }
+            Selection::InlineFragment(fragment) => {
+                let inner = &fragment.node.selection_set.node;
+                measure(inner, depth, fragments, visiting, measured, cap);
+            }
+            Selection::FragmentSpread(spread) => {
+                let name = spread.node.fragment_name.node.as_str();
+                // A cycle is a validation error the executor reports.
+                if visiting.iter().any(|v| v == name) {
+                    continue;
+                }
+                if let Some(fragment) = fragments.get(name) {
+                    visiting.push(name.to_owned());
+                    let inner = &fragment.node.selection_set.node;
+                    measure(inner, depth, fragments, visiting, measured, cap);
+                    visiting.pop();
+                }
+            }
+        }
+    }
+}
+
+/// Checks a document against the depth, complexity (fields selected) and alias limits,
+/// fragments expanded. A document that does not parse passes: execution reports its errors.
+pub fn check_document(
+    query: &str,
+    limits: &streamer_core::Limits,
+) -> Result<(), streamer_core::LimitExceeded> {
+    use streamer_core::LimitExceeded;
+    let Ok(document) = async_graphql::parser::parse_query(query) else {
+        return Ok(());
+    };
+    let cap = limits.max_complexity.max(limits.max_aliases);
+    for (_, operation) in document.operations.iter() {
+        let mut measured = Measure::default();
+        let set = &operation.node.selection_set.node;
+        measure(
+            set,
+            0,
+            &document.fragments,
+            &mut Vec::new(),
+            &mut measured,
+            cap,
+        );
+        LimitExceeded::check("depth", "the query depth", measured.depth, limits.max_depth)?;
+        LimitExceeded::check(
+            "complexity",
+            "the number of fields selected",
+            measured.fields,
+            limits.max_complexity,
+        )?;
+        LimitExceeded::check(
+            "aliases",
+            "the number of aliases",
+            measured.aliases,
+            limits.max_aliases,
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use streamer_core::Limits;
+
+    use super::*;
+
+    #[test]
+    fn depth_fields_and_aliases_are_counted_through_fragments() {
+        let limits = Limits {
+            max_depth: 3,
+            max_complexity: 5,
+            max_aliases: 2,
+            ..Limits::default()
+        };
+        assert!(check_document("{ request(id: \"a\") { id status } }", &limits).is_ok());
+        let deep = "{ requests { edges { node { error { code } } } } }";
+        assert_eq!(check_document(deep, &limits).unwrap_err().limit, "depth");
+        let wide = "query { a: actions b: actions c: actions }";
+        assert_eq!(check_document(wide, &limits).unwrap_err().limit, "aliases");
+        // A fragment spread twice: its fields count each time (1 + 2 + 1 + 2).
+        let spread = "fragment F on AsyncRequest { id status } { a: request(id: \"1\") { ...F } b: request(id: \"2\") { ...F } }";
+        let error = check_document(spread, &limits).unwrap_err();
+        assert_eq!((error.limit, error.actual), ("complexity", 6));
+        // Cycles do not hang the count; the executor reports them.
+        assert!(check_document("fragment A on Query { ...A } { ...A }", &limits).is_ok());
+        assert!(check_document("{ not graphql", &limits).is_ok());
+    }
+}

@@ -14,7 +14,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::stream;
 use serde_json::Value;
 use streamer_core::store::{RequestFilter, modify_request};
-use streamer_core::{AsyncRequest, Clock, Error as CoreError, IdGenerator, RequestStatus, Store};
+use streamer_core::{
+    AsyncRequest, Clock, Error as CoreError, IdGenerator, LimitExceeded, Limits, RequestStatus,
+    Store,
+};
 
 use crate::bridge::json_field;
 use crate::execute::{Capture, Event, Target};
@@ -29,6 +32,8 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     /// Request ids.
     pub ids: Arc<dyn IdGenerator>,
+    /// What one client may ask.
+    pub limits: Limits,
 }
 
 /// The default page size of `requests`, and its maximum.
@@ -302,6 +307,22 @@ async fn enqueue(
     handler: &Registered,
     payload: Value,
 ) -> async_graphql::Result<AsyncRequest> {
+    let size = serde_json::to_string(&payload).map_or(0, |text| text.len());
+    if let Err(exceeded) = LimitExceeded::check(
+        "payloadBytes",
+        "the payload size in bytes",
+        size,
+        services.limits.max_payload_bytes,
+    ) {
+        return Err(
+            async_graphql::Error::new(exceeded.to_string()).extend_with(|_, e| {
+                e.set("code", "LIMIT_EXCEEDED");
+                e.set("limit", exceeded.limit);
+                e.set("max", exceeded.max);
+                e.set("actual", exceeded.actual);
+            }),
+        );
+    }
     let request = AsyncRequest::new(
         services.ids.next_id(),
         handler.action(),

@@ -81,6 +81,11 @@ impl TestServer {
     }
 
     pub async fn start_on(on: On) -> Self {
+        Self::start_with(on, streamer::core::Limits::default()).await
+    }
+
+    /// On `on`, with these limits.
+    pub async fn start_with(on: On, limits: streamer::core::Limits) -> Self {
         // Logs with RUST_LOG=..., shown for failing tests.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -94,7 +99,8 @@ impl TestServer {
                 chrono::Duration::milliseconds(1),
             )))
             .with_ids(Arc::new(SequentialIds::new("req")))
-            .with_connection_ids(Arc::new(SequentialIds::new("conn")));
+            .with_connection_ids(Arc::new(SequentialIds::new("conn")))
+            .with_limits(limits);
         let stack = match on {
             On::Embedded => builder.build(),
             On::DynamoDb => {

@@ -1,0 +1,110 @@
+//! [`Limits`]: what one client may ask of the service, with API Gateway's own limits as the
+//! defaults where it has them. A request over a limit gets an error that names the limit; the
+//! connection and its other operations carry on.
+
+use serde_json::{Value, json};
+
+/// The limits, each with its documented default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame sent to a client: 128 KiB, API Gateway's limit. A result over it is
+    /// answered with an `error` for its operation.
+    pub max_message_bytes: usize,
+    /// Deepest selection nesting of a document: 12.
+    pub max_depth: usize,
+    /// Most fields a document selects, fragments expanded: 250.
+    pub max_complexity: usize,
+    /// Most aliased fields in a document, fragments expanded: 30.
+    pub max_aliases: usize,
+    /// Most active subscriptions on one connection: 100 (AppSync's default).
+    pub max_subscriptions: usize,
+    /// Longest operation id: 128 characters.
+    pub max_operation_id: usize,
+    /// Largest job payload, as JSON: 64 KiB (a request item holds it, within DynamoDB's
+    /// 400 KB per item).
+    pub max_payload_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 128 * 1024,
+            max_depth: 12,
+            max_complexity: 250,
+            max_aliases: 30,
+            max_subscriptions: 100,
+            max_operation_id: 128,
+            max_payload_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A limit that was exceeded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} is {actual}, over the limit of {max}")]
+pub struct LimitExceeded {
+    /// The limit's name, as in the error's `extensions.limit`: `messageBytes`, `depth`,
+    /// `complexity`, `aliases`, `subscriptions`, `operationId`, `payloadBytes`.
+    pub limit: &'static str,
+    /// What was measured, for people.
+    pub what: &'static str,
+    /// The measure.
+    pub actual: usize,
+    /// The limit.
+    pub max: usize,
+}
+
+impl LimitExceeded {
+    /// Checks `actual` against `max`.
+    pub fn check(
+        limit: &'static str,
+        what: &'static str,
+        actual: usize,
+        max: usize,
+    ) -> Result<(), Self> {
+        if actual > max {
+            Err(Self {
+                limit,
+                what,
+                actual,
+                max,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The error as a GraphQL error, code `LIMIT_EXCEEDED`.
+    pub fn to_graphql(&self) -> Value {
+        json!({
+            "message": self.to_string(),
+            "extensions": {
+                "code": "LIMIT_EXCEEDED",
+                "limit": self.limit,
+                "max": self.max,
+                "actual": self.actual,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exceeded_limit_names_itself() {
+        assert_eq!(
+            LimitExceeded::check("depth", "the query depth", 12, 12),
+            Ok(())
+        );
+        let error = LimitExceeded::check("depth", "the query depth", 13, 12).unwrap_err();
+        assert_eq!(
+            error.to_graphql(),
+            json!({
+                "message": "the query depth is 13, over the limit of 12",
+                "extensions": { "code": "LIMIT_EXCEEDED", "limit": "depth", "max": 12, "actual": 13 }
+            })
+        );
+    }
+}
