@@ -165,6 +165,7 @@ async fn a_gone_connection_is_pruned_with_its_subscriptions(on: On) {
             last_version: 0,
             created_at: now,
             expires_at: ghost.expires_at,
+            pushing_until: None,
         })
         .await
         .unwrap();

@@ -219,6 +219,7 @@ async fn split_shards_are_followed_parents_first_and_in_order_per_item() {
                 last_version: 0,
                 created_at: chrono::Utc::now(),
                 expires_at: i64::MAX,
+                pushing_until: None,
             })
             .await
             .unwrap();

@@ -6,7 +6,7 @@ use serde_json::json;
 use streamer::aws::stream::{self, StreamEvent};
 use streamer::aws::tables::REQUESTS;
 use streamer::aws::{DynamoDbStore, PollerOptions, StreamPoller, Tables};
-use streamer::core::store::{Change, ChangeKind, RequestFilter};
+use streamer::core::store::{Change, ChangeKind, Claim, Finish, RequestFilter};
 use streamer::core::{
     AsyncRequest, Connection, Error, MemoryStore, RequestStatus, Store, Subscription,
     SubscriptionKey,
@@ -119,6 +119,7 @@ async fn subscriptions(store: &dyn Store) {
         last_version: 0,
         created_at: at(1),
         expires_at: at(3600).timestamp(),
+        pushing_until: None,
     };
     for (connection, operation) in [("c1", "1"), ("c2", "1"), ("c1", "2")] {
         store
@@ -135,37 +136,78 @@ async fn subscriptions(store: &dyn Store) {
     assert_eq!(found.len(), 3, "only this request's subscriptions");
     assert_eq!(found[0], subscription("c1", "1", &request_id));
 
+    // Claims: versions only go up, and pushes never overlap.
     let k = key(&request_id, "c1", "1");
-    assert!(store.advance_subscription(&k, 3).await.unwrap());
-    assert!(
-        !store.advance_subscription(&k, 3).await.unwrap(),
+    let (now, hold) = (1_000, 11_000);
+    assert_eq!(
+        store.claim_push(&k, 3, now, hold).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.claim_push(&k, 4, now, hold).await.unwrap(),
+        Claim::Busy,
+        "a push is in flight"
+    );
+    assert_eq!(
+        store.finish_subscription(&k, now).await.unwrap(),
+        Finish::Busy,
+        "not finished under a push"
+    );
+    store.release_push(&k, 3).await.unwrap();
+    assert_eq!(
+        store.claim_push(&k, 3, now, hold).await.unwrap(),
+        Claim::Stale,
         "the same version twice"
     );
-    assert!(
-        !store.advance_subscription(&k, 2).await.unwrap(),
+    assert_eq!(
+        store.claim_push(&k, 2, now, hold).await.unwrap(),
+        Claim::Stale,
         "an older version"
     );
-    assert!(store.advance_subscription(&k, 4).await.unwrap());
-    assert!(
-        !store
-            .advance_subscription(&key(&request_id, "nope", "1"), 9)
+    assert_eq!(
+        store.claim_push(&k, 4, now, hold).await.unwrap(),
+        Claim::Claimed
+    );
+    // A hold whose pusher died passes.
+    assert_eq!(
+        store
+            .claim_push(&k, 5, hold + 1, hold + 5_000)
             .await
             .unwrap(),
+        Claim::Claimed
+    );
+    store.release_push(&k, 4).await.unwrap();
+    assert_eq!(
+        store
+            .claim_push(&k, 6, hold + 2, hold + 5_000)
+            .await
+            .unwrap(),
+        Claim::Busy,
+        "a stale release leaves the newer hold"
+    );
+    store.release_push(&k, 5).await.unwrap();
+    assert_eq!(
+        store
+            .claim_push(&key(&request_id, "nope", "1"), 9, now, hold)
+            .await
+            .unwrap(),
+        Claim::Gone,
         "a missing subscription"
     );
 
-    let deleted = store
-        .delete_subscription(&k)
-        .await
-        .unwrap()
-        .expect("existed");
-    assert_eq!(deleted.last_version, 4);
+    match store.finish_subscription(&k, hold + 3).await.unwrap() {
+        Finish::Deleted(deleted) => assert_eq!(deleted.last_version, 5),
+        other => panic!("expected the subscription, got {other:?}"),
+    }
     assert_eq!(
-        store.delete_subscription(&k).await.unwrap(),
-        None,
+        store.finish_subscription(&k, hold + 3).await.unwrap(),
+        Finish::Gone,
         "only one finisher wins"
     );
-    assert_eq!(store.subscriptions(&request_id).await.unwrap().len(), 2);
+    let k2 = key(&request_id, "c2", "1");
+    assert!(store.delete_subscription(&k2).await.unwrap().is_some());
+    assert_eq!(store.delete_subscription(&k2).await.unwrap(), None);
+    assert_eq!(store.subscriptions(&request_id).await.unwrap().len(), 1);
 }
 
 async fn requests(store: &dyn Store) {

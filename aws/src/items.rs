@@ -191,6 +191,7 @@ mod tests {
             last_version: 2,
             created_at: at(1),
             expires_at: connection.expires_at,
+            pushing_until: None,
         };
         let mut request = AsyncRequest::new(
             "req-1",

@@ -11,7 +11,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use serde_json::Value;
 use streamer_core::store::{Page, RequestFilter};
 use streamer_core::{
-    AsyncRequest, Connection, Error, Phase, Result, Store, Subscription, SubscriptionKey,
+    AsyncRequest, Claim, Connection, Error, Finish, Phase, Result, Store, Subscription,
+    SubscriptionKey,
 };
 
 use crate::items::{
@@ -338,21 +339,85 @@ impl Store for DynamoDbStore {
         items.into_iter().map(subscription_from_item).collect()
     }
 
-    async fn advance_subscription(&self, key: &SubscriptionKey, version: u64) -> Result<bool> {
+    async fn claim_push(
+        &self,
+        key: &SubscriptionKey,
+        version: u64,
+        now: i64,
+        until: i64,
+    ) -> Result<Claim> {
         let result = self
             .client
             .update_item()
             .table_name(&self.subscriptions)
             .set_key(Some(subscription_key(key)))
-            .update_expression("SET lastVersion = :version")
-            .condition_expression("attribute_exists(requestId) AND lastVersion < :version")
+            .update_expression("SET lastVersion = :version, pushingUntil = :until")
+            .condition_expression(
+                "attribute_exists(requestId) AND lastVersion < :version \
+                 AND (attribute_not_exists(pushingUntil) OR pushingUntil < :now)",
+            )
+            .expression_attribute_values(":version", n(version))
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":now", n(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Claim::Claimed),
+            Err(error) => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    let Some(item) = failed.item.clone() else {
+                        return Ok(Claim::Gone);
+                    };
+                    let current = subscription_from_item(item)?;
+                    Ok(if current.last_version >= version {
+                        Claim::Stale
+                    } else {
+                        Claim::Busy
+                    })
+                }
+                _ => Err(Error::backend("claiming a push", error)),
+            },
+        }
+    }
+
+    async fn release_push(&self, key: &SubscriptionKey, version: u64) -> Result<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.subscriptions)
+            .set_key(Some(subscription_key(key)))
+            .update_expression("REMOVE pushingUntil")
+            .condition_expression("lastVersion = :version")
             .expression_attribute_values(":version", n(version))
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
-            Err(error) if condition_failed(&error) => Ok(false),
-            Err(error) => Err(Error::backend("advancing a subscription", error)),
+            Ok(_) => Ok(()),
+            // Gone, or a later push took over after this one's hold passed.
+            Err(error) if condition_failed(&error) => Ok(()),
+            Err(error) => Err(Error::backend("releasing a push", error)),
+        }
+    }
+
+    async fn finish_subscription(&self, key: &SubscriptionKey, now: i64) -> Result<Finish> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.subscriptions)
+            .set_key(Some(subscription_key(key)))
+            .condition_expression("attribute_not_exists(pushingUntil) OR pushingUntil < :now")
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(match output.attributes {
+                Some(item) => Finish::Deleted(subscription_from_item(item)?),
+                None => Finish::Gone,
+            }),
+            Err(error) if condition_failed(&error) => Ok(Finish::Busy),
+            Err(error) => Err(Error::backend("finishing a subscription", error)),
         }
     }
 

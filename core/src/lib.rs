@@ -45,5 +45,5 @@ pub use limits::{LimitExceeded, Limits};
 pub use memory::{MemorySender, MemoryStore};
 pub use request::{AsyncRequest, RequestError, RequestStatus};
 pub use sender::Sender;
-pub use store::{Change, ChangeKind, Page, RequestFilter, Store};
+pub use store::{Change, ChangeKind, Claim, Finish, Page, RequestFilter, Store};
 pub use subscription::{Subscription, SubscriptionKey};

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::connection::Phase;
 use crate::protocol::Close;
-use crate::store::{Change, ChangeKind, Page, RequestFilter, Store};
+use crate::store::{Change, ChangeKind, Claim, Finish, Page, RequestFilter, Store};
 use crate::{AsyncRequest, Connection, Error, Result, Sender, Subscription, SubscriptionKey};
 
 #[derive(Debug, Default)]
@@ -193,14 +193,46 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn advance_subscription(&self, key: &SubscriptionKey, version: u64) -> Result<bool> {
+    async fn claim_push(
+        &self,
+        key: &SubscriptionKey,
+        version: u64,
+        now: i64,
+        until: i64,
+    ) -> Result<Claim> {
         let mut tables = self.tables();
-        match tables.subscriptions.get_mut(key) {
-            Some(subscription) if subscription.last_version < version => {
-                subscription.last_version = version;
-                Ok(true)
-            }
-            _ => Ok(false),
+        let Some(subscription) = tables.subscriptions.get_mut(key) else {
+            return Ok(Claim::Gone);
+        };
+        if subscription.last_version >= version {
+            return Ok(Claim::Stale);
+        }
+        if subscription.pushing_until.is_some_and(|held| held >= now) {
+            return Ok(Claim::Busy);
+        }
+        subscription.last_version = version;
+        subscription.pushing_until = Some(until);
+        Ok(Claim::Claimed)
+    }
+
+    async fn release_push(&self, key: &SubscriptionKey, version: u64) -> Result<()> {
+        if let Some(subscription) = self.tables().subscriptions.get_mut(key)
+            && subscription.last_version == version
+        {
+            subscription.pushing_until = None;
+        }
+        Ok(())
+    }
+
+    async fn finish_subscription(&self, key: &SubscriptionKey, now: i64) -> Result<Finish> {
+        let mut tables = self.tables();
+        match tables.subscriptions.get(key) {
+            None => Ok(Finish::Gone),
+            Some(s) if s.pushing_until.is_some_and(|held| held >= now) => Ok(Finish::Busy),
+            Some(_) => Ok(tables
+                .subscriptions
+                .remove(key)
+                .map_or(Finish::Gone, Finish::Deleted)),
         }
     }
 

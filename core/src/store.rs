@@ -67,6 +67,30 @@ impl Change {
     }
 }
 
+/// How a claim to push a version ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The version is this pusher's to post; release it after.
+    Claimed,
+    /// The subscription has seen this version or a newer one: nothing to push.
+    Stale,
+    /// Another push is in flight: try again later (pushes must not overtake each other).
+    Busy,
+    /// The subscription is gone.
+    Gone,
+}
+
+/// How an attempt to finish a subscription ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// Deleted by this caller, as it was: send the last state and `complete`.
+    Deleted(Subscription),
+    /// A push is in flight: try again later.
+    Busy,
+    /// Already gone (another finisher won, or it ended).
+    Gone,
+}
+
 /// Which requests to list, and where to start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestFilter {
@@ -121,11 +145,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()>;
     /// Every subscription following a request (one consistent query on the request's key).
     async fn subscriptions(&self, request_id: &str) -> Result<Vec<Subscription>>;
-    /// Raises a subscription's `last_version` to `version` if it is below it. `false` when it
-    /// is not (an older or duplicate push) or the subscription is gone: do not push.
-    async fn advance_subscription(&self, key: &SubscriptionKey, version: u64) -> Result<bool>;
-    /// Deletes a subscription, returning it if it existed: of two racing finishers, only the
-    /// one that gets `Some` sends `complete`.
+    /// Claims the push of `version`: raises `last_version` to it and holds the subscription
+    /// until `until` (epoch ms), if `last_version` is below it and no other push holds it (or
+    /// that hold has passed `now`). Release with [`Store::release_push`] once posted.
+    async fn claim_push(
+        &self,
+        key: &SubscriptionKey,
+        version: u64,
+        now: i64,
+        until: i64,
+    ) -> Result<Claim>;
+    /// Ends the push of `version` (clears the hold if it is still that push's).
+    async fn release_push(&self, key: &SubscriptionKey, version: u64) -> Result<()>;
+    /// Deletes a subscription unless a push holds it (a hold past `now` does not count): of
+    /// two racing finishers, only the one that gets [`Finish::Deleted`] sends `complete`.
+    async fn finish_subscription(&self, key: &SubscriptionKey, now: i64) -> Result<Finish>;
+    /// Deletes a subscription whatever holds it, returning it if it existed.
     async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<Option<Subscription>>;
 
     /// Stores a new request: [`Error::Conflict`] when the id exists.

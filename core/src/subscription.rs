@@ -38,4 +38,8 @@ pub struct Subscription {
     pub created_at: DateTime<Utc>,
     /// TTL attribute, epoch seconds (the connection's).
     pub expires_at: i64,
+    /// While a push to it is in flight: until when (epoch milliseconds) the pusher holds it.
+    /// Pushes to one subscription never overlap, so they arrive in version order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushing_until: Option<i64>,
 }

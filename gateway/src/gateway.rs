@@ -388,6 +388,7 @@ impl Gateway {
             last_version: target.after_version.unwrap_or(0),
             created_at: self.clock.now(),
             expires_at: connection.expires_at,
+            pushing_until: None,
         };
         self.store.put_subscription(&subscription).await?;
         tracing::info!(connection_id = %connection.id, operation_id = %id, request_id = %target.request_id, "subscribed");

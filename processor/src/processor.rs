@@ -125,6 +125,14 @@ impl Processor {
         if let Some(state) = change.visible() {
             metrics::counter!(metric::REQUESTS, "status" => state.status.to_string()).increment(1);
             let deliveries = self.fan_out(state).await?;
+            if deliveries.contains(&Delivery::Busy) {
+                // Another push to a subscription is in flight: this change goes again later,
+                // so that it cannot overtake that push.
+                return Err(streamer_core::Error::Conflict(format!(
+                    "a push of request {} is in flight",
+                    state.id
+                )));
+            }
             if deliveries
                 .iter()
                 .any(|d| matches!(d, Delivery::Pushed | Delivery::Completed))

@@ -2,17 +2,20 @@
 //! snapshot on subscribe) and the processor (fan-out of every change), so both obey the same
 //! rules:
 //!
-//! - a subscription never receives a version at or below one it already has: the store's
-//!   `last_version` is raised with a conditional write before the push;
+//! - a subscription never receives a version at or below one it already has, and pushes to
+//!   it never overlap: a push claims the version with a conditional write (raising
+//!   `last_version` and holding the subscription) and releases the hold once posted; a
+//!   delivery that finds another push in flight is [`Delivery::Busy`] and is tried again;
 //! - exactly one party sends `complete`: whoever deletes the subscription after the terminal
-//!   state;
-//! - a connection that is gone (410) is pruned with all its subscriptions.
+//!   state, and not while a push is in flight;
+//! - a connection that is gone (410) is pruned with all its subscriptions;
+//! - a result over the message size limit ends the operation with an `error` saying so.
 
 use async_graphql::dynamic::Schema;
 use streamer_core::protocol::ServerMessage;
 use streamer_core::{
-    AsyncRequest, Connection, Error, LimitExceeded, Limits, Result, Sender, Store, Subscription,
-    SubscriptionKey,
+    AsyncRequest, Claim, Connection, Error, Finish, LimitExceeded, Limits, Result, Sender, Store,
+    Subscription, SubscriptionKey,
 };
 
 use crate::execute;
@@ -32,6 +35,16 @@ pub enum Delivery {
     Gone,
     /// The result was over the message size limit: the operation got an `error` and ended.
     TooLarge,
+    /// Another push to the subscription is in flight: deliver again later.
+    Busy,
+}
+
+/// How long a push holds its subscription at most: if its pusher dies, the next one waits
+/// this long.
+const PUSH_HOLD_MS: i64 = 10_000;
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// Pushes `state` to `subscription` under the rules above.
@@ -53,9 +66,12 @@ pub async fn deliver(
         )
     };
     let mut frames = Vec::with_capacity(2);
+    let mut claimed = None;
     let outcome = if state.status.is_terminal() {
-        let Some(stored) = store.delete_subscription(key).await? else {
-            return Ok(Delivery::Skipped);
+        let stored = match store.finish_subscription(key, now_ms()).await? {
+            Finish::Deleted(stored) => stored,
+            Finish::Gone => return Ok(Delivery::Skipped),
+            Finish::Busy => return Ok(Delivery::Busy),
         };
         store
             .remove_operation(&key.connection_id, &key.operation_id)
@@ -76,8 +92,14 @@ pub async fn deliver(
         let Some(response) = execute::resolve(schema, document(), state).await else {
             return Ok(Delivery::Skipped);
         };
-        if !store.advance_subscription(key, state.version).await? {
-            return Ok(Delivery::Skipped);
+        let now = now_ms();
+        match store
+            .claim_push(key, state.version, now, now + PUSH_HOLD_MS)
+            .await?
+        {
+            Claim::Claimed => claimed = Some(state.version),
+            Claim::Stale | Claim::Gone => return Ok(Delivery::Skipped),
+            Claim::Busy => return Ok(Delivery::Busy),
         }
         frames.push(next(key, &response));
         Delivery::Pushed
@@ -105,8 +127,16 @@ pub async fn deliver(
                 prune_connection(store, &key.connection_id).await?;
                 return Ok(Delivery::Gone);
             }
-            Err(other) => return Err(other),
+            Err(other) => {
+                if let Some(version) = claimed {
+                    store.release_push(key, version).await?;
+                }
+                return Err(other);
+            }
         }
+    }
+    if let (Some(version), Delivery::Pushed) = (claimed, outcome) {
+        store.release_push(key, version).await?;
     }
     Ok(outcome)
 }

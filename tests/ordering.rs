@@ -1,0 +1,220 @@
+//! Ordering under concurrency: several processors fan out overlapping batches of one request's
+//! changes at once (as concurrent invocations and a retried batch would), gateway snapshots
+//! race them, and posts take a random while. Every subscriber still sees strictly increasing
+//! versions, then the terminal state and one `complete`.
+
+#[path = "../examples/report/handlers.rs"]
+mod handlers;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::Rng;
+use serde_json::{Value, json};
+use streamer::core::protocol::Close;
+use streamer::core::store::{Change, ChangeKind};
+use streamer::core::{
+    AsyncRequest, Clock, IdGenerator, Limits, MemoryStore, RandomIds, Result, Sender, Store,
+    Subscription, SubscriptionKey, SystemClock,
+};
+use streamer::processor::{Dispatcher, Processor};
+use streamer::schema::{Services, deliver};
+
+/// A sender whose posts take up to two milliseconds; a frame counts as arrived when its post
+/// returns.
+#[derive(Debug, Default)]
+struct SlowSender {
+    arrived: Mutex<Vec<(String, Value)>>,
+}
+
+#[async_trait]
+impl Sender for SlowSender {
+    async fn post(&self, connection_id: &str, data: &str) -> Result<()> {
+        let pause = rand::rng().random_range(0..2_000);
+        tokio::time::sleep(Duration::from_micros(pause)).await;
+        let frame = serde_json::from_str(data).unwrap();
+        self.arrived
+            .lock()
+            .unwrap()
+            .push((connection_id.to_owned(), frame));
+        Ok(())
+    }
+
+    async fn close(&self, _: &str, _: &Close) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct NoJobs;
+
+#[async_trait]
+impl Dispatcher for NoJobs {
+    async fn dispatch(&self, _: &AsyncRequest) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// One request's life: QUEUED (1), RUNNING (2), seven progress reports (3..=9), COMPLETED (10).
+fn history() -> Vec<AsyncRequest> {
+    let now = chrono::Utc::now();
+    let mut request = AsyncRequest::new("r", "generateReport", json!({}), now);
+    let mut states = vec![request.clone()];
+    request.start(now).unwrap();
+    states.push(request.clone());
+    for step in 1..=7 {
+        request
+            .report(f64::from(step) / 10.0, Some(format!("step {step}")), now)
+            .unwrap();
+        states.push(request.clone());
+    }
+    request
+        .complete(json!({ "url": "u", "rows": 1, "sizeBytes": 1 }), now)
+        .unwrap();
+    states.push(request);
+    states
+}
+
+fn changes(states: &[AsyncRequest]) -> Vec<Change> {
+    states
+        .iter()
+        .enumerate()
+        .map(|(i, state)| Change {
+            sequence_number: format!("{:06}", i + 1),
+            kind: if i == 0 {
+                ChangeKind::Insert
+            } else {
+                ChangeKind::Modify
+            },
+            old: i.checked_sub(1).map(|p| states[p].clone()),
+            new: Some(state.clone()),
+        })
+        .collect()
+}
+
+/// Handles `batch` until no change fails, as an event source retries failed records.
+async fn until_done(processor: Processor, mut batch: Vec<Change>) {
+    for _ in 0..500 {
+        let outcome = processor.handle_batch(batch.clone()).await;
+        let Some(lowest) = outcome.failures.iter().min().cloned() else {
+            return;
+        };
+        batch.retain(|c| c.sequence_number >= lowest);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("a batch kept failing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_fan_outs_and_a_retried_batch_keep_versions_increasing() {
+    for round in 0..5 {
+        let store = Arc::new(MemoryStore::new());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let ids: Arc<dyn IdGenerator> = Arc::new(RandomIds);
+        let services = Services {
+            store: store.clone(),
+            clock,
+            ids,
+            limits: Limits::default(),
+        };
+        let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
+        let sender = Arc::new(SlowSender::default());
+        let mut subscriptions = Vec::new();
+        for connection in 0..5 {
+            for operation in 0..4 {
+                let subscription = Subscription {
+                    key: SubscriptionKey {
+                        request_id: "r".into(),
+                        connection_id: format!("c{connection}"),
+                        operation_id: format!("o{operation}"),
+                    },
+                    query: "subscription($id: ID!) { requestProgress(id: $id) { version status } }"
+                        .into(),
+                    operation_name: None,
+                    variables: Some(json!({ "id": "r" })),
+                    last_version: 0,
+                    created_at: chrono::Utc::now(),
+                    expires_at: i64::MAX,
+                    pushing_until: None,
+                };
+                store.put_subscription(&subscription).await.unwrap();
+                subscriptions.push(subscription);
+            }
+        }
+        let states = history();
+        let all = changes(&states);
+        let processor = || {
+            Processor::new(
+                schema.clone(),
+                store.clone(),
+                sender.clone(),
+                Arc::new(NoJobs),
+            )
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        // Two invocations with overlapping batches, and a retry of an earlier batch.
+        tasks.spawn(until_done(processor(), all.clone()));
+        tasks.spawn(until_done(processor(), all[2..].to_vec()));
+        tasks.spawn(until_done(processor(), all[..6].to_vec()));
+        // Gateway snapshots of assorted states racing the fan-outs.
+        for (i, subscription) in subscriptions.iter().enumerate() {
+            let (schema, store, sender) = (schema.clone(), store.clone(), sender.clone());
+            let subscription = subscription.clone();
+            let state = states[(i * 3 + round) % 9].clone();
+            tasks.spawn(async move {
+                deliver(
+                    &schema,
+                    &*store,
+                    &*sender,
+                    &subscription,
+                    &state,
+                    &Limits::default(),
+                )
+                .await
+                .unwrap();
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.unwrap();
+        }
+
+        let mut received: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
+        for (connection, frame) in sender.arrived.lock().unwrap().iter() {
+            let operation = frame["id"].as_str().unwrap().to_owned();
+            received
+                .entry((connection.clone(), operation))
+                .or_default()
+                .push(frame.clone());
+        }
+        assert_eq!(received.len(), 20, "every subscriber heard something");
+        for (subscriber, frames) in &received {
+            let versions: Vec<u64> = frames
+                .iter()
+                .filter(|f| f["type"] == "next")
+                .map(|f| {
+                    f["payload"]["data"]["requestProgress"]["version"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect();
+            assert!(
+                versions.windows(2).all(|w| w[0] < w[1]),
+                "round {round}, {subscriber:?}: {versions:?}"
+            );
+            assert_eq!(
+                versions.last(),
+                Some(&10),
+                "{subscriber:?} got the terminal state"
+            );
+            let completes = frames.iter().filter(|f| f["type"] == "complete").count();
+            assert_eq!(completes, 1, "{subscriber:?}: one complete");
+            assert_eq!(
+                frames.last().unwrap()["type"],
+                "complete",
+                "{subscriber:?}: complete last"
+            );
+        }
+    }
+}
