@@ -180,6 +180,7 @@ async fn duplicate_active_subscription_id_closes_4409(on: On) {
     let mut client = server.client().await;
     client.init().await;
     let request_id = client.generate_report("m", 2_000).await;
+    client.wait_for_status(&request_id, "RUNNING").await;
     client.clear();
     let subscribe = json!({ "id": "same", "type": "subscribe", "payload": { "query": "subscription($id: ID!) { requestProgress(id: $id) { status } }", "variables": { "id": request_id } } });
     client.send(subscribe.clone()).await;

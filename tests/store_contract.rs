@@ -301,7 +301,34 @@ async fn listing(store: &dyn Store) {
     assert_eq!(cancelled, [ids[0].clone(), ids[2].clone(), ids[4].clone()]);
 }
 
+async fn history(store: &dyn Store) {
+    let id = unique("req");
+    let mut request = AsyncRequest::new(&id, "a", json!({ "n": 1 }), at(0));
+    let mut states = vec![request.clone()];
+    request.start(at(1)).unwrap();
+    states.push(request.clone());
+    request.complete(json!({}), at(2)).unwrap();
+    states.push(request.clone());
+    for state in states.iter().chain([&states[1]]) {
+        store.record_history(state).await.unwrap();
+    }
+    assert_eq!(
+        store.request_history(&id, 1, 100).await.unwrap(),
+        states[1..]
+    );
+    assert_eq!(store.request_history(&id, 0, 1).await.unwrap(), states[..1]);
+    assert_eq!(store.request_history(&id, 3, 100).await.unwrap(), []);
+    assert_eq!(
+        store
+            .request_history(&unique("none"), 0, 100)
+            .await
+            .unwrap(),
+        []
+    );
+}
+
 async fn contract(store: &dyn Store) {
+    history(store).await;
     connections(store).await;
     subscriptions(store).await;
     requests(store).await;

@@ -16,7 +16,7 @@ use streamer_core::{
     AsyncRequest, Connection, Error, Phase, Result, Subscription, SubscriptionKey,
 };
 
-use crate::tables::{AWAITING_INIT, BY_CREATION, BY_STATUS};
+use crate::tables::{AWAITING_INIT, BY_CREATION, BY_STATUS, HISTORY};
 
 /// An item as the SDK takes it.
 pub(crate) type Item = HashMap<String, AttributeValue>;
@@ -145,6 +145,21 @@ pub fn request_item(request: &AsyncRequest) -> Result<Item> {
         s(format!("{LIST_PARTITION}#{}", request.status)),
     );
     item.insert(BY_CREATION.sort_key.to_owned(), s(created_key(request)));
+    Ok(item)
+}
+
+/// The sort key of a kept state: its version, zero-padded so that text order is number order.
+pub(crate) fn version_key(version: u64) -> String {
+    format!("{version:020}")
+}
+
+/// The history item of one state of a request.
+pub fn history_item(state: &AsyncRequest) -> Result<Item> {
+    let mut item = encode(state, REQUEST_TEXT)?;
+    item.insert(
+        HISTORY.sort_key.unwrap_or_default().to_owned(),
+        s(version_key(state.version)),
+    );
     Ok(item)
 }
 

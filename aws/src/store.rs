@@ -17,11 +17,12 @@ use streamer_core::{
 
 use crate::items::{
     AWAITING_PARTITION, Item, LIST_PARTITION, connection_from_item, connection_item, created_key,
-    json_text, n, request_from_item, request_item, s, subscription_from_item, subscription_item,
-    subscription_key,
+    history_item, json_text, n, request_from_item, request_item, s, subscription_from_item,
+    subscription_item, subscription_key, version_key,
 };
 use crate::tables::{
-    self, AWAITING_INIT, BY_CREATION, BY_STATUS, CONNECTIONS, REQUESTS, SUBSCRIPTIONS, Tables,
+    self, AWAITING_INIT, BY_CREATION, BY_STATUS, CONNECTIONS, HISTORY, REQUESTS, SUBSCRIPTIONS,
+    Tables,
 };
 
 /// The store on DynamoDB.
@@ -32,6 +33,7 @@ pub struct DynamoDbStore {
     connections: String,
     subscriptions: String,
     requests: String,
+    history: String,
 }
 
 /// Whether an SDK error is a lost condition.
@@ -88,6 +90,7 @@ impl DynamoDbStore {
             connections: tables.name(&CONNECTIONS),
             subscriptions: tables.name(&SUBSCRIPTIONS),
             requests: tables.name(&REQUESTS),
+            history: tables.name(&HISTORY),
             client,
             tables,
         }
@@ -387,8 +390,8 @@ impl Store for DynamoDbStore {
             .update_item()
             .table_name(&self.subscriptions)
             .set_key(Some(subscription_key(key)))
-            .update_expression("REMOVE pushingUntil")
-            .condition_expression("lastVersion = :version")
+            .update_expression("SET lastVersion = :version REMOVE pushingUntil")
+            .condition_expression("attribute_exists(requestId) AND lastVersion <= :version")
             .expression_attribute_values(":version", n(version))
             .send()
             .await;
@@ -483,6 +486,45 @@ impl Store for DynamoDbStore {
             ))),
             Err(error) => Err(Error::backend("updating a request", error)),
         }
+    }
+
+    async fn record_history(&self, state: &AsyncRequest) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.history)
+            .set_item(Some(history_item(state)?))
+            .send()
+            .await
+            .map_err(|e| Error::backend("keeping a state", e))?;
+        Ok(())
+    }
+
+    async fn request_history(
+        &self,
+        id: &str,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<AsyncRequest>> {
+        let mut items: Vec<Item> = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.history)
+            .key_condition_expression("id = :id AND versionKey > :after")
+            .expression_attribute_values(":id", s(id))
+            .expression_attribute_values(":after", s(version_key(after_version)))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| Error::backend("reading a history", e))?;
+            items.extend(page.items.unwrap_or_default());
+            if items.len() >= limit {
+                break;
+            }
+        }
+        items.truncate(limit);
+        items.into_iter().map(request_from_item).collect()
     }
 
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Page> {

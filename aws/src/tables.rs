@@ -9,6 +9,9 @@
 //! - `requests`: key `id`; stream NEW_AND_OLD_IMAGES feeds the processor; two GSIs list
 //!   requests oldest first, all of them (`byCreation`) or by status (`byStatus`).
 //!
+//! - `history`: key `id` + `versionKey` (the version, zero-padded): each visible state of a
+//!   request, written by the processor, read by subscribers that resume.
+//!
 //! Every table has the TTL attribute `expiresAt` (epoch seconds).
 
 use aws_sdk_dynamodb::types::{
@@ -93,8 +96,18 @@ pub const REQUESTS: TableSpec = TableSpec {
     stream: true,
 };
 
+/// The history table: every visible state of a request, by version, for subscribers that
+/// resume with `afterVersion`.
+pub const HISTORY: TableSpec = TableSpec {
+    suffix: "history",
+    partition_key: "id",
+    sort_key: Some("versionKey"),
+    indexes: &[],
+    stream: false,
+};
+
 /// Every table.
-pub const ALL: [TableSpec; 3] = [CONNECTIONS, SUBSCRIPTIONS, REQUESTS];
+pub const ALL: [TableSpec; 4] = [CONNECTIONS, SUBSCRIPTIONS, REQUESTS, HISTORY];
 
 /// What a table must look like, in a form that both a definition here and a description of a
 /// deployed table (or a template) can be brought to, and compared.

@@ -23,6 +23,8 @@ struct Tables {
     requests: HashMap<String, AsyncRequest>,
     // Creation order, for listing.
     request_order: Vec<String>,
+    // Kept states by request, then version.
+    history: HashMap<String, BTreeMap<u64, AsyncRequest>>,
     sequence: u64,
     feeds: Vec<mpsc::UnboundedSender<Change>>,
 }
@@ -217,8 +219,9 @@ impl Store for MemoryStore {
 
     async fn release_push(&self, key: &SubscriptionKey, version: u64) -> Result<()> {
         if let Some(subscription) = self.tables().subscriptions.get_mut(key)
-            && subscription.last_version == version
+            && subscription.last_version <= version
         {
+            subscription.last_version = version;
             subscription.pushing_until = None;
         }
         Ok(())
@@ -275,6 +278,35 @@ impl Store for MemoryStore {
         tables.requests.insert(request.id.clone(), request.clone());
         tables.emit(ChangeKind::Modify, Some(old), Some(request.clone()));
         Ok(())
+    }
+
+    async fn record_history(&self, state: &AsyncRequest) -> Result<()> {
+        self.tables()
+            .history
+            .entry(state.id.clone())
+            .or_default()
+            .insert(state.version, state.clone());
+        Ok(())
+    }
+
+    async fn request_history(
+        &self,
+        id: &str,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<AsyncRequest>> {
+        Ok(self
+            .tables()
+            .history
+            .get(id)
+            .map(|versions| {
+                versions
+                    .range(after_version + 1..)
+                    .take(limit)
+                    .map(|(_, state)| state.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Page> {

@@ -155,7 +155,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: i64,
         until: i64,
     ) -> Result<Claim>;
-    /// Ends the push of `version` (clears the hold if it is still that push's).
+    /// Ends the push of `version`: raises `last_version` to it and clears the hold, unless a
+    /// newer push took over since.
     async fn release_push(&self, key: &SubscriptionKey, version: u64) -> Result<()>;
     /// Deletes a subscription unless a push holds it (a hold past `now` does not count): of
     /// two racing finishers, only the one that gets [`Finish::Deleted`] sends `complete`.
@@ -172,6 +173,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn update_request(&self, request: &AsyncRequest, expected_version: u64) -> Result<()>;
     /// Lists requests, oldest first.
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Page>;
+
+    /// Keeps one state of a request in its history (the processor does, for every visible
+    /// change, before fanning it out). Writing the same version again is harmless.
+    async fn record_history(&self, state: &AsyncRequest) -> Result<()>;
+    /// The kept states of a request with versions above `after_version`, oldest first, at
+    /// most `limit`: what a resuming subscriber missed.
+    async fn request_history(
+        &self,
+        id: &str,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<AsyncRequest>>;
 }
 
 /// Reads a request, applies `change`, and writes it back conditionally, again on a lost race.

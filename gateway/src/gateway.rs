@@ -388,12 +388,19 @@ impl Gateway {
             last_version: target.after_version.unwrap_or(0),
             created_at: self.clock.now(),
             expires_at: connection.expires_at,
-            pushing_until: None,
+            // A resuming subscription starts held: the processor waits while the states it
+            // missed go out, in order, before anything newer.
+            pushing_until: target
+                .after_version
+                .map(|_| streamer_schema::now_ms() + streamer_schema::PUSH_HOLD_MS),
         };
         self.store.put_subscription(&subscription).await?;
         tracing::info!(connection_id = %connection.id, operation_id = %id, request_id = %target.request_id, "subscribed");
         metrics::counter!(metric::SUBSCRIPTIONS_STARTED).increment(1);
         match self.store.get_request(&target.request_id).await? {
+            Some(_) if let Some(after) = target.after_version => {
+                self.resume(&subscription, after).await?;
+            }
             Some(state) => {
                 deliver(
                     &self.schema,
@@ -423,6 +430,92 @@ impl Gateway {
             }
         }
         Ok(None)
+    }
+
+    /// Pushes what a subscription that resumes after `after` missed: the kept states from
+    /// `after + 1` on, as long as they follow one another (a later one is still on its way
+    /// through the processor, which pushes it), then releases the subscription it holds.
+    async fn resume(&self, subscription: &Subscription, after: u64) -> Result<()> {
+        const PAGE: usize = 100;
+        let key = &subscription.key;
+        let variables = subscription.variables.as_ref().and_then(|v| v.as_object());
+        let mut last = after;
+        let mut terminal = None;
+        'pages: loop {
+            let missed = self
+                .store
+                .request_history(&key.request_id, last, PAGE)
+                .await?;
+            let full = missed.len() == PAGE;
+            for state in missed {
+                if state.version != last + 1 {
+                    break 'pages;
+                }
+                let document = execute::request(
+                    &subscription.query,
+                    subscription.operation_name.as_deref(),
+                    variables,
+                );
+                if let Some(response) = execute::resolve(&self.schema, document, &state).await {
+                    let next = ServerMessage::Next {
+                        id: key.operation_id.clone(),
+                        payload: serde_json::to_value(&response).unwrap_or_default(),
+                    };
+                    let frame = match oversized(&next, &self.limits) {
+                        Some(exceeded) => ServerMessage::Error {
+                            id: key.operation_id.clone(),
+                            payload: vec![exceeded.to_graphql()],
+                        },
+                        None => next,
+                    };
+                    let ended = matches!(frame, ServerMessage::Error { .. });
+                    match self.post(&key.connection_id, &frame).await {
+                        Err(Error::Gone(_)) => {
+                            prune_connection(&*self.store, &key.connection_id).await?;
+                            return Ok(());
+                        }
+                        other => other?,
+                    }
+                    if ended {
+                        self.store.delete_subscription(key).await?;
+                        self.store
+                            .remove_operation(&key.connection_id, &key.operation_id)
+                            .await?;
+                        return Ok(());
+                    }
+                }
+                last = state.version;
+                if state.status.is_terminal() {
+                    terminal = Some(state);
+                    break 'pages;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        self.store.release_push(key, last).await?;
+        if terminal.is_none() {
+            // Resuming at the end of a finished request: nothing more to see, only `complete`.
+            terminal = self
+                .store
+                .get_request(&key.request_id)
+                .await?
+                .filter(|current| current.status.is_terminal() && current.version <= last);
+        }
+        if let Some(state) = terminal {
+            // Already pushed: this only ends the subscription with `complete`.
+            deliver(
+                &self.schema,
+                &*self.store,
+                &*self.sender,
+                subscription,
+                &state,
+                &self.limits,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// GraphQL over HTTP (`POST /graphql`): queries and mutations; subscriptions need the

@@ -124,6 +124,9 @@ impl Processor {
         }
         if let Some(state) = change.visible() {
             metrics::counter!(metric::REQUESTS, "status" => state.status.to_string()).increment(1);
+            // Kept before it is pushed: a subscriber that resumes finds every version it
+            // missed in the history, or gets it from this fan-out.
+            self.store.record_history(state).await?;
             let deliveries = self.fan_out(state).await?;
             if deliveries.contains(&Delivery::Busy) {
                 // Another push to a subscription is in flight: this change goes again later,

@@ -41,9 +41,10 @@ pub enum Delivery {
 
 /// How long a push holds its subscription at most: if its pusher dies, the next one waits
 /// this long.
-const PUSH_HOLD_MS: i64 = 10_000;
+pub const PUSH_HOLD_MS: i64 = 10_000;
 
-fn now_ms() -> i64 {
+/// The time as holds count it (epoch milliseconds).
+pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
