@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use serde_json::Value;
@@ -34,6 +35,24 @@ pub struct DynamoDbStore {
     subscriptions: String,
     requests: String,
     history: String,
+}
+
+/// Runs a query page by page until it has `limit` items or none are left.
+async fn query_up_to(query: QueryFluentBuilder, limit: usize, context: &str) -> Result<Vec<Item>> {
+    let mut pages = query
+        .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+        .into_paginator()
+        .send();
+    let mut items = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| Error::backend(context, e))?;
+        items.extend(page.items.unwrap_or_default());
+        if items.len() >= limit {
+            break;
+        }
+    }
+    items.truncate(limit);
+    Ok(items)
 }
 
 /// Whether an SDK error is a lost condition.
@@ -289,8 +308,7 @@ impl Store for DynamoDbStore {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        let mut items: Vec<Item> = Vec::new();
-        let mut pages = self
+        let query = self
             .client
             .query()
             .table_name(&self.connections)
@@ -299,17 +317,8 @@ impl Store for DynamoDbStore {
             .expression_attribute_names("#partition", AWAITING_INIT.partition_key)
             .expression_attribute_names("#connected", AWAITING_INIT.sort_key)
             .expression_attribute_values(":pending", s(AWAITING_PARTITION))
-            .expression_attribute_values(":before", s(before))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| Error::backend("querying connections awaiting init", e))?;
-            items.extend(page.items.unwrap_or_default());
-            if items.len() >= limit {
-                break;
-            }
-        }
-        items.truncate(limit);
+            .expression_attribute_values(":before", s(before));
+        let items = query_up_to(query, limit, "querying connections awaiting init").await?;
         items.into_iter().map(connection_from_item).collect()
     }
 
@@ -505,25 +514,15 @@ impl Store for DynamoDbStore {
         after_version: u64,
         limit: usize,
     ) -> Result<Vec<AsyncRequest>> {
-        let mut items: Vec<Item> = Vec::new();
-        let mut pages = self
+        let query = self
             .client
             .query()
             .table_name(&self.history)
             .key_condition_expression("id = :id AND versionKey > :after")
             .expression_attribute_values(":id", s(id))
             .expression_attribute_values(":after", s(version_key(after_version)))
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| Error::backend("reading a history", e))?;
-            items.extend(page.items.unwrap_or_default());
-            if items.len() >= limit {
-                break;
-            }
-        }
-        items.truncate(limit);
+            .consistent_read(true);
+        let items = query_up_to(query, limit, "reading a history").await?;
         items.into_iter().map(request_from_item).collect()
     }
 
@@ -554,18 +553,7 @@ impl Store for DynamoDbStore {
         }
         // One more than asked tells whether a next page exists.
         let wanted = filter.limit;
-        let mut items = Vec::new();
-        let mut pages = query
-            .limit(i32::try_from(wanted + 1).unwrap_or(i32::MAX))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| Error::backend("listing requests", e))?;
-            items.extend(page.items.unwrap_or_default());
-            if items.len() > wanted {
-                break;
-            }
-        }
+        let items = query_up_to(query, wanted + 1, "listing requests").await?;
         let more = items.len() > wanted;
         let items: Vec<AsyncRequest> = items
             .into_iter()
