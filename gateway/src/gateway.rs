@@ -14,7 +14,7 @@ use streamer_core::{
     SubscriptionKey, metric,
 };
 use streamer_schema::execute::{self, OperationKind};
-use streamer_schema::{Services, deliver, oversized, prune_connection};
+use streamer_schema::{Services, deliver, next_or_error, prune_connection};
 
 use crate::event::WsEvent;
 
@@ -183,6 +183,21 @@ impl Gateway {
         }
     }
 
+    /// Answers an operation that exceeds a limit with an `error` naming it.
+    async fn refuse(
+        &self,
+        connection_id: &str,
+        id: String,
+        exceeded: &LimitExceeded,
+    ) -> Result<Option<Close>> {
+        let error = ServerMessage::Error {
+            id,
+            payload: vec![exceeded.to_graphql()],
+        };
+        self.post(connection_id, &error).await?;
+        Ok(None)
+    }
+
     async fn post(&self, connection_id: &str, message: &ServerMessage) -> Result<()> {
         self.sender.post(connection_id, &message.to_text()).await
     }
@@ -280,12 +295,7 @@ impl Gateway {
         )
         .and_then(|()| execute::check_document(&payload.query, &self.limits));
         if let Err(exceeded) = checked {
-            let error = ServerMessage::Error {
-                id,
-                payload: vec![exceeded.to_graphql()],
-            };
-            self.post(&connection.id, &error).await?;
-            return Ok(None);
+            return self.refuse(&connection.id, id, &exceeded).await;
         }
         let request = execute::request(
             &payload.query,
@@ -304,17 +314,9 @@ impl Gateway {
                 payload: errors_payload(&result.errors),
             }]
         } else {
-            let payload = serde_json::to_value(&result).unwrap_or_default();
-            let next = ServerMessage::Next {
-                id: id.clone(),
-                payload,
-            };
-            match oversized(&next, &self.limits) {
-                Some(exceeded) => vec![ServerMessage::Error {
-                    id,
-                    payload: vec![exceeded.to_graphql()],
-                }],
-                None => vec![next, ServerMessage::Complete { id }],
+            match next_or_error(&id, &result, &self.limits) {
+                next @ ServerMessage::Next { .. } => vec![next, ServerMessage::Complete { id }],
+                error => vec![error],
             }
         };
         for message in &messages {
@@ -359,12 +361,7 @@ impl Gateway {
             connection.operations.len() + 1,
             self.limits.max_subscriptions,
         ) {
-            let error = ServerMessage::Error {
-                id,
-                payload: vec![exceeded.to_graphql()],
-            };
-            self.post(&connection.id, &error).await?;
-            return Ok(None);
+            return self.refuse(&connection.id, id, &exceeded).await;
         }
         match self
             .store
@@ -457,17 +454,7 @@ impl Gateway {
                     variables,
                 );
                 if let Some(response) = execute::resolve(&self.schema, document, &state).await {
-                    let next = ServerMessage::Next {
-                        id: key.operation_id.clone(),
-                        payload: serde_json::to_value(&response).unwrap_or_default(),
-                    };
-                    let frame = match oversized(&next, &self.limits) {
-                        Some(exceeded) => ServerMessage::Error {
-                            id: key.operation_id.clone(),
-                            payload: vec![exceeded.to_graphql()],
-                        },
-                        None => next,
-                    };
+                    let frame = next_or_error(&key.operation_id, &response, &self.limits);
                     let ended = matches!(frame, ServerMessage::Error { .. });
                     match self.post(&key.connection_id, &frame).await {
                         Err(Error::Gone(_)) => {

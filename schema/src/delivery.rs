@@ -80,7 +80,7 @@ pub async fn deliver(
         if state.version > stored.last_version
             && let Some(response) = execute::resolve(schema, document(), state).await
         {
-            frames.push(next(key, &response));
+            frames.push(next_or_error(&key.operation_id, &response, limits));
         }
         frames.push(ServerMessage::Complete {
             id: key.operation_id.clone(),
@@ -102,23 +102,19 @@ pub async fn deliver(
             Claim::Stale | Claim::Gone => return Ok(Delivery::Skipped),
             Claim::Busy => return Ok(Delivery::Busy),
         }
-        frames.push(next(key, &response));
+        frames.push(next_or_error(&key.operation_id, &response, limits));
         Delivery::Pushed
     };
     let mut outcome = outcome;
-    if let Some(exceeded) = frames.first().and_then(|f| oversized(f, limits)) {
-        // The result cannot be delivered: the operation ends with an error saying why.
+    if let Some(ServerMessage::Error { .. }) = frames.first() {
+        // The result cannot be delivered: the operation ends with the error saying why.
         if outcome == Delivery::Pushed {
             store.delete_subscription(key).await?;
             store
                 .remove_operation(&key.connection_id, &key.operation_id)
                 .await?;
         }
-        tracing::warn!(connection_id = %key.connection_id, operation_id = %key.operation_id, %exceeded, "result too large");
-        frames = vec![ServerMessage::Error {
-            id: key.operation_id.clone(),
-            payload: vec![exceeded.to_graphql()],
-        }];
+        frames.truncate(1);
         outcome = Delivery::TooLarge;
     }
     for frame in frames {
@@ -142,25 +138,31 @@ pub async fn deliver(
     Ok(outcome)
 }
 
-/// Whether a `next` frame is over the message size limit.
-pub fn oversized(frame: &ServerMessage, limits: &Limits) -> Option<LimitExceeded> {
-    if !matches!(frame, ServerMessage::Next { .. }) {
-        return None;
-    }
-    LimitExceeded::check(
+/// A `next` for operation `id`, or, when it would be over the message size limit, the
+/// `error` that says so (the operation then ends).
+pub fn next_or_error(
+    id: &str,
+    response: &async_graphql::Response,
+    limits: &Limits,
+) -> ServerMessage {
+    let next = ServerMessage::Next {
+        id: id.to_owned(),
+        payload: serde_json::to_value(response).unwrap_or_default(),
+    };
+    match LimitExceeded::check(
         "messageBytes",
         "the result size in bytes",
-        frame.to_text().len(),
+        next.to_text().len(),
         limits.max_message_bytes,
-    )
-    .err()
-}
-
-fn next(key: &SubscriptionKey, response: &async_graphql::Response) -> ServerMessage {
-    let payload = serde_json::to_value(response).unwrap_or_default();
-    ServerMessage::Next {
-        id: key.operation_id.clone(),
-        payload,
+    ) {
+        Ok(()) => next,
+        Err(exceeded) => {
+            tracing::warn!(operation_id = %id, %exceeded, "result too large");
+            ServerMessage::Error {
+                id: id.to_owned(),
+                payload: vec![exceeded.to_graphql()],
+            }
+        }
     }
 }
 

@@ -42,12 +42,13 @@ try {
   const { id, status } = enqueued.data.generateReport;
   assert.equal(status, 'QUEUED');
 
+  // afterVersion 1: every state after QUEUED, however late this subscription arrives.
   const results = await all({
-    query: `subscription($id: ID!) { requestProgress(id: $id) {
+    query: `subscription($id: ID!, $after: Int) { requestProgress(id: $id, afterVersion: $after) {
       id status progress message version attempts
       output { __typename ... on Report { url rows sizeBytes } }
     } }`,
-    variables: { id },
+    variables: { id, after: 1 },
   });
   const states = results.map((r) => {
     assert.equal(r.errors, undefined);
@@ -58,6 +59,7 @@ try {
     assert.ok(states[i].version > states[i - 1].version, 'versions strictly increase');
     assert.ok(states[i].progress >= states[i - 1].progress, 'progress never decreases');
   }
+  assert.deepEqual(states.map((s) => s.version), [2, 3, 4, 5, 6, 7], 'every version after the first, once');
   const running = states.filter((s) => s.status === 'RUNNING' && s.message);
   assert.ok(running.length >= 3, `at least three RUNNING states with messages, got ${running.length}`);
   const last = states.at(-1);
