@@ -119,6 +119,11 @@ pub struct AsyncRequest {
     pub cancel_requested: bool,
     /// TTL attribute, epoch seconds: the store may drop the item after this.
     pub expires_at: i64,
+    /// While RUNNING: until when the worker running it holds it. A worker renews it while
+    /// its handler runs; once it has passed, the worker is presumed dead and another may
+    /// claim the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<DateTime<Utc>>,
 }
 
 impl AsyncRequest {
@@ -145,6 +150,7 @@ impl AsyncRequest {
             next_attempt_at: None,
             cancel_requested: false,
             expires_at: (now + RETENTION).timestamp(),
+            lease_until: None,
         }
     }
 
@@ -157,9 +163,41 @@ impl AsyncRequest {
     }
 
     fn touch(&mut self, now: DateTime<Utc>) {
+        if self.status != RequestStatus::Running {
+            self.lease_until = None;
+        }
         self.version += 1;
         self.updated_at = now;
         self.expires_at = (now + RETENTION).timestamp();
+    }
+
+    /// A worker claims the request for a new attempt held until `now + lease`: from QUEUED
+    /// or RETRYING, or from RUNNING when the previous worker's lease has passed (it died; its
+    /// attempt counts).
+    pub fn claim(&mut self, now: DateTime<Utc>, lease: Duration) -> Result<()> {
+        let abandoned = self.status == RequestStatus::Running
+            && self.lease_until.is_some_and(|until| until < now);
+        if abandoned {
+            self.status = RequestStatus::Queued;
+        }
+        self.start(now)?;
+        self.lease_until = Some(now + lease);
+        Ok(())
+    }
+
+    /// Extends the running attempt's lease to `now + lease`. Not a visible change: the
+    /// version stays.
+    pub fn renew(&mut self, now: DateTime<Utc>, lease: Duration) -> Result<()> {
+        if self.status != RequestStatus::Running {
+            return Err(self.refuse("renew its lease"));
+        }
+        self.lease_until = Some(now + lease);
+        Ok(())
+    }
+
+    /// Whether a worker's lease on the running attempt has passed.
+    pub fn lease_expired(&self, now: DateTime<Utc>) -> bool {
+        self.status == RequestStatus::Running && self.lease_until.is_some_and(|until| until < now)
     }
 
     /// QUEUED or RETRYING → RUNNING: a worker starts an attempt.

@@ -11,7 +11,7 @@ use streamer_core::{
     Clock, IdGenerator, Limits, MemoryStore, RandomIds, Sender, Store, SystemClock,
 };
 use streamer_gateway::Gateway;
-use streamer_processor::{Processor, TaskDispatcher, Worker};
+use streamer_processor::{DEFAULT_LEASE, Processor, SweepOptions, Sweeper, TaskDispatcher, Worker};
 use streamer_schema::{Handlers, Services};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -105,9 +105,25 @@ pub struct StackBuilder {
     job_concurrency: usize,
     timeouts: Timeouts,
     limits: Limits,
+    lease: Duration,
+    sweep_every: Duration,
 }
 
 impl StackBuilder {
+    /// Workers hold requests with leases of this length (default 30 s): a job whose worker
+    /// died runs again once it has passed.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sweeps (abandoned leases, due retries, lost dispatches, init timeouts) this often
+    /// (default every second).
+    pub fn with_sweep_every(mut self, every: Duration) -> Self {
+        self.sweep_every = every;
+        self
+    }
+
     /// With these limits instead of the defaults.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -176,12 +192,21 @@ impl StackBuilder {
             &services,
             Arc::new(LocalSender::new(sockets.clone())),
         );
-        let worker = Worker::new(Arc::clone(&store), self.clock, self.handlers);
+        let worker = Worker::new(Arc::clone(&store), Arc::clone(&self.clock), self.handlers)
+            .with_lease(self.lease);
         let dispatcher = TaskDispatcher::new(worker, self.job_concurrency);
         let server =
             Server::new(gateway, sockets.clone(), self.connection_ids).with_timeouts(self.timeouts);
         Ok(Stack {
             limits: self.limits,
+            clock: self.clock,
+            sweep: (
+                self.sweep_every,
+                SweepOptions {
+                    init_timeout: self.timeouts.init,
+                    ..SweepOptions::default()
+                },
+            ),
             server,
             sockets,
             schema,
@@ -202,6 +227,8 @@ pub struct Stack {
     dispatcher: TaskDispatcher,
     backend: Box<dyn Backend>,
     limits: Limits,
+    clock: Arc<dyn Clock>,
+    sweep: (Duration, SweepOptions),
 }
 
 impl Stack {
@@ -215,7 +242,14 @@ impl Stack {
             job_concurrency: 64,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
+            lease: DEFAULT_LEASE,
+            sweep_every: Duration::from_secs(1),
         }
+    }
+
+    /// The local workers, for fault injection ([`TaskDispatcher::kill`]).
+    pub fn workers(&self) -> TaskDispatcher {
+        self.dispatcher.clone()
     }
 
     /// The store the stack runs on.
@@ -232,11 +266,35 @@ impl Stack {
     ) -> std::io::Result<()> {
         let endpoint = format!("http://{}", listener.local_addr()?);
         let sender = self.backend.sender(&endpoint, &self.sockets);
-        let processor = Processor::new(self.schema, self.store, sender, Arc::new(self.dispatcher))
-            .with_limits(self.limits);
+        let processor = Processor::new(
+            self.schema,
+            Arc::clone(&self.store),
+            sender,
+            Arc::new(self.dispatcher.clone()),
+        )
+        .with_limits(self.limits);
         let feed = tokio::spawn(self.backend.feed(processor));
+        let (every, options) = self.sweep;
+        let sweeper = Sweeper::new(
+            Arc::clone(&self.store),
+            Arc::new(LocalSender::new(self.sockets.clone())),
+            Arc::new(self.dispatcher),
+            self.clock,
+            options,
+        );
+        let sweeping = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = sweeper.sweep().await {
+                    tracing::error!(%error, "sweep failed");
+                }
+            }
+        });
         let served = self.server.run(listener, shutdown).await;
         feed.abort();
+        sweeping.abort();
         served
     }
 }

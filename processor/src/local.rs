@@ -1,11 +1,13 @@
 //! Dispatching jobs to tokio tasks, bounded: the local stand-in for invoking the worker
 //! function asynchronously.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use streamer_core::{AsyncRequest, Result};
 use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
 
 use crate::{Dispatcher, Outcome, Worker};
 
@@ -15,6 +17,7 @@ use crate::{Dispatcher, Outcome, Worker};
 pub struct TaskDispatcher {
     worker: Worker,
     permits: Arc<Semaphore>,
+    running: Arc<Mutex<HashMap<String, AbortHandle>>>,
 }
 
 impl TaskDispatcher {
@@ -23,27 +26,52 @@ impl TaskDispatcher {
         Self {
             worker,
             permits: Arc::new(Semaphore::new(limit.max(1))),
+            running: Arc::default(),
         }
+    }
+
+    /// Kills the task running `request_id`'s job, as a crashed worker would stop: no
+    /// outcome is written and its lease runs out. `true` when there was one. For fault
+    /// injection.
+    pub fn kill(&self, request_id: &str) -> bool {
+        let task = self.running.lock().expect("tasks lock").remove(request_id);
+        task.map(|task| task.abort()).is_some()
     }
 
     fn spawn(&self, request_id: String) {
         let this = self.clone();
-        tokio::spawn(async move {
-            let outcome = {
-                let Ok(_permit) = this.permits.acquire().await else {
-                    return;
-                };
-                this.worker.run(&request_id).await
+        let id = request_id.clone();
+        // The task waits until its handle is registered, so that it can unregister itself.
+        let (registered, ready) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = ready.await;
+            let outcome = match this.permits.acquire().await {
+                Ok(_permit) => Some(this.worker.run(&request_id).await),
+                Err(_) => None,
             };
+            {
+                let mut running = this.running.lock().expect("tasks lock");
+                if running
+                    .get(&request_id)
+                    .is_some_and(|task| task.id() == tokio::task::id())
+                {
+                    running.remove(&request_id);
+                }
+            }
             match outcome {
-                Ok(Outcome::RetryAfter(delay)) => {
+                Some(Ok(Outcome::RetryAfter(delay))) => {
                     tokio::time::sleep(delay).await;
                     this.spawn(request_id);
                 }
-                Ok(_) => {}
-                Err(error) => tracing::error!(%request_id, %error, "job run failed"),
+                Some(Err(error)) => tracing::error!(%request_id, %error, "job run failed"),
+                _ => {}
             }
         });
+        self.running
+            .lock()
+            .expect("tasks lock")
+            .insert(id, task.abort_handle());
+        let _ = registered.send(());
     }
 }
 

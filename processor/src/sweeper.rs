@@ -7,6 +7,8 @@
 //!   that cannot wait out a backoff leaves the retry here.
 //! - Requests QUEUED for longer than a grace period are dispatched again, in case their first
 //!   dispatch was lost; a duplicate run is impossible, the claim is a conditional write.
+//! - Requests RUNNING under a lease that has passed (their worker died) are dispatched: the
+//!   next worker claims them for a new attempt.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +52,8 @@ pub struct SweepReport {
     pub retries: usize,
     /// Queued requests dispatched again.
     pub requeued: usize,
+    /// Running requests whose worker's lease passed, dispatched again.
+    pub abandoned: usize,
 }
 
 /// Runs sweeps.
@@ -118,6 +122,12 @@ impl Sweeper {
             if request.updated_at + grace <= now {
                 self.dispatcher.dispatch(&request).await?;
                 report.requeued += 1;
+            }
+        }
+        for request in self.listed(RequestStatus::Running).await? {
+            if request.lease_expired(now) {
+                self.dispatcher.dispatch(&request).await?;
+                report.abandoned += 1;
             }
         }
         if report != SweepReport::default() {
@@ -228,5 +238,20 @@ mod tests {
         clock.advance(chrono::Duration::seconds(30));
         let report = sweeper.sweep().await.unwrap();
         assert_eq!((report.retries, report.requeued), (1, 1));
+
+        // A running request whose worker stopped renewing its lease is dispatched again.
+        let mut running = AsyncRequest::new("running", "a", json!({}), clock.now());
+        running
+            .claim(clock.now(), chrono::Duration::seconds(10))
+            .unwrap();
+        store.create_request(&running).await.unwrap();
+        assert_eq!(
+            sweeper.sweep().await.unwrap().abandoned,
+            0,
+            "the lease holds"
+        );
+        clock.advance(chrono::Duration::seconds(11));
+        assert_eq!(sweeper.sweep().await.unwrap().abandoned, 1);
+        assert_eq!(dispatched.0.lock().unwrap().last().unwrap(), "running");
     }
 }

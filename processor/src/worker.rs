@@ -81,12 +81,17 @@ impl ProgressSink for StoreSink {
     }
 }
 
+/// How long a worker holds a request it runs unless it renews the lease (a third of it
+/// passes between renewals).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
 /// Runs jobs against the store.
 #[derive(Clone)]
 pub struct Worker {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     handlers: Arc<Handlers>,
+    lease: Duration,
 }
 
 impl std::fmt::Debug for Worker {
@@ -104,14 +109,27 @@ impl Worker {
             store,
             clock,
             handlers,
+            lease: DEFAULT_LEASE,
         }
     }
 
-    /// Claims the request (QUEUED or RETRYING → RUNNING, a conditional write: one worker
-    /// wins), runs its handler and records the outcome.
+    /// Holds requests with leases of this length instead of [`DEFAULT_LEASE`].
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    fn lease(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// Claims the request with a lease (QUEUED or RETRYING, or RUNNING under a lease that has
+    /// passed → RUNNING; a conditional write: one worker wins), runs its handler while
+    /// renewing the lease, and records the outcome. A worker that loses its lease stops.
     pub async fn run(&self, request_id: &str) -> Result<Outcome> {
+        let lease = self.lease();
         let claimed = modify_request(&*self.store, &*self.clock, request_id, |request, now| {
-            request.start(now)
+            request.claim(now, lease)
         })
         .await;
         let request = match claimed {
@@ -136,17 +154,43 @@ impl Worker {
         let job = JobContext::new(request_id, request.attempts, sink);
         // A panicking handler fails its job; it must not take the worker down with it.
         let started = std::time::Instant::now();
-        let result = std::panic::AssertUnwindSafe(handler.run(request.payload.clone(), job))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| {
+        let work =
+            std::panic::AssertUnwindSafe(handler.run(request.payload.clone(), job)).catch_unwind();
+        let result = tokio::select! {
+            result = work => result.unwrap_or_else(|_| {
                 Err(JobError::permanent(
                     "HANDLER_PANICKED",
                     "the handler panicked",
                 ))
-            });
+            }),
+            () = self.keep_lease(request_id, request.attempts) => {
+                tracing::warn!(request_id, attempt = request.attempts, "lease lost: handler stopped");
+                return Ok(Outcome::NotClaimed);
+            }
+        };
         metrics::histogram!(metric::JOB_DURATION).record(started.elapsed().as_secs_f64() * 1000.0);
         self.finish(&request, result, handler.max_attempts()).await
+    }
+
+    /// Renews the lease of `attempt` until it cannot: returns when the request no longer
+    /// runs that attempt (another worker took it over, or it ended).
+    async fn keep_lease(&self, request_id: &str, attempt: u32) {
+        let lease = self.lease();
+        loop {
+            tokio::time::sleep(self.lease / 3).await;
+            let renewed = modify_request(&*self.store, &*self.clock, request_id, |request, now| {
+                if request.attempts != attempt {
+                    return Err(Error::Conflict(format!("attempt {attempt} was superseded")));
+                }
+                request.renew(now, lease)
+            })
+            .await;
+            match renewed {
+                Ok(_) => {}
+                Err(Error::Conflict(_) | Error::Transition { .. } | Error::NotFound(_)) => return,
+                Err(error) => tracing::warn!(request_id, %error, "lease not renewed"),
+            }
+        }
     }
 
     async fn finish(
@@ -158,7 +202,8 @@ impl Worker {
         let retry_delay = JOB_BACKOFF.delay(started.attempts, &mut rand::rng());
         let (request, outcome) =
             modify_request(&*self.store, &*self.clock, &started.id, |request, now| {
-                if request.status != RequestStatus::Running {
+                if request.status != RequestStatus::Running || request.attempts != started.attempts
+                {
                     return Ok(Outcome::NotClaimed);
                 }
                 match &result {

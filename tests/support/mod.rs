@@ -71,6 +71,7 @@ macro_rules! on_both_stores {
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
     pub store: Arc<dyn Store>,
+    pub workers: streamer::processor::TaskDispatcher,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -86,6 +87,14 @@ impl TestServer {
 
     /// On `on`, with these limits.
     pub async fn start_with(on: On, limits: streamer::core::Limits) -> Self {
+        Self::start_tuned(on, move |stack| stack.with_limits(limits)).await
+    }
+
+    /// On `on`, the stack tuned by `tune` after the test defaults.
+    pub async fn start_tuned(
+        on: On,
+        tune: impl FnOnce(streamer::local::StackBuilder) -> streamer::local::StackBuilder,
+    ) -> Self {
         // Logs with RUST_LOG=..., shown for failing tests.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -99,8 +108,8 @@ impl TestServer {
                 chrono::Duration::milliseconds(1),
             )))
             .with_ids(Arc::new(SequentialIds::new("req")))
-            .with_connection_ids(Arc::new(SequentialIds::new("conn")))
-            .with_limits(limits);
+            .with_connection_ids(Arc::new(SequentialIds::new("conn")));
+        let builder = tune(builder);
         let stack = match on {
             On::Embedded => builder.build(),
             On::DynamoDb => {
@@ -113,6 +122,7 @@ impl TestServer {
         }
         .expect("schema builds");
         let store = stack.store();
+        let workers = stack.workers();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -124,6 +134,7 @@ impl TestServer {
         Self {
             addr,
             store,
+            workers,
             shutdown: Some(tx),
         }
     }
