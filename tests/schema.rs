@@ -172,3 +172,55 @@ async fn cancel_a_queued_request_and_unknown_ids() {
         .await;
     assert_eq!(query.data.into_json().unwrap(), json!({ "request": null }));
 }
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_repeated_enqueue_return_the_same_request() {
+    let (schema, store) = schema();
+    let typed = r#"mutation { generateReport(input: {from: "a", to: "b"}, idempotencyKey: "order-7") { id } }"#;
+    let first = schema
+        .execute(Request::new(typed))
+        .await
+        .into_result()
+        .unwrap();
+    let again = schema
+        .execute(Request::new(typed))
+        .await
+        .into_result()
+        .unwrap();
+    let id = first.data.into_json().unwrap()["generateReport"]["id"].clone();
+    assert_eq!(again.data.into_json().unwrap()["generateReport"]["id"], id);
+    // The generic form with the same key and input names the same request.
+    let generic = r#"mutation { enqueue(action: "generateReport", payload: {from: "a", to: "b"}, idempotencyKey: "order-7") { id } }"#;
+    let same = schema
+        .execute(Request::new(generic))
+        .await
+        .into_result()
+        .unwrap();
+    assert_eq!(same.data.into_json().unwrap()["enqueue"]["id"], id);
+    let page = store
+        .list_requests(&streamer::core::RequestFilter {
+            status: None,
+            limit: 10,
+            after: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1, "one job, not three");
+
+    // The same key with another input is refused; another key is another job.
+    let other = r#"mutation { generateReport(input: {from: "a", to: "c"}, idempotencyKey: "order-7") { id } }"#;
+    let refused = schema.execute(Request::new(other)).await;
+    assert_eq!(
+        refused.errors[0].extensions.as_ref().unwrap().get("code"),
+        Some(&streamer::async_graphql::Value::from(
+            "IDEMPOTENCY_KEY_REUSED"
+        ))
+    );
+    let fresh = r#"mutation { generateReport(input: {from: "a", to: "c"}, idempotencyKey: "order-8") { id } }"#;
+    let fresh = schema
+        .execute(Request::new(fresh))
+        .await
+        .into_result()
+        .unwrap();
+    assert_ne!(fresh.data.into_json().unwrap()["generateReport"]["id"], id);
+}

@@ -302,10 +302,22 @@ fn query_type() -> Object {
         ))
 }
 
+/// The longest idempotency key accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The request id of a keyed enqueue: the same action and key always name the same request.
+fn keyed_id(action: &str, key: &str) -> String {
+    format!("k{}", URL_SAFE_NO_PAD.encode(format!("{action}\n{key}")))
+}
+
+/// Enqueues a job. With an idempotency key, a repeated enqueue with the same input returns
+/// the request the first one made instead of starting a second job; the same key with a
+/// different input is refused.
 async fn enqueue(
     services: &Services,
     handler: &Registered,
     payload: Value,
+    key: Option<&str>,
 ) -> async_graphql::Result<AsyncRequest> {
     let size = serde_json::to_string(&payload).map_or(0, |text| text.len());
     if let Err(exceeded) = LimitExceeded::check(
@@ -323,17 +335,39 @@ async fn enqueue(
             }),
         );
     }
-    let request = AsyncRequest::new(
-        services.ids.next_id(),
-        handler.action(),
-        payload,
-        services.clock.now(),
-    );
-    services
-        .store
-        .create_request(&request)
-        .await
-        .map_err(from_core)?;
+    if let Some(key) = key
+        && (key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY)
+    {
+        return Err(client_error(
+            "BAD_USER_INPUT",
+            format!("an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+        ));
+    }
+    let id = match key {
+        Some(key) => keyed_id(handler.action(), key),
+        None => services.ids.next_id(),
+    };
+    let request = AsyncRequest::new(id, handler.action(), payload, services.clock.now());
+    match services.store.create_request(&request).await {
+        Ok(()) => {}
+        Err(CoreError::Conflict(_)) if key.is_some() => {
+            let existing = services
+                .store
+                .get_request(&request.id)
+                .await
+                .map_err(from_core)?
+                .ok_or_else(|| client_error("INTERNAL", "the keyed request vanished"))?;
+            if existing.payload != request.payload {
+                return Err(client_error(
+                    "IDEMPOTENCY_KEY_REUSED",
+                    "this idempotency key was used with a different input",
+                ));
+            }
+            tracing::info!(request_id = %existing.id, "enqueue repeated: the first request stands");
+            return Ok(existing);
+        }
+        Err(error) => return Err(from_core(error)),
+    }
     tracing::info!(request_id = %request.id, action = %request.action, "enqueued");
     Ok(request)
 }
@@ -351,13 +385,30 @@ fn typed_mutation(handler: Arc<Registered>) -> Field {
                 let payload = handler
                     .validate_value(input)
                     .map_err(|e| client_error("BAD_USER_INPUT", e))?;
+                let key = idempotency_key(&ctx)?;
                 Ok(Some(FieldValue::owned_any(
-                    enqueue(services, &handler, payload).await?,
+                    enqueue(services, &handler, payload, key.as_deref()).await?,
                 )))
             })
         },
     )
     .argument(InputValue::new("input", TypeRef::named_nn(input_type)))
+    .argument(idempotency_argument())
+}
+
+/// The optional `idempotencyKey: String` of the enqueueing mutations: repeating a mutation
+/// with the same key and input returns the same request instead of starting a second job.
+fn idempotency_argument() -> InputValue {
+    InputValue::new("idempotencyKey", TypeRef::named(TypeRef::STRING))
+}
+
+fn idempotency_key(
+    ctx: &async_graphql::dynamic::ResolverContext<'_>,
+) -> async_graphql::Result<Option<String>> {
+    match ctx.args.get("idempotencyKey") {
+        Some(value) if !value.is_null() => Ok(Some(value.string()?.to_owned())),
+        _ => Ok(None),
+    }
 }
 
 /// A mutation `name(id: ID!): AsyncRequest!` that applies one move of the status machine.
@@ -403,8 +454,9 @@ fn mutation_type(handlers: &Handlers) -> Object {
                 let payload = handler
                     .validate(payload)
                     .map_err(|e| client_error("BAD_USER_INPUT", e))?;
+                let key = idempotency_key(&ctx)?;
                 Ok(Some(FieldValue::owned_any(
-                    enqueue(services, handler, payload).await?,
+                    enqueue(services, handler, payload, key.as_deref()).await?,
                 )))
             })
         })
@@ -412,7 +464,8 @@ fn mutation_type(handlers: &Handlers) -> Object {
             "action",
             TypeRef::named_nn(TypeRef::STRING),
         ))
-        .argument(InputValue::new("payload", TypeRef::named_nn("JSON"))),
+        .argument(InputValue::new("payload", TypeRef::named_nn("JSON")))
+        .argument(idempotency_argument()),
     );
     for handler in handlers.iter() {
         mutation = mutation.field(typed_mutation(Arc::clone(handler)));
