@@ -124,6 +124,14 @@ pub struct AsyncRequest {
     /// claim the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<DateTime<Utc>>,
+    /// `attempts` when it was last re-driven: each drive gets the handler's whole retry
+    /// budget, while `attempts` keeps counting.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redriven_after: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl AsyncRequest {
@@ -151,7 +159,13 @@ impl AsyncRequest {
             cancel_requested: false,
             expires_at: (now + RETENTION).timestamp(),
             lease_until: None,
+            redriven_after: 0,
         }
+    }
+
+    /// Attempts started since the request was last (re-)driven.
+    pub fn drive_attempts(&self) -> u32 {
+        self.attempts.saturating_sub(self.redriven_after)
     }
 
     fn refuse(&self, action: &'static str) -> Error {
@@ -310,7 +324,8 @@ impl AsyncRequest {
         Ok(())
     }
 
-    /// FAILED → QUEUED: re-drive a dead letter. Progress starts again from zero.
+    /// FAILED → QUEUED: re-drive a dead letter. Progress starts again from zero; `attempts`
+    /// keeps counting and the new drive gets the whole retry budget.
     pub fn redrive(&mut self, now: DateTime<Utc>) -> Result<()> {
         if self.status != RequestStatus::Failed {
             return Err(self.refuse("be retried"));
@@ -319,7 +334,7 @@ impl AsyncRequest {
         self.error = None;
         self.progress = 0.0;
         self.message = None;
-        self.attempts = 0;
+        self.redriven_after = self.attempts;
         self.touch(now);
         Ok(())
     }
@@ -448,8 +463,9 @@ mod tests {
         r.fail(error, clock.now()).unwrap();
         r.redrive(clock.now()).unwrap();
         assert_eq!(
-            (r.status, r.attempts, r.error.is_none()),
-            (RequestStatus::Queued, 0, true)
+            (r.status, r.attempts, r.drive_attempts(), r.error.is_none()),
+            (RequestStatus::Queued, 2, 0, true),
+            "attempts keep counting; the new drive has its whole budget"
         );
     }
 }

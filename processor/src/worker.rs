@@ -199,7 +199,7 @@ impl Worker {
         result: Result<serde_json::Value, JobError>,
         max_attempts: u32,
     ) -> Result<Outcome> {
-        let retry_delay = JOB_BACKOFF.delay(started.attempts, &mut rand::rng());
+        let retry_delay = JOB_BACKOFF.delay(started.drive_attempts(), &mut rand::rng());
         let (request, outcome) =
             modify_request(&*self.store, &*self.clock, &started.id, |request, now| {
                 if request.status != RequestStatus::Running || request.attempts != started.attempts
@@ -216,7 +216,7 @@ impl Worker {
                     Ok(output) => request
                         .complete(output.clone(), now)
                         .map(|()| Outcome::Completed),
-                    Err(error) if error.retryable && request.attempts < max_attempts => {
+                    Err(error) if error.retryable && request.drive_attempts() < max_attempts => {
                         let at = now + chrono::Duration::from_std(retry_delay).unwrap_or_default();
                         request
                             .retry_at(RequestError::from(error.clone()), at, now)
