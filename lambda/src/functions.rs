@@ -186,9 +186,14 @@ pub async fn run_worker(handlers: Arc<Handlers>) -> Result<(), Error> {
         move |event: LambdaEvent<WorkerEvent>| async move {
             let id = event.payload.request_id.clone();
             let deadline = event.context.deadline();
+            // The attempt ends before Lambda stops the function.
+            let stop = tokio::time::Instant::now()
+                + deadline
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default();
             let work = async {
                 loop {
-                    let outcome = worker.run(&id).await?;
+                    let outcome = worker.run_until(&id, Some(stop)).await?;
                     if let Outcome::RetryAfter(delay) = outcome {
                         let left = deadline
                             .duration_since(SystemTime::now())

@@ -11,7 +11,9 @@ use streamer_core::{
     Clock, IdGenerator, Limits, MemoryStore, RandomIds, Sender, Store, SystemClock,
 };
 use streamer_gateway::Gateway;
-use streamer_processor::{DEFAULT_LEASE, Processor, SweepOptions, Sweeper, TaskDispatcher, Worker};
+use streamer_processor::{
+    DEFAULT_LEASE, DEFAULT_TIME_LIMIT, Processor, SweepOptions, Sweeper, TaskDispatcher, Worker,
+};
 use streamer_schema::{Handlers, Services};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -107,9 +109,17 @@ pub struct StackBuilder {
     limits: Limits,
     lease: Duration,
     sweep_every: Duration,
+    time_limit: Duration,
 }
 
 impl StackBuilder {
+    /// An attempt that runs longer than `limit` is ended as a retryable `DEADLINE_EXCEEDED`
+    /// failure (default 15 minutes, Lambda's limit).
+    pub fn with_time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = limit;
+        self
+    }
+
     /// Workers hold requests with leases of this length (default 30 s): a job whose worker
     /// died runs again once it has passed.
     pub fn with_lease(mut self, lease: Duration) -> Self {
@@ -193,7 +203,8 @@ impl StackBuilder {
             Arc::new(LocalSender::new(sockets.clone())),
         );
         let worker = Worker::new(Arc::clone(&store), Arc::clone(&self.clock), self.handlers)
-            .with_lease(self.lease);
+            .with_lease(self.lease)
+            .with_time_limit(self.time_limit);
         let dispatcher = TaskDispatcher::new(worker, self.job_concurrency);
         let server =
             Server::new(gateway, sockets.clone(), self.connection_ids).with_timeouts(self.timeouts);
@@ -244,6 +255,7 @@ impl Stack {
             limits: Limits::default(),
             lease: DEFAULT_LEASE,
             sweep_every: Duration::from_secs(1),
+            time_limit: DEFAULT_TIME_LIMIT,
         }
     }
 

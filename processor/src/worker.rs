@@ -92,7 +92,11 @@ pub struct Worker {
     clock: Arc<dyn Clock>,
     handlers: Arc<Handlers>,
     lease: Duration,
+    time_limit: Duration,
 }
+
+/// How long one attempt may run by default: Lambda's limit.
+pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(15 * 60);
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,7 +114,15 @@ impl Worker {
             clock,
             handlers,
             lease: DEFAULT_LEASE,
+            time_limit: DEFAULT_TIME_LIMIT,
         }
+    }
+
+    /// Ends an attempt that runs longer than `limit` (as a retryable `DEADLINE_EXCEEDED`
+    /// failure) instead of [`DEFAULT_TIME_LIMIT`].
+    pub fn with_time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = limit;
+        self
     }
 
     /// Holds requests with leases of this length instead of [`DEFAULT_LEASE`].
@@ -127,6 +139,27 @@ impl Worker {
     /// passed → RUNNING; a conditional write: one worker wins), runs its handler while
     /// renewing the lease, and records the outcome. A worker that loses its lease stops.
     pub async fn run(&self, request_id: &str) -> Result<Outcome> {
+        self.run_until(request_id, None).await
+    }
+
+    /// [`Worker::run`] in a process that will be stopped at `stop` (Lambda's deadline): the
+    /// attempt ends before then, or at the time limit, whichever comes first, with a margin
+    /// to record the outcome.
+    pub async fn run_until(
+        &self,
+        request_id: &str,
+        stop: Option<tokio::time::Instant>,
+    ) -> Result<Outcome> {
+        let now = tokio::time::Instant::now();
+        let limit = now + self.time_limit;
+        let deadline = match stop {
+            Some(stop) => {
+                let margin =
+                    (stop.saturating_duration_since(now) / 10).min(Duration::from_secs(10));
+                limit.min(stop - margin)
+            }
+            None => limit,
+        };
         let lease = self.lease();
         let claimed = modify_request(&*self.store, &*self.clock, request_id, |request, now| {
             request.claim(now, lease)
@@ -151,18 +184,26 @@ impl Worker {
             request_id: request_id.to_owned(),
             cancelled: AtomicBool::new(false),
         });
-        let job = JobContext::new(request_id, request.attempts, sink);
+        let job = JobContext::new(request_id, request.attempts, sink).with_deadline(deadline);
         // A panicking handler fails its job; it must not take the worker down with it.
         let started = std::time::Instant::now();
         let work =
             std::panic::AssertUnwindSafe(handler.run(request.payload.clone(), job)).catch_unwind();
         let result = tokio::select! {
-            result = work => result.unwrap_or_else(|_| {
-                Err(JobError::permanent(
+            result = tokio::time::timeout_at(deadline, work) => match result {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(JobError::permanent(
                     "HANDLER_PANICKED",
                     "the handler panicked",
-                ))
-            }),
+                )),
+                Err(_) => {
+                    tracing::warn!(request_id, attempt = request.attempts, "attempt out of time");
+                    Err(JobError::retryable(
+                        "DEADLINE_EXCEEDED",
+                        "the attempt ran out of time",
+                    ))
+                }
+            },
             () = self.keep_lease(request_id, request.attempts) => {
                 tracing::warn!(request_id, attempt = request.attempts, "lease lost: handler stopped");
                 return Ok(Outcome::NotClaimed);

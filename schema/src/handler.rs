@@ -87,6 +87,7 @@ pub struct JobContext {
     request_id: String,
     attempt: u32,
     sink: Arc<dyn ProgressSink>,
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl fmt::Debug for JobContext {
@@ -105,7 +106,21 @@ impl JobContext {
             request_id: request_id.into(),
             attempt,
             sink,
+            deadline: None,
         }
+    }
+
+    /// The attempt is ended (as a retryable `DEADLINE_EXCEEDED` failure) at `deadline`.
+    pub fn with_deadline(mut self, deadline: tokio::time::Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// How long the attempt may still run before it is ended, when it has a deadline: a
+    /// handler with long steps can stop early and save what it has.
+    pub fn remaining(&self) -> Option<std::time::Duration> {
+        self.deadline
+            .map(|deadline| deadline.saturating_duration_since(tokio::time::Instant::now()))
     }
 
     /// The request being run.
@@ -314,5 +329,37 @@ impl Handlers {
     /// Whether no handler is registered.
     pub fn is_empty(&self) -> bool {
         self.by_action.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Discard;
+
+    #[async_trait]
+    impl ProgressSink for Discard {
+        async fn progress(&self, _: f64, _: Option<String>) -> Result<(), JobError> {
+            Ok(())
+        }
+
+        fn is_cancelled(&self) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_reads_the_time_it_has_left() {
+        let job = JobContext::new("r", 1, Arc::new(Discard));
+        assert_eq!(job.remaining(), None, "no deadline, no limit");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let job = job.with_deadline(deadline);
+        assert_eq!(job.remaining(), Some(std::time::Duration::from_secs(60)));
+        tokio::time::sleep(std::time::Duration::from_secs(45)).await;
+        assert_eq!(job.remaining(), Some(std::time::Duration::from_secs(15)));
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        assert_eq!(job.remaining(), Some(std::time::Duration::ZERO));
     }
 }
