@@ -31,17 +31,63 @@ pub enum Outcome {
     Cancelled,
 }
 
-/// Writes a running job's progress to the store.
+/// Writes a running job's progress to the store, coalesced: at most one write per interval;
+/// a report within it waits (the latest one wins) and is written when the interval has
+/// passed, and before the attempt's outcome.
 struct StoreSink {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     request_id: String,
     cancelled: AtomicBool,
+    interval: Duration,
+    coalesce: std::sync::Mutex<Coalesce>,
 }
 
-#[async_trait]
-impl ProgressSink for StoreSink {
-    async fn progress(&self, fraction: f64, message: Option<String>) -> Result<(), JobError> {
+/// The coalescing state of a [`StoreSink`].
+#[derive(Debug, Default)]
+struct Coalesce {
+    last_write: Option<tokio::time::Instant>,
+    pending: Option<(f64, Option<String>)>,
+}
+
+impl StoreSink {
+    /// Writes the report left waiting, if any.
+    async fn flush(&self) -> Result<(), JobError> {
+        self.flush_due(None).await
+    }
+
+    /// Writes the report left waiting, if any, and if the last write is at least an interval
+    /// old when `spaced` is given the time now.
+    async fn flush_due(&self, spaced: Option<tokio::time::Instant>) -> Result<(), JobError> {
+        let pending = {
+            let mut coalesce = self.coalesce.lock().expect("progress lock");
+            if let (Some(now), Some(last)) = (spaced, coalesce.last_write)
+                && now < last + self.interval
+            {
+                return Ok(());
+            }
+            let pending = coalesce.pending.take();
+            if pending.is_some() {
+                coalesce.last_write = Some(tokio::time::Instant::now());
+            }
+            pending
+        };
+        match pending {
+            Some((fraction, message)) => self.write(fraction, message).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes every interval, for as long as it is polled.
+    async fn flush_every_interval(&self) {
+        loop {
+            tokio::time::sleep(self.interval).await;
+            // A failure is reported to the handler at its next report, as a write's is.
+            let _ = self.flush_due(Some(tokio::time::Instant::now())).await;
+        }
+    }
+
+    async fn write(&self, fraction: f64, message: Option<String>) -> Result<(), JobError> {
         let written = modify_request(
             &*self.store,
             &*self.clock,
@@ -75,6 +121,29 @@ impl ProgressSink for StoreSink {
             }
         }
     }
+}
+
+#[async_trait]
+impl ProgressSink for StoreSink {
+    async fn progress(&self, fraction: f64, message: Option<String>) -> Result<(), JobError> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(JobError::cancelled());
+        }
+        let now = tokio::time::Instant::now();
+        {
+            let mut coalesce = self.coalesce.lock().expect("progress lock");
+            if coalesce
+                .last_write
+                .is_some_and(|last| now < last + self.interval)
+            {
+                coalesce.pending = Some((fraction, message));
+                return Ok(());
+            }
+            coalesce.last_write = Some(now);
+            coalesce.pending = None;
+        }
+        self.write(fraction, message).await
+    }
 
     fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
@@ -93,7 +162,11 @@ pub struct Worker {
     handlers: Arc<Handlers>,
     lease: Duration,
     time_limit: Duration,
+    progress_interval: Duration,
 }
+
+/// Progress is written at most once per this interval by default (twenty writes a second).
+pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How long one attempt may run by default: Lambda's limit.
 pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(15 * 60);
@@ -115,7 +188,14 @@ impl Worker {
             handlers,
             lease: DEFAULT_LEASE,
             time_limit: DEFAULT_TIME_LIMIT,
+            progress_interval: DEFAULT_PROGRESS_INTERVAL,
         }
+    }
+
+    /// Writes progress at most once per `interval` instead of [`DEFAULT_PROGRESS_INTERVAL`].
+    pub fn with_progress_interval(mut self, interval: Duration) -> Self {
+        self.progress_interval = interval;
+        self
     }
 
     /// Ends an attempt that runs longer than `limit` (as a retryable `DEADLINE_EXCEEDED`
@@ -183,8 +263,11 @@ impl Worker {
             clock: Arc::clone(&self.clock),
             request_id: request_id.to_owned(),
             cancelled: AtomicBool::new(false),
+            interval: self.progress_interval,
+            coalesce: std::sync::Mutex::default(),
         });
-        let job = JobContext::new(request_id, request.attempts, sink).with_deadline(deadline);
+        let job =
+            JobContext::new(request_id, request.attempts, sink.clone()).with_deadline(deadline);
         // A panicking handler fails its job; it must not take the worker down with it.
         let started = std::time::Instant::now();
         let work =
@@ -208,7 +291,10 @@ impl Worker {
                 tracing::warn!(request_id, attempt = request.attempts, "lease lost: handler stopped");
                 return Ok(Outcome::NotClaimed);
             }
+            () = sink.flush_every_interval() => unreachable!("flushing never ends"),
         };
+        // The latest report is written before the outcome.
+        let _ = sink.flush().await;
         metrics::histogram!(metric::JOB_DURATION).record(started.elapsed().as_secs_f64() * 1000.0);
         self.finish(&request, result, handler.max_attempts()).await
     }
@@ -276,5 +362,104 @@ impl Worker {
             _ => {}
         }
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{InputObject, SimpleObject};
+    use serde_json::json;
+    use streamer_core::store::Change;
+    use streamer_core::{ManualClock, MemoryStore};
+    use streamer_schema::{Handler, JobContext};
+
+    use super::*;
+
+    #[derive(InputObject)]
+    struct ChattyInput {
+        reports: i32,
+    }
+
+    #[derive(SimpleObject, serde::Serialize)]
+    struct ChattyOutput {
+        reports: i32,
+    }
+
+    /// Reports progress as fast as it can.
+    struct Chatty;
+
+    impl Handler for Chatty {
+        const ACTION: &'static str = "chatty";
+        type Input = ChattyInput;
+        type Output = ChattyOutput;
+
+        async fn process(
+            &self,
+            input: ChattyInput,
+            job: JobContext,
+        ) -> Result<ChattyOutput, JobError> {
+            for i in 1..=input.reports {
+                job.progress(
+                    f64::from(i) / f64::from(input.reports),
+                    format!("report {i}"),
+                )
+                .await?;
+                if i % 100 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            Ok(ChattyOutput {
+                reports: input.reports,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn thousands_of_reports_make_a_bounded_number_of_writes_and_the_last_one_is_kept() {
+        let store = Arc::new(MemoryStore::new());
+        let mut feed = store.changes();
+        let mut handlers = Handlers::default();
+        handlers.register(Chatty);
+        let worker = Worker::new(
+            store.clone(),
+            Arc::new(ManualClock::default()),
+            Arc::new(handlers),
+        );
+        let request = AsyncRequest::new(
+            "r",
+            "chatty",
+            json!({ "reports": 5000 }),
+            chrono::Utc::now(),
+        );
+        store.create_request(&request).await.unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(worker.run("r").await.unwrap(), Outcome::Completed);
+        let elapsed = started.elapsed();
+        let mut changes: Vec<Change> = Vec::new();
+        while let Ok(change) = feed.try_recv() {
+            changes.push(change);
+        }
+        let reports = changes
+            .iter()
+            .filter(|c| {
+                c.new
+                    .as_ref()
+                    .is_some_and(|r| r.status == RequestStatus::Running)
+            })
+            .count();
+        // One write per interval at most (the claim, the first report, then one per 50 ms),
+        // plus the flush before the outcome.
+        let bound = 3 + usize::try_from(elapsed.as_millis() / 50).unwrap();
+        assert!(
+            reports <= bound,
+            "{reports} writes in {elapsed:?} (bound {bound})"
+        );
+        let last = changes.last().unwrap().new.clone().unwrap();
+        assert_eq!(last.status, RequestStatus::Completed);
+        assert_eq!(
+            last.message.as_deref(),
+            Some("report 5000"),
+            "the latest report is kept"
+        );
     }
 }

@@ -36,7 +36,7 @@ function all(payload) {
 try {
   const enqueued = await once({
     query: 'mutation($input: GenerateReportInput!) { generateReport(input: $input) { id status version } }',
-    variables: { input: { from: '2026-01-01', to: '2026-01-31', rows: 25, stepDelayMs: 50 } },
+    variables: { input: { from: '2026-01-01', to: '2026-01-31', rows: 25, stepDelayMs: 80 } },
   });
   assert.equal(enqueued.errors, undefined);
   const { id, status } = enqueued.data.generateReport;

@@ -349,7 +349,7 @@ async fn the_four_functions_run_a_request_end_to_end() {
     );
 
     // The mutation is answered at once with the queued request.
-    let mutation = json!({ "id": "m", "type": "subscribe", "payload": { "query": "mutation { generateReport(input: {from: \"2026-01-01\", to: \"2026-01-31\", rows: 5, stepDelayMs: 10}) { id status } }" } });
+    let mutation = json!({ "id": "m", "type": "subscribe", "payload": { "query": "mutation { generateReport(input: {from: \"2026-01-01\", to: \"2026-01-31\", rows: 5, stepDelayMs: 60}) { id status } }" } });
     gateway.invoke(message(mutation)).await.unwrap();
     let frames = management.frames(connection);
     let request_id = frames[1]["payload"]["data"]["generateReport"]["id"]
