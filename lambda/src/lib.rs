@@ -1,10 +1,12 @@
 //! Streamer's four Lambda functions around an application's handlers, each a thin `main`:
 //!
 //! ```no_run
-//! # async fn handlers() -> std::sync::Arc<streamer_schema::Handlers> { unimplemented!() }
+//! # fn handlers() -> std::sync::Arc<streamer_schema::Handlers> {
+//! #     std::sync::Arc::new(streamer_schema::Handlers::default())
+//! # }
 //! #[tokio::main]
 //! async fn main() -> Result<(), streamer_lambda::Error> {
-//!     streamer_lambda::run_gateway(handlers().await).await
+//!     streamer_lambda::run_gateway(handlers()).await
 //! }
 //! ```
 //!
