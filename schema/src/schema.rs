@@ -149,6 +149,11 @@ fn async_request_type() -> Object {
             TypeRef::named_nn("DateTime"),
             |r| Some(datetime(r.updated_at)),
         ))
+        .field(request_field(
+            "nextAttemptAt",
+            TypeRef::named("DateTime"),
+            |r| r.next_attempt_at.map(datetime),
+        ))
         .field(request_field("result", TypeRef::named("JSON"), |r| {
             r.result.as_ref().map(json)
         }))
