@@ -22,11 +22,7 @@ async fn an_attempt_out_of_time_is_a_retryable_failure() {
     let follow = "subscription($id: ID!) { requestProgress(id: $id, afterVersion: 0) { status attempts error { code retryable } } }";
     client.send(json!({ "id": "s", "type": "subscribe", "payload": { "query": follow, "variables": { "id": id } } })).await;
     let frames = client.until_done("s").await;
-    let states: Vec<&Value> = frames
-        .iter()
-        .filter(|f| f["type"] == "next")
-        .map(|f| &f["payload"]["data"]["requestProgress"])
-        .collect();
+    let states = support::states(&frames);
     let retrying: Vec<(u64, &Value)> = states
         .iter()
         .filter(|s| s["status"] == "RETRYING")

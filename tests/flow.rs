@@ -51,11 +51,7 @@ async fn a_flaky_import_is_retried_until_it_succeeds(on: On) {
     let subscribe = json!({ "id": "s", "type": "subscribe", "payload": { "query": PROGRESS, "variables": { "id": id } } });
     client.send(subscribe).await;
     let frames = client.until_done("s").await;
-    let states: Vec<&Value> = frames
-        .iter()
-        .filter(|f| f["type"] == "next")
-        .map(|f| &f["payload"]["data"]["requestProgress"])
-        .collect();
+    let states = support::states(&frames);
     let retrying: Vec<u64> = states
         .iter()
         .filter(|s| s["status"] == "RETRYING")

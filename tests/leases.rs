@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use streamer::core::SystemClock;
 use support::{On, PROGRESS, TestServer};
 
@@ -36,11 +36,7 @@ async fn a_killed_worker_s_job_runs_again_after_its_lease() {
     }
     assert!(server.workers.kill(&id), "the job was running in a task");
     let frames = client.until_done("s").await;
-    let states: Vec<&Value> = frames
-        .iter()
-        .filter(|f| f["type"] == "next")
-        .map(|f| &f["payload"]["data"]["requestProgress"])
-        .collect();
+    let states = support::states(&frames);
     let attempts: Vec<u64> = states
         .iter()
         .map(|s| s["attempts"].as_u64().unwrap())

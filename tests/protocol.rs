@@ -38,11 +38,7 @@ async fn mutation_then_subscription_to_completed(on: On) {
     client.send(subscribe).await;
     let frames = client.until_done("2").await;
 
-    let states: Vec<&Value> = frames
-        .iter()
-        .filter(|f| f["type"] == "next")
-        .map(|f| &f["payload"]["data"]["requestProgress"])
-        .collect();
+    let states = support::states(&frames);
     let versions: Vec<u64> = states
         .iter()
         .map(|s| s["version"].as_u64().unwrap())

@@ -331,5 +331,14 @@ impl Client {
     }
 }
 
+/// The `requestProgress` states in a run of frames (the payloads of its `next` frames).
+pub fn states(frames: &[Value]) -> Vec<&Value> {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "next")
+        .map(|f| &f["payload"]["data"]["requestProgress"])
+        .collect()
+}
+
 /// The `requestProgress` document the transcripts use.
 pub const PROGRESS: &str = "subscription($id: ID!, $after: Int) { requestProgress(id: $id, afterVersion: $after) { id status progress message version attempts output { __typename ... on Report { url rows sizeBytes } ... on ImportSummary { imported } } error { code message retryable } } }";
