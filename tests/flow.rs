@@ -162,6 +162,7 @@ async fn a_gone_connection_is_pruned_with_its_subscriptions(on: On) {
             created_at: now,
             expires_at: ghost.expires_at,
             pushing_until: None,
+            principal: None,
         })
         .await
         .unwrap();

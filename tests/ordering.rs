@@ -22,11 +22,12 @@ use streamer::core::{
 use streamer::processor::{Dispatcher, Processor};
 use streamer::schema::{Services, deliver};
 
-/// A sender whose posts take up to two milliseconds; a frame counts as arrived when its post
-/// returns.
+/// A sender whose posts take up to two milliseconds and fail (as a throttled or unreachable
+/// endpoint would) with the given chance; a frame counts as arrived when its post returns.
 #[derive(Debug, Default)]
 struct SlowSender {
     arrived: Mutex<Vec<(String, Value)>>,
+    failing: f64,
 }
 
 #[async_trait]
@@ -34,6 +35,12 @@ impl Sender for SlowSender {
     async fn post(&self, connection_id: &str, data: &str) -> Result<()> {
         let pause = rand::rng().random_range(0..2_000);
         tokio::time::sleep(Duration::from_micros(pause)).await;
+        if rand::rng().random_bool(self.failing) {
+            return Err(streamer::core::Error::backend(
+                "posting",
+                std::io::Error::other("throttled"),
+            ));
+        }
         let frame = serde_json::from_str(data).unwrap();
         self.arrived
             .lock()
@@ -118,6 +125,7 @@ async fn concurrent_fan_outs_and_a_retried_batch_keep_versions_increasing() {
             clock,
             ids,
             limits: Limits::default(),
+            access: streamer::core::Access::default(),
         };
         let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
         let sender = Arc::new(SlowSender::default());
@@ -138,6 +146,7 @@ async fn concurrent_fan_outs_and_a_retried_batch_keep_versions_increasing() {
                     created_at: chrono::Utc::now(),
                     expires_at: i64::MAX,
                     pushing_until: None,
+                    principal: None,
                 };
                 store.put_subscription(&subscription).await.unwrap();
                 subscriptions.push(subscription);
@@ -217,4 +226,65 @@ async fn concurrent_fan_outs_and_a_retried_batch_keep_versions_increasing() {
             );
         }
     }
+}
+
+/// Posts that fail lose nothing: the failed change is retried and delivers the same state
+/// again, the terminal one and `complete` included. Each subscriber gets every version once.
+#[tokio::test]
+async fn failed_posts_are_delivered_when_the_change_is_retried() {
+    let store = Arc::new(MemoryStore::new());
+    let services = Services {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        ids: Arc::new(RandomIds),
+        limits: Limits::default(),
+        access: streamer::core::Access::default(),
+    };
+    let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
+    let sender = Arc::new(SlowSender {
+        failing: 0.3,
+        ..SlowSender::default()
+    });
+    for connection in 0..4 {
+        let subscription = Subscription {
+            key: SubscriptionKey {
+                request_id: "r".into(),
+                connection_id: format!("c{connection}"),
+                operation_id: "o".into(),
+            },
+            query: "subscription($id: ID!) { requestProgress(id: $id) { version status } }".into(),
+            operation_name: None,
+            variables: Some(json!({ "id": "r" })),
+            last_version: 0,
+            created_at: chrono::Utc::now(),
+            expires_at: i64::MAX,
+            pushing_until: None,
+            principal: None,
+        };
+        store.put_subscription(&subscription).await.unwrap();
+    }
+    let processor = Processor::new(schema, store.clone(), sender.clone(), Arc::new(NoJobs));
+    until_done(processor, changes(&history())).await;
+
+    let arrived = sender.arrived.lock().unwrap().clone();
+    for connection in 0..4 {
+        let frames: Vec<&Value> = arrived
+            .iter()
+            .filter(|(c, _)| *c == format!("c{connection}"))
+            .map(|(_, frame)| frame)
+            .collect();
+        let versions: Vec<u64> = frames
+            .iter()
+            .filter(|f| f["type"] == "next")
+            .map(|f| {
+                f["payload"]["data"]["requestProgress"]["version"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(versions, (1..=10).collect::<Vec<_>>(), "c{connection}");
+        assert_eq!(frames.last().unwrap()["type"], "complete", "c{connection}");
+        assert_eq!(frames.iter().filter(|f| f["type"] == "complete").count(), 1);
+    }
+    assert!(store.subscriptions("r").await.unwrap().is_empty());
 }

@@ -203,6 +203,7 @@ async fn split_shards_are_followed_parents_first_and_in_order_per_item() {
         clock,
         ids,
         limits: streamer::core::Limits::default(),
+        access: streamer::core::Access::default(),
     };
     let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
     for id in ["r1", "r2"] {
@@ -220,6 +221,7 @@ async fn split_shards_are_followed_parents_first_and_in_order_per_item() {
                 created_at: chrono::Utc::now(),
                 expires_at: i64::MAX,
                 pushing_until: None,
+                principal: None,
             })
             .await
             .unwrap();

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -80,4 +81,94 @@ async fn flaky_import_retries_within_the_backoff_bounds() {
             if value.is_nil() { value } else { "[due]".into() }
         })
     });
+}
+
+/// A clock that reads tokio's, so that paused time moves it too.
+#[derive(Debug)]
+struct TokioClock {
+    start: chrono::DateTime<chrono::Utc>,
+    base: tokio::time::Instant,
+}
+
+impl streamer::core::Clock for TokioClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.start + (tokio::time::Instant::now() - self.base)
+    }
+}
+
+/// With paused time the waits are exact: each RETRYING state's next attempt is due within
+/// its full-jitter ceiling, and the next attempt starts when it is due, not before. Twenty
+/// jobs, three failures each: the delays drawn differ.
+#[tokio::test(start_paused = true)]
+async fn backoff_delays_stay_within_the_jitter_bounds_in_paused_time() {
+    use streamer::core::{AsyncRequest, MemoryStore, RequestStatus, Store};
+    use streamer::processor::{Dispatcher, TaskDispatcher, Worker};
+
+    let store = Arc::new(MemoryStore::new());
+    let mut changes = store.changes();
+    let clock = Arc::new(TokioClock {
+        start: chrono::Utc::now(),
+        base: tokio::time::Instant::now(),
+    });
+    let worker = Worker::new(
+        store.clone(),
+        clock.clone(),
+        support::handlers::app().handlers(),
+    );
+    let workers = TaskDispatcher::new(worker, 64);
+    let jobs = 20;
+    for n in 0..jobs {
+        let request = AsyncRequest::new(
+            format!("r{n}"),
+            "flakyImport",
+            json!({ "failTimes": 3 }),
+            streamer::core::Clock::now(&*clock),
+        );
+        store.create_request(&request).await.unwrap();
+        workers.dispatch(&request).await.unwrap();
+    }
+    let mut images: Vec<AsyncRequest> = Vec::new();
+    let mut done = 0;
+    while done < jobs {
+        let change = changes.recv().await.expect("the feed stays open");
+        let image = change.new.expect("no deletes");
+        done += usize::from(image.status.is_terminal());
+        images.push(image);
+    }
+    let mut delays = Vec::new();
+    for n in 0..jobs {
+        let id = format!("r{n}");
+        let states: Vec<&AsyncRequest> = images.iter().filter(|r| r.id == id).collect();
+        let last = states.last().unwrap();
+        assert_eq!((last.status, last.attempts), (RequestStatus::Completed, 4));
+        for attempt in 1..=3u32 {
+            let retrying = states
+                .iter()
+                .find(|r| r.status == RequestStatus::Retrying && r.attempts == attempt)
+                .unwrap();
+            let due = retrying.next_attempt_at.expect("a due time while RETRYING");
+            let delay = (due - retrying.updated_at).to_std().expect("due after now");
+            let ceiling = JOB_BACKOFF.ceiling(attempt);
+            assert!(
+                delay <= ceiling,
+                "{id} attempt {attempt}: {delay:?} over {ceiling:?}"
+            );
+            let resumed = states
+                .iter()
+                .find(|r| r.status == RequestStatus::Running && r.attempts == attempt + 1)
+                .unwrap();
+            let late = (resumed.updated_at - due)
+                .to_std()
+                .expect("the next attempt does not start before it is due");
+            assert!(
+                late <= Duration::from_millis(5),
+                "{id} attempt {}: started {late:?} after it was due",
+                attempt + 1
+            );
+            delays.push(delay);
+        }
+    }
+    delays.sort();
+    delays.dedup();
+    assert!(delays.len() > jobs, "jitter: {delays:?}");
 }

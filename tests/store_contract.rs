@@ -8,7 +8,7 @@ use streamer::aws::tables::REQUESTS;
 use streamer::aws::{DynamoDbStore, PollerOptions, StreamPoller, Tables};
 use streamer::core::store::{Change, ChangeKind, Claim, Finish, RequestFilter};
 use streamer::core::{
-    AsyncRequest, Connection, Error, MemoryStore, RequestStatus, Store, Subscription,
+    AsyncRequest, Connection, Error, MemoryStore, Principal, RequestStatus, Store, Subscription,
     SubscriptionKey,
 };
 
@@ -60,20 +60,38 @@ async fn connections(store: &dyn Store) {
         "connected before, strictly"
     );
 
+    let principal = Principal::new(unique("tenant"), "ann");
+    assert_eq!(
+        store
+            .count_connections(&principal.tenant, 10)
+            .await
+            .unwrap(),
+        0
+    );
     store
-        .acknowledge_connection(&id, Some(json!({ "auth": "x" })))
+        .acknowledge_connection(&id, Some(json!({ "auth": "x" })), &principal)
         .await
         .unwrap();
+    assert_eq!(
+        store
+            .count_connections(&principal.tenant, 10)
+            .await
+            .unwrap(),
+        1,
+        "an authenticated connection counts for its tenant"
+    );
     assert!(!waiting(at(1)).await.contains(&id), "initialised");
     assert!(
         matches!(
-            store.acknowledge_connection(&id, None).await,
+            store.acknowledge_connection(&id, None, &principal).await,
             Err(Error::Conflict(_))
         ),
         "a second init loses"
     );
     assert!(matches!(
-        store.acknowledge_connection(&unique("missing"), None).await,
+        store
+            .acknowledge_connection(&unique("missing"), None, &principal)
+            .await,
         Err(Error::NotFound(_))
     ));
 
@@ -98,6 +116,7 @@ async fn connections(store: &dyn Store) {
     let stored = store.get_connection(&id).await.unwrap().unwrap();
     assert_eq!(stored.phase, streamer::core::Phase::Acknowledged);
     assert_eq!(stored.init_payload, Some(json!({ "auth": "x" })));
+    assert_eq!(stored.principal.as_ref(), Some(&principal));
     assert_eq!(
         stored.operations.into_iter().collect::<Vec<_>>(),
         [("op-2".to_owned(), "req-b".to_owned())]
@@ -120,6 +139,7 @@ async fn subscriptions(store: &dyn Store) {
         created_at: at(1),
         expires_at: at(3600).timestamp(),
         pushing_until: None,
+        principal: None,
     };
     for (connection, operation) in [("c1", "1"), ("c2", "1"), ("c1", "2")] {
         store
@@ -152,6 +172,18 @@ async fn subscriptions(store: &dyn Store) {
         store.finish_subscription(&k, now).await.unwrap(),
         Finish::Busy,
         "not finished under a push"
+    );
+    store.abandon_push(&k, 3, 0).await.unwrap();
+    assert_eq!(
+        store.claim_push(&k, 3, now, hold).await.unwrap(),
+        Claim::Claimed,
+        "an abandoned push is claimed again"
+    );
+    store.abandon_push(&k, 2, 0).await.unwrap();
+    assert_eq!(
+        store.claim_push(&k, 4, now, hold).await.unwrap(),
+        Claim::Busy,
+        "abandoning another version leaves the claim"
     );
     store.release_push(&k, 3).await.unwrap();
     assert_eq!(
@@ -265,6 +297,8 @@ async fn listing(store: &dyn Store) {
     loop {
         let page = store
             .list_requests(&RequestFilter {
+                tenant: Some(streamer::core::DEV_TENANT.to_owned()),
+                owner: None,
                 status: None,
                 limit: 2,
                 after: after.clone(),
@@ -286,6 +320,8 @@ async fn listing(store: &dyn Store) {
     assert_eq!(seen, ids, "every request once, oldest first");
     let cancelled = store
         .list_requests(&RequestFilter {
+            tenant: Some(streamer::core::DEV_TENANT.to_owned()),
+            owner: None,
             status: Some(RequestStatus::Cancelled),
             limit: 100,
             after: None,
@@ -299,6 +335,90 @@ async fn listing(store: &dyn Store) {
         .map(|r| r.id)
         .collect();
     assert_eq!(cancelled, [ids[0].clone(), ids[2].clone(), ids[4].clone()]);
+}
+
+/// Listing is per tenant (and per owner when asked); quotas count per tenant.
+async fn tenants(store: &dyn Store) {
+    let (acme, globex) = (unique("acme"), unique("globex"));
+    let ann = Principal::new(&acme, "ann");
+    let bob = Principal::new(&acme, "bob");
+    let eve = Principal::new(&globex, "eve");
+    let mut ids = Vec::new();
+    for (n, owner) in [&ann, &bob, &eve, &ann].into_iter().enumerate() {
+        let request = AsyncRequest::new(unique("req"), "a", json!(n), at(n as i64)).owned_by(owner);
+        store.create_request(&request).await.unwrap();
+        ids.push(request.id);
+    }
+    let list = |tenant: &str, owner: Option<&str>| {
+        let filter = RequestFilter {
+            tenant: Some(tenant.to_owned()),
+            owner: owner.map(str::to_owned),
+            status: None,
+            limit: 10,
+            after: None,
+        };
+        async move {
+            let page = store.list_requests(&filter).await.unwrap();
+            page.items.into_iter().map(|r| r.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(&acme, None).await,
+        [ids[0].clone(), ids[1].clone(), ids[3].clone()]
+    );
+    assert_eq!(
+        list(&acme, Some("ann")).await,
+        [ids[0].clone(), ids[3].clone()]
+    );
+    assert_eq!(list(&globex, None).await, [ids[2].clone()]);
+    assert_eq!(store.count_active_requests(&acme, 10).await.unwrap(), 3);
+    assert_eq!(
+        store.count_active_requests(&acme, 2).await.unwrap(),
+        2,
+        "counts up to the cap"
+    );
+    let mut done = store.get_request(&ids[0]).await.unwrap().unwrap();
+    done.cancel(at(9)).unwrap();
+    store.update_request(&done, 1).await.unwrap();
+    assert_eq!(
+        store.count_active_requests(&acme, 10).await.unwrap(),
+        2,
+        "ended ones do not count"
+    );
+    // Every tenant's unfinished requests, by status: the sweeper's listing.
+    let queued = store
+        .list_requests(&RequestFilter {
+            tenant: None,
+            owner: None,
+            status: Some(RequestStatus::Queued),
+            limit: 1000,
+            after: None,
+        })
+        .await
+        .unwrap();
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(queued.items.iter().any(|r| r.id == *id), n != 0, "{n}");
+    }
+
+    let window = at(0).timestamp();
+    for _ in 0..3 {
+        assert!(store.take_enqueue_token(&acme, window, 3).await.unwrap());
+    }
+    assert!(
+        !store.take_enqueue_token(&acme, window, 3).await.unwrap(),
+        "the window is used up"
+    );
+    assert!(
+        store.take_enqueue_token(&globex, window, 3).await.unwrap(),
+        "per tenant"
+    );
+    assert!(
+        store
+            .take_enqueue_token(&acme, window + 1, 3)
+            .await
+            .unwrap(),
+        "the next second"
+    );
 }
 
 async fn history(store: &dyn Store) {
@@ -333,6 +453,7 @@ async fn contract(store: &dyn Store) {
     subscriptions(store).await;
     requests(store).await;
     listing(store).await;
+    tenants(store).await;
 }
 
 #[tokio::test]

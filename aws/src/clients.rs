@@ -38,8 +38,13 @@ impl Aws {
         )
     }
 
-    /// The dispatcher that invokes the worker `function`.
-    pub fn dispatcher(&self, function: &str) -> LambdaDispatcher {
-        LambdaDispatcher::new(aws_sdk_lambda::Client::new(&self.config), function)
+    /// The dispatcher that invokes the worker `function`, and `priority_function` for
+    /// requests of priority above 0 when there is one.
+    pub fn dispatcher(&self, function: &str, priority_function: Option<&str>) -> LambdaDispatcher {
+        let dispatcher = LambdaDispatcher::new(aws_sdk_lambda::Client::new(&self.config), function);
+        match priority_function {
+            Some(priority) => dispatcher.with_priority_function(priority),
+            None => dispatcher,
+        }
     }
 }

@@ -18,10 +18,16 @@ pub struct WorkerEvent {
 }
 
 /// Dispatches jobs to the worker function.
+///
+/// Lambda starts an asynchronous invocation as soon as it has concurrency for it; there is
+/// no queue of waiting jobs to reorder. Priority maps to capacity instead: with
+/// [`LambdaDispatcher::with_priority_function`], requests of priority above 0 go to a second
+/// worker function (the same code) whose reserved concurrency the others cannot use up.
 #[derive(Debug, Clone)]
 pub struct LambdaDispatcher {
     client: Client,
     function: String,
+    priority_function: Option<String>,
 }
 
 impl LambdaDispatcher {
@@ -30,6 +36,22 @@ impl LambdaDispatcher {
         Self {
             client,
             function: function.into(),
+            priority_function: None,
+        }
+    }
+
+    /// Requests of priority above 0 are run by `function` instead.
+    #[must_use]
+    pub fn with_priority_function(mut self, function: impl Into<String>) -> Self {
+        self.priority_function = Some(function.into());
+        self
+    }
+
+    /// The function that runs `request`.
+    pub fn function_for(&self, request: &AsyncRequest) -> &str {
+        match &self.priority_function {
+            Some(function) if request.priority > 0 => function,
+            _ => &self.function,
         }
     }
 }
@@ -41,16 +63,43 @@ impl Dispatcher for LambdaDispatcher {
             request_id: request.id.clone(),
         };
         let payload = serde_json::to_vec(&event).map_err(|e| Error::backend("encoding", e))?;
+        let function = self.function_for(request);
         self.client
             .invoke()
-            .function_name(&self.function)
+            .function_name(function)
             .invocation_type(InvocationType::Event)
             .payload(Blob::new(payload))
             .send()
             .await
-            .map_err(|e| {
-                Error::backend(format!("invoking {} for {}", self.function, request.id), e)
-            })?;
+            .map_err(|e| Error::backend(format!("invoking {function} for {}", request.id), e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use serde_json::json;
+
+    use super::*;
+
+    fn client() -> Client {
+        let config = aws_sdk_lambda::Config::builder()
+            .behavior_version(aws_sdk_lambda::config::BehaviorVersion::latest())
+            .build();
+        Client::from_conf(config)
+    }
+
+    #[test]
+    fn priority_above_zero_goes_to_the_priority_function_when_there_is_one() {
+        let request = |priority| {
+            AsyncRequest::new("r", "generateReport", json!({}), Utc::now()).with_priority(priority)
+        };
+        let plain = LambdaDispatcher::new(client(), "worker");
+        assert_eq!(plain.function_for(&request(50)), "worker");
+        let split = plain.with_priority_function("priority-worker");
+        assert_eq!(split.function_for(&request(1)), "priority-worker");
+        assert_eq!(split.function_for(&request(0)), "worker");
+        assert_eq!(split.function_for(&request(-3)), "worker");
     }
 }

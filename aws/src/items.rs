@@ -13,17 +13,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use streamer_core::{
-    AsyncRequest, Connection, Error, Phase, Result, Subscription, SubscriptionKey,
+    AsyncRequest, Connection, Error, Phase, RequestStatus, Result, Subscription, SubscriptionKey,
 };
 
-use crate::tables::{AWAITING_INIT, BY_CREATION, BY_STATUS, HISTORY};
+use crate::tables::{
+    ACTIVE, AWAITING_INIT, BY_CREATION, BY_STATUS, CONNECTIONS_BY_TENANT, HISTORY,
+};
 
 /// An item as the SDK takes it.
 pub(crate) type Item = HashMap<String, AttributeValue>;
-
-/// The partition of the listing indexes. One value for now; per-tenant listing uses the
-/// tenant here.
-pub(crate) const LIST_PARTITION: &str = "all";
 
 /// Attributes of a request kept as JSON text.
 const REQUEST_TEXT: &[&str] = &["payload", "result"];
@@ -92,6 +90,12 @@ pub fn connection_item(connection: &Connection) -> Result<Item> {
             s(AWAITING_PARTITION),
         );
     }
+    if let Some(principal) = &connection.principal {
+        item.insert(
+            CONNECTIONS_BY_TENANT.partition_key.to_owned(),
+            s(&principal.tenant),
+        );
+    }
     Ok(item)
 }
 
@@ -125,6 +129,16 @@ pub fn subscription_from_item(item: Item) -> Result<Subscription> {
     decode(item, SUBSCRIPTION_TEXT)
 }
 
+/// The `byStatus` partition of a tenant's requests of one status.
+pub(crate) fn status_partition(tenant: &str, status: RequestStatus) -> String {
+    format!("{tenant}#{status}")
+}
+
+/// The key of the counter of `tenant`'s enqueues in the second starting at `window`.
+pub(crate) fn enqueue_counter_id(tenant: &str, window: i64) -> String {
+    format!("quota#enqueue#{tenant}#{window}")
+}
+
 /// The sort key of the listing indexes: creation time, then id.
 pub(crate) fn created_key(request: &AsyncRequest) -> String {
     format!(
@@ -139,12 +153,15 @@ pub(crate) fn created_key(request: &AsyncRequest) -> String {
 /// The requests item of a request, with the keys of the listing indexes.
 pub fn request_item(request: &AsyncRequest) -> Result<Item> {
     let mut item = encode(request, REQUEST_TEXT)?;
-    item.insert(BY_CREATION.partition_key.to_owned(), s(LIST_PARTITION));
+    item.insert(BY_CREATION.partition_key.to_owned(), s(&request.tenant));
     item.insert(
         BY_STATUS.partition_key.to_owned(),
-        s(format!("{LIST_PARTITION}#{}", request.status)),
+        s(status_partition(&request.tenant, request.status)),
     );
     item.insert(BY_CREATION.sort_key.to_owned(), s(created_key(request)));
+    if !request.status.is_terminal() {
+        item.insert(ACTIVE.partition_key.to_owned(), s(request.status.as_str()));
+    }
     Ok(item)
 }
 
@@ -207,6 +224,7 @@ mod tests {
             created_at: at(1),
             expires_at: connection.expires_at,
             pushing_until: None,
+            principal: None,
         };
         let mut request = AsyncRequest::new(
             "req-1",

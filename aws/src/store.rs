@@ -12,18 +12,18 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use serde_json::Value;
 use streamer_core::store::{Page, RequestFilter};
 use streamer_core::{
-    AsyncRequest, Claim, Connection, Error, Finish, Phase, Result, Store, Subscription,
-    SubscriptionKey,
+    AsyncRequest, Claim, Connection, Error, Finish, Phase, Principal, RequestStatus, Result, Store,
+    Subscription, SubscriptionKey,
 };
 
 use crate::items::{
-    AWAITING_PARTITION, Item, LIST_PARTITION, connection_from_item, connection_item, created_key,
-    history_item, json_text, n, request_from_item, request_item, s, subscription_from_item,
-    subscription_item, subscription_key, version_key,
+    AWAITING_PARTITION, Item, connection_from_item, connection_item, created_key,
+    enqueue_counter_id, history_item, json_text, n, request_from_item, request_item, s,
+    status_partition, subscription_from_item, subscription_item, subscription_key, version_key,
 };
 use crate::tables::{
-    self, AWAITING_INIT, BY_CREATION, BY_STATUS, CONNECTIONS, HISTORY, REQUESTS, SUBSCRIPTIONS,
-    Tables,
+    self, ACTIVE, AWAITING_INIT, BY_CREATION, BY_STATUS, CONNECTIONS, CONNECTIONS_BY_TENANT,
+    HISTORY, REQUESTS, SUBSCRIPTIONS, Tables,
 };
 
 /// The store on DynamoDB.
@@ -216,7 +216,12 @@ impl Store for DynamoDbStore {
         output.item.map(connection_from_item).transpose()
     }
 
-    async fn acknowledge_connection(&self, id: &str, payload: Option<Value>) -> Result<()> {
+    async fn acknowledge_connection(
+        &self,
+        id: &str,
+        payload: Option<Value>,
+        principal: &Principal,
+    ) -> Result<()> {
         let payload = to_attribute(json_text(&payload.unwrap_or(Value::Null)))?;
         let result = self
             .client
@@ -224,8 +229,12 @@ impl Store for DynamoDbStore {
             .table_name(&self.connections)
             .key("id", s(id))
             .update_expression(
-                "SET phase = :acknowledged, initPayload = :payload REMOVE initPartition",
+                "SET phase = :acknowledged, initPayload = :payload, principal = :principal, \
+                 #tenant = :tenant REMOVE initPartition",
             )
+            .expression_attribute_names("#tenant", CONNECTIONS_BY_TENANT.partition_key)
+            .expression_attribute_values(":principal", to_attribute(principal)?)
+            .expression_attribute_values(":tenant", s(&principal.tenant))
             .condition_expression("attribute_exists(id) AND phase = :awaiting")
             .expression_attribute_values(":acknowledged", to_attribute(Phase::Acknowledged)?)
             .expression_attribute_values(":awaiting", to_attribute(Phase::AwaitingInit)?)
@@ -412,6 +421,26 @@ impl Store for DynamoDbStore {
         }
     }
 
+    async fn abandon_push(&self, key: &SubscriptionKey, version: u64, before: u64) -> Result<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.subscriptions)
+            .set_key(Some(subscription_key(key)))
+            .update_expression("SET lastVersion = :before REMOVE pushingUntil")
+            .condition_expression("attribute_exists(requestId) AND lastVersion = :version")
+            .expression_attribute_values(":version", n(version))
+            .expression_attribute_values(":before", n(before))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Gone, or a later push took over after this one's hold passed.
+            Err(error) if condition_failed(&error) => Ok(()),
+            Err(error) => Err(Error::backend("abandoning a push", error)),
+        }
+    }
+
     async fn finish_subscription(&self, key: &SubscriptionKey, now: i64) -> Result<Finish> {
         let result = self
             .client
@@ -425,7 +454,7 @@ impl Store for DynamoDbStore {
             .await;
         match result {
             Ok(output) => Ok(match output.attributes {
-                Some(item) => Finish::Deleted(subscription_from_item(item)?),
+                Some(item) => Finish::Deleted(Box::new(subscription_from_item(item)?)),
                 None => Finish::Gone,
             }),
             Err(error) if condition_failed(&error) => Ok(Finish::Busy),
@@ -527,9 +556,18 @@ impl Store for DynamoDbStore {
     }
 
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Page> {
-        let (index, partition) = match filter.status {
-            Some(status) => (BY_STATUS, format!("{LIST_PARTITION}#{status}")),
-            None => (BY_CREATION, LIST_PARTITION.to_owned()),
+        let (index, partition) = match (&filter.tenant, filter.status) {
+            (Some(tenant), Some(status)) => (BY_STATUS, status_partition(tenant, status)),
+            (Some(tenant), None) => (BY_CREATION, tenant.clone()),
+            (None, Some(status)) if !status.is_terminal() => (ACTIVE, status.as_str().to_owned()),
+            (None, _) => {
+                return Err(Error::backend(
+                    "listing requests",
+                    std::io::Error::other(
+                        "every tenant's requests are listed by active status only",
+                    ),
+                ));
+            }
         };
         let mut query = self
             .client
@@ -539,6 +577,12 @@ impl Store for DynamoDbStore {
             .key_condition_expression("#partition = :partition")
             .expression_attribute_names("#partition", index.partition_key)
             .expression_attribute_values(":partition", s(partition.clone()));
+        if let Some(owner) = &filter.owner {
+            query = query
+                .filter_expression("#owner = :owner")
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_values(":owner", s(owner));
+        }
         if let Some(after) = &filter.after {
             // Continue after the request the cursor names: resume by its index key.
             let Some(last) = self.get_request(after).await? else {
@@ -566,6 +610,67 @@ impl Store for DynamoDbStore {
             None
         };
         Ok(Page { items, next })
+    }
+
+    async fn count_connections(&self, tenant: &str, up_to: usize) -> Result<usize> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.connections)
+            .index_name(CONNECTIONS_BY_TENANT.name)
+            .key_condition_expression("#tenant = :tenant")
+            .expression_attribute_names("#tenant", CONNECTIONS_BY_TENANT.partition_key)
+            .expression_attribute_values(":tenant", s(tenant))
+            .projection_expression("id");
+        Ok(query_up_to(query, up_to, "counting connections")
+            .await?
+            .len())
+    }
+
+    async fn count_active_requests(&self, tenant: &str, up_to: usize) -> Result<usize> {
+        let mut count = 0;
+        for status in [
+            RequestStatus::Queued,
+            RequestStatus::Running,
+            RequestStatus::Retrying,
+        ] {
+            if count >= up_to {
+                break;
+            }
+            let query = self
+                .client
+                .query()
+                .table_name(&self.requests)
+                .index_name(BY_STATUS.name)
+                .key_condition_expression("#partition = :partition")
+                .expression_attribute_names("#partition", BY_STATUS.partition_key)
+                .expression_attribute_values(":partition", s(status_partition(tenant, status)))
+                .projection_expression("id");
+            count += query_up_to(query, up_to - count, "counting requests")
+                .await?
+                .len();
+        }
+        Ok(count)
+    }
+
+    async fn take_enqueue_token(&self, tenant: &str, window: i64, limit: u32) -> Result<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.connections)
+            .key("id", s(enqueue_counter_id(tenant, window)))
+            .update_expression("ADD taken :one SET expiresAt = :expires")
+            .condition_expression("attribute_not_exists(taken) OR taken < :limit")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(limit))
+            .expression_attribute_values(":expires", n(window + 60))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if condition_failed(&error) => Ok(false),
+            Err(error) => Err(Error::backend("counting an enqueue", error)),
+        }
     }
 }
 

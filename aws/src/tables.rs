@@ -3,11 +3,13 @@
 //!
 //! - `connections`: key `id`. A connection lists its active operations, so `$disconnect`
 //!   deletes its subscriptions without a scan; a sparse GSI (`awaitingInit`) finds those
-//!   that never sent `connection_init`.
+//!   that never sent `connection_init`, another (`byTenant`) counts a tenant's connections.
+//!   It also holds the per-tenant enqueue counters (`quota#enqueue#{tenant}#{second}`).
 //! - `subscriptions`: key `requestId` + `sk` (`connectionId#operationId`): fan-out for one
 //!   request is one strongly consistent Query on the base table (no GSI on the hot path).
 //! - `requests`: key `id`; stream NEW_AND_OLD_IMAGES feeds the processor; two GSIs list
-//!   requests oldest first, all of them (`byCreation`) or by status (`byStatus`).
+//!   a tenant's requests oldest first, all of them (`byCreation`) or by status (`byStatus`);
+//!   a sparse one (`active`) every tenant's unfinished requests by status, for the sweeper.
 //!
 //! - `history`: key `id` + `versionKey` (the version, zero-padded): each visible state of a
 //!   request, written by the processor, read by subscribers that resume.
@@ -56,12 +58,20 @@ pub const AWAITING_INIT: IndexSpec = IndexSpec {
     sort_key: "connectedAt",
 };
 
+/// The sparse `connections` GSI of authenticated connections by tenant: counts them for the
+/// tenant's connection quota.
+pub const CONNECTIONS_BY_TENANT: IndexSpec = IndexSpec {
+    name: "byTenant",
+    partition_key: "tenantPartition",
+    sort_key: "connectedAt",
+};
+
 /// The connections table.
 pub const CONNECTIONS: TableSpec = TableSpec {
     suffix: "connections",
     partition_key: "id",
     sort_key: None,
-    indexes: &[AWAITING_INIT],
+    indexes: &[AWAITING_INIT, CONNECTIONS_BY_TENANT],
     stream: false,
 };
 
@@ -87,12 +97,20 @@ pub const BY_STATUS: IndexSpec = IndexSpec {
     sort_key: "createdKey",
 };
 
+/// The sparse `requests` GSI of every tenant's requests that are not finished, by status,
+/// oldest first: what the sweeper looks after. Finished requests leave it.
+pub const ACTIVE: IndexSpec = IndexSpec {
+    name: "active",
+    partition_key: "activeStatus",
+    sort_key: "createdKey",
+};
+
 /// The requests table.
 pub const REQUESTS: TableSpec = TableSpec {
     suffix: "requests",
     partition_key: "id",
     sort_key: None,
-    indexes: &[BY_CREATION, BY_STATUS],
+    indexes: &[BY_CREATION, BY_STATUS, ACTIVE],
     stream: true,
 };
 

@@ -41,6 +41,9 @@ pub struct Connection {
     /// (4409) and as the index that lets `$disconnect` delete subscriptions without a scan.
     #[serde(default)]
     pub operations: BTreeMap<String, String>,
+    /// Who is connected, once authenticated (on `$connect` or `connection_init`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<crate::Principal>,
     /// TTL attribute, epoch seconds.
     pub expires_at: i64,
 }
@@ -55,6 +58,7 @@ impl Connection {
             init_payload: None,
             query: BTreeMap::new(),
             operations: BTreeMap::new(),
+            principal: None,
             expires_at: (connected_at + RETENTION).timestamp(),
         }
     }

@@ -22,6 +22,7 @@
 //! - [`memory`]: [`MemoryStore`], the embedded store with its own ordered change feed.
 //! - [`metric`]: the names of the metrics the other crates record.
 
+pub mod auth;
 pub mod backoff;
 pub mod clock;
 pub mod connection;
@@ -36,6 +37,7 @@ pub mod sender;
 pub mod store;
 pub mod subscription;
 
+pub use auth::{Access, AuthError, Authenticator, Credentials, DEV_TENANT, DevMode, Principal};
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connection::{Connection, Phase};
@@ -43,7 +45,7 @@ pub use error::{Error, Result};
 pub use id::{IdGenerator, RandomIds, SequentialIds};
 pub use limits::{LimitExceeded, Limits};
 pub use memory::{MemorySender, MemoryStore};
-pub use request::{AsyncRequest, RequestError, RequestStatus};
+pub use request::{AsyncRequest, PRIORITIES, RequestError, RequestStatus};
 pub use sender::Sender;
 pub use store::{Change, ChangeKind, Claim, Finish, Page, RequestFilter, Store};
 pub use subscription::{Subscription, SubscriptionKey};

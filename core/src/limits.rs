@@ -23,6 +23,12 @@ pub struct Limits {
     /// Largest job payload, as JSON: 64 KiB (a request item holds it, within DynamoDB's
     /// 400 KB per item).
     pub max_payload_bytes: usize,
+    /// Most authenticated connections of one tenant at once: 1,000.
+    pub max_tenant_connections: usize,
+    /// Most requests of one tenant queued, running or retrying at once: 1,000.
+    pub max_tenant_active_requests: usize,
+    /// Most enqueues of one tenant in one second: 50.
+    pub max_tenant_enqueues_per_second: u32,
 }
 
 impl Default for Limits {
@@ -35,6 +41,9 @@ impl Default for Limits {
             max_subscriptions: 100,
             max_operation_id: 128,
             max_payload_bytes: 64 * 1024,
+            max_tenant_connections: 1000,
+            max_tenant_active_requests: 1000,
+            max_tenant_enqueues_per_second: 50,
         }
     }
 }

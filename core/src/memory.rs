@@ -27,6 +27,8 @@ struct Tables {
     history: HashMap<String, BTreeMap<u64, AsyncRequest>>,
     sequence: u64,
     feeds: Vec<mpsc::UnboundedSender<Change>>,
+    // Enqueues taken by tenant and one-second window.
+    enqueues: HashMap<(String, i64), u32>,
 }
 
 impl Tables {
@@ -107,7 +109,12 @@ impl Store for MemoryStore {
         Ok(self.tables().connections.get(id).cloned())
     }
 
-    async fn acknowledge_connection(&self, id: &str, payload: Option<Value>) -> Result<()> {
+    async fn acknowledge_connection(
+        &self,
+        id: &str,
+        payload: Option<Value>,
+        principal: &crate::Principal,
+    ) -> Result<()> {
         let mut tables = self.tables();
         let connection = tables
             .connections
@@ -120,6 +127,7 @@ impl Store for MemoryStore {
         }
         connection.phase = Phase::Acknowledged;
         connection.init_payload = payload;
+        connection.principal = Some(principal.clone());
         Ok(())
     }
 
@@ -227,6 +235,16 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn abandon_push(&self, key: &SubscriptionKey, version: u64, before: u64) -> Result<()> {
+        if let Some(subscription) = self.tables().subscriptions.get_mut(key)
+            && subscription.last_version == version
+        {
+            subscription.last_version = before;
+            subscription.pushing_until = None;
+        }
+        Ok(())
+    }
+
     async fn finish_subscription(&self, key: &SubscriptionKey, now: i64) -> Result<Finish> {
         let mut tables = self.tables();
         match tables.subscriptions.get(key) {
@@ -235,7 +253,7 @@ impl Store for MemoryStore {
             Some(_) => Ok(tables
                 .subscriptions
                 .remove(key)
-                .map_or(Finish::Gone, Finish::Deleted)),
+                .map_or(Finish::Gone, |s| Finish::Deleted(Box::new(s)))),
         }
     }
 
@@ -322,6 +340,13 @@ impl Store for MemoryStore {
         let mut matching = tables.request_order[start..]
             .iter()
             .filter_map(|id| tables.requests.get(id))
+            .filter(|r| {
+                filter
+                    .tenant
+                    .as_ref()
+                    .is_none_or(|tenant| r.tenant == *tenant)
+            })
+            .filter(|r| filter.owner.as_ref().is_none_or(|owner| r.owner == *owner))
             .filter(|r| filter.status.is_none_or(|status| r.status == status));
         let items: Vec<AsyncRequest> = matching.by_ref().take(filter.limit).cloned().collect();
         let next = match (items.last(), matching.next()) {
@@ -329,6 +354,42 @@ impl Store for MemoryStore {
             _ => None,
         };
         Ok(Page { items, next })
+    }
+
+    async fn count_connections(&self, tenant: &str, up_to: usize) -> Result<usize> {
+        let tables = self.tables();
+        let count = tables
+            .connections
+            .values()
+            .filter(|c| c.principal.as_ref().is_some_and(|p| p.tenant == tenant))
+            .take(up_to)
+            .count();
+        Ok(count)
+    }
+
+    async fn count_active_requests(&self, tenant: &str, up_to: usize) -> Result<usize> {
+        let tables = self.tables();
+        let count = tables
+            .requests
+            .values()
+            .filter(|r| r.tenant == tenant && !r.status.is_terminal())
+            .take(up_to)
+            .count();
+        Ok(count)
+    }
+
+    async fn take_enqueue_token(&self, tenant: &str, window: i64, limit: u32) -> Result<bool> {
+        let mut tables = self.tables();
+        tables.enqueues.retain(|(_, w), _| *w >= window);
+        let taken = tables
+            .enqueues
+            .entry((tenant.to_owned(), window))
+            .or_default();
+        if *taken >= limit {
+            return Ok(false);
+        }
+        *taken += 1;
+        Ok(true)
     }
 }
 

@@ -50,6 +50,14 @@ impl Close {
     pub fn forbidden() -> Self {
         Self::new(4403, "Forbidden")
     }
+    /// 4403: the tenant has as many connections as its quota allows.
+    pub fn connection_quota() -> Self {
+        Self::new(4403, "Forbidden: connection quota exceeded")
+    }
+    /// 4403: the connection's credentials expired.
+    pub fn expired() -> Self {
+        Self::new(4403, "Forbidden: token expired")
+    }
     /// 4408: no `connection_init` in time.
     pub fn init_timeout() -> Self {
         Self::new(4408, "Connection initialisation timeout")

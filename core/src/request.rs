@@ -128,14 +128,36 @@ pub struct AsyncRequest {
     /// budget, while `attempts` keeps counting.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub redriven_after: u32,
+    /// Higher starts first when jobs wait for a worker; 0 unless the client set it, within
+    /// [`PRIORITIES`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
+    /// The tenant it belongs to: only its principals see it.
+    #[serde(default = "dev_tenant")]
+    pub tenant: String,
+    /// The user who enqueued it.
+    #[serde(default = "anonymous")]
+    pub owner: String,
 }
 
-fn is_zero(n: &u32) -> bool {
-    *n == 0
+fn dev_tenant() -> String {
+    crate::auth::DEV_TENANT.to_owned()
+}
+
+fn anonymous() -> String {
+    "anonymous".to_owned()
+}
+
+/// The priorities a client may give a request.
+pub const PRIORITIES: std::ops::RangeInclusive<i32> = -100..=100;
+
+fn is_zero<N: Default + PartialEq>(n: &N) -> bool {
+    *n == N::default()
 }
 
 impl AsyncRequest {
-    /// A new QUEUED request at version 1.
+    /// A new QUEUED request at version 1, of the development tenant until
+    /// [`AsyncRequest::owned_by`] says otherwise.
     pub fn new(
         id: impl Into<String>,
         action: impl Into<String>,
@@ -160,7 +182,25 @@ impl AsyncRequest {
             expires_at: (now + RETENTION).timestamp(),
             lease_until: None,
             redriven_after: 0,
+            priority: 0,
+            tenant: dev_tenant(),
+            owner: anonymous(),
         }
+    }
+
+    /// The same request, belonging to `principal`'s tenant and owned by its user.
+    #[must_use]
+    pub fn owned_by(mut self, principal: &crate::Principal) -> Self {
+        self.tenant.clone_from(&principal.tenant);
+        self.owner.clone_from(&principal.user);
+        self
+    }
+
+    /// The same request with another priority.
+    #[must_use]
+    pub fn with_priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
     }
 
     /// Attempts started since the request was last (re-)driven.

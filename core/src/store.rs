@@ -84,7 +84,7 @@ pub enum Claim {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
     /// Deleted by this caller, as it was: send the last state and `complete`.
-    Deleted(Subscription),
+    Deleted(Box<Subscription>),
     /// A push is in flight: try again later.
     Busy,
     /// Already gone (another finisher won, or it ended).
@@ -94,6 +94,11 @@ pub enum Finish {
 /// Which requests to list, and where to start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestFilter {
+    /// Only this tenant's; every tenant's only for the sweeper, with a status that is not
+    /// terminal.
+    pub tenant: Option<String>,
+    /// Only this user's, when set.
+    pub owner: Option<String>,
     /// Only this status.
     pub status: Option<RequestStatus>,
     /// At most this many.
@@ -118,9 +123,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn put_connection(&self, connection: &Connection) -> Result<()>;
     /// Reads a connection.
     async fn get_connection(&self, id: &str) -> Result<Option<Connection>>;
-    /// AwaitingInit → Acknowledged, conditionally: [`Error::Conflict`] when the connection was
+    /// AwaitingInit → Acknowledged as `principal`, conditionally: [`Error::Conflict`] when the connection was
     /// already initialised (4429), [`Error::NotFound`] when it is gone.
-    async fn acknowledge_connection(&self, id: &str, payload: Option<Value>) -> Result<()>;
+    async fn acknowledge_connection(
+        &self,
+        id: &str,
+        payload: Option<Value>,
+        principal: &crate::Principal,
+    ) -> Result<()>;
     /// Deletes a connection, returning it as it was.
     async fn delete_connection(&self, id: &str) -> Result<Option<Connection>>;
     /// Marks an operation active on a connection: [`Error::Conflict`] when the id is already
@@ -158,6 +168,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Ends the push of `version`: raises `last_version` to it and clears the hold, unless a
     /// newer push took over since.
     async fn release_push(&self, key: &SubscriptionKey, version: u64) -> Result<()>;
+    /// Undoes the claim of `version` whose post failed: `last_version` back to `before` and
+    /// the hold cleared, if that claim still stands; so that the state is delivered again.
+    async fn abandon_push(&self, key: &SubscriptionKey, version: u64, before: u64) -> Result<()>;
     /// Deletes a subscription unless a push holds it (a hold past `now` does not count): of
     /// two racing finishers, only the one that gets [`Finish::Deleted`] sends `complete`.
     async fn finish_subscription(&self, key: &SubscriptionKey, now: i64) -> Result<Finish>;
@@ -173,6 +186,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn update_request(&self, request: &AsyncRequest, expected_version: u64) -> Result<()>;
     /// Lists requests, oldest first.
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Page>;
+
+    /// How many connections of `tenant` are authenticated now, counting no further than
+    /// `up_to` (a quota needs no more).
+    async fn count_connections(&self, tenant: &str, up_to: usize) -> Result<usize>;
+    /// How many of `tenant`'s requests are QUEUED, RUNNING or RETRYING, counting no further
+    /// than `up_to`.
+    async fn count_active_requests(&self, tenant: &str, up_to: usize) -> Result<usize>;
+    /// Takes one of `limit` enqueues `tenant` may make in the one-second window starting at
+    /// `window` (epoch seconds): `false` when they are all taken.
+    async fn take_enqueue_token(&self, tenant: &str, window: i64, limit: u32) -> Result<bool>;
 
     /// Keeps one state of a request in its history (the processor does, for every visible
     /// change, before fanning it out). Writing the same version again is harmless.

@@ -42,4 +42,8 @@ pub struct Subscription {
     /// Pushes to one subscription never overlap, so they arrive in version order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushing_until: Option<i64>,
+    /// Who subscribed: states of another tenant are never pushed to it, and once its
+    /// credentials expire nothing more is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<crate::Principal>,
 }

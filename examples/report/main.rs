@@ -5,7 +5,9 @@
 //! <http://127.0.0.1:4000/> (GraphiQL) or run `cargo run --example client`. With
 //! `--dynamodb-endpoint http://127.0.0.1:8000` the state lives in DynamoDB (tables created
 //! when missing), changes come from the requests table's stream, and pushes go through the
-//! Management API over HTTP.
+//! Management API over HTTP. It runs in development mode (one anonymous tenant) unless
+//! `--jwt-secret SECRET` asks for HS256 JWTs (claims `sub`, `tenant`, `exp`), presented in
+//! the `connection_init` payload as `authorization: "Bearer <token>"`.
 
 mod handlers;
 
@@ -28,6 +30,15 @@ struct Args {
     /// The tables are named `{prefix}-connections`, `{prefix}-subscriptions`, `{prefix}-requests`.
     #[arg(long, default_value = "streamer")]
     table_prefix: String,
+    /// Authenticate connections with HS256 JWTs signed with this secret (claims `sub`,
+    /// `tenant`, `exp`) instead of development mode.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "STREAMER_JWT_SECRET",
+        hide_env_values = true
+    )]
+    jwt_secret: Option<String>,
 }
 
 #[tokio::main]
@@ -39,9 +50,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let builder = handlers::app()
+    let mut builder = handlers::app()
         .local()
         .with_job_concurrency(args.job_concurrency);
+    match &args.jwt_secret {
+        Some(secret) => {
+            let auth = streamer::gateway::JwtAuthenticator::hs256(secret.as_bytes());
+            builder = builder.with_authenticator(std::sync::Arc::new(auth));
+            tracing::info!("authentication: HS256 JWTs");
+        }
+        None => tracing::warn!("development mode: every connection is the anonymous tenant `dev`"),
+    }
     let stack = match &args.dynamodb_endpoint {
         Some(endpoint) => {
             let tables = streamer::aws::Tables::with_prefix(&args.table_prefix);

@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use streamer_core::Credentials;
+
+/// The query parameter that may carry a bearer token on `$connect`.
+pub const AUTHORIZATION_PARAMETER: &str = "authorization";
 
 /// One WebSocket event of API Gateway, strictly typed.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,10 +20,13 @@ pub enum WsEvent {
         connection_id: String,
         /// The subprotocols the client offered, in order.
         protocols: Vec<String>,
-        /// The query string.
+        /// The query string, without credentials.
         query: BTreeMap<String, String>,
         /// When the connection was opened.
         connected_at: DateTime<Utc>,
+        /// What the handshake presented: a bearer token (`Authorization` header or
+        /// `authorization` query parameter) and the Lambda authorizer's context.
+        credentials: Credentials,
     },
     /// `$default`: one frame from the client.
     Message {
@@ -87,11 +94,28 @@ impl TryFrom<ApiGatewayWebsocketProxyRequest> for WsEvent {
                     .filter_map(|v| v.to_str().ok())
                     .flat_map(offered_protocols)
                     .collect();
-                let query = event
+                let mut query: BTreeMap<String, String> = event
                     .query_string_parameters
                     .iter()
                     .map(|(k, v)| (k.to_owned(), v.to_owned()))
                     .collect();
+                // Browsers cannot set headers on a WebSocket handshake: the query string is
+                // the other place for a token. It is taken out, never stored.
+                let token = event
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+                    .or_else(|| query.remove(AUTHORIZATION_PARAMETER))
+                    .and_then(|value| Credentials::bearer(&value));
+                query.remove(AUTHORIZATION_PARAMETER);
+                let authorizer = context
+                    .authorizer
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let credentials = Credentials { token, authorizer };
                 let connected_at =
                     DateTime::from_timestamp_millis(context.connected_at).unwrap_or_default();
                 Ok(Self::Connect {
@@ -99,6 +123,7 @@ impl TryFrom<ApiGatewayWebsocketProxyRequest> for WsEvent {
                     protocols,
                     query,
                     connected_at,
+                    credentials,
                 })
             }
             Some("DISCONNECT" | "$disconnect") => Ok(Self::Disconnect {

@@ -10,8 +10,9 @@ use http::HeaderValue;
 use serde_json::Value;
 use streamer_core::protocol::{self, Close, Effect, ServerMessage, Session, SubscribePayload};
 use streamer_core::{
-    Clock, Connection, Error, LimitExceeded, Limits, Phase, Result, Sender, Store, Subscription,
-    SubscriptionKey, metric,
+    Access, AuthError, Authenticator, Clock, Connection, Credentials, DevMode, Error,
+    LimitExceeded, Limits, Phase, Principal, Result, Sender, Store, Subscription, SubscriptionKey,
+    metric,
 };
 use streamer_schema::execute::{self, OperationKind};
 use streamer_schema::{Services, deliver, next_or_error, prune_connection};
@@ -26,6 +27,8 @@ pub struct Gateway {
     clock: Arc<dyn Clock>,
     sender: Arc<dyn Sender>,
     limits: Limits,
+    auth: Arc<dyn Authenticator>,
+    access: Access,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -33,7 +36,21 @@ impl std::fmt::Debug for Gateway {
         f.debug_struct("Gateway")
             .field("store", &self.store)
             .field("sender", &self.sender)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
+    }
+}
+
+/// The `error` for a subscription to a request the caller cannot see: unknown, or another
+/// tenant's, alike.
+fn not_found(id: String, request_id: &str) -> ServerMessage {
+    let error = serde_json::json!({
+        "message": format!("no request with id \"{request_id}\""),
+        "extensions": { "code": "NOT_FOUND" },
+    });
+    ServerMessage::Error {
+        id,
+        payload: vec![error],
     }
 }
 
@@ -72,7 +89,47 @@ impl Gateway {
             clock: Arc::clone(&services.clock),
             sender,
             limits: services.limits,
+            auth: Arc::new(DevMode),
+            access: services.access,
         }
+    }
+
+    /// Authenticates connections with `auth` instead of development mode.
+    #[must_use]
+    pub fn with_authenticator(mut self, auth: Arc<dyn Authenticator>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Authenticates `credentials`; logs why not (never the token).
+    async fn authenticate(
+        &self,
+        connection_id: &str,
+        credentials: &Credentials,
+    ) -> std::result::Result<Principal, AuthError> {
+        let outcome = self.auth.authenticate(credentials, self.clock.now()).await;
+        match &outcome {
+            Ok(principal) => {
+                tracing::info!(%connection_id, tenant = %principal.tenant, user = %principal.user, "authenticated");
+            }
+            Err(error) => tracing::info!(%connection_id, %error, "not authenticated"),
+        }
+        outcome
+    }
+
+    /// Whether `principal`'s tenant may open one more connection, `counted` being whether
+    /// this connection is already counted.
+    async fn connection_quota_left(&self, principal: &Principal, counted: bool) -> Result<bool> {
+        let max = self.limits.max_tenant_connections;
+        let open = self
+            .store
+            .count_connections(&principal.tenant, max + 1)
+            .await?;
+        let others = open.saturating_sub(usize::from(counted));
+        if others >= max {
+            tracing::warn!(tenant = %principal.tenant, max, "connection quota exceeded");
+        }
+        Ok(others < max)
     }
 
     /// The schema.
@@ -101,8 +158,9 @@ impl Gateway {
                 protocols,
                 query,
                 connected_at,
+                credentials,
             } => {
-                self.connect(connection_id, &protocols, query, connected_at)
+                self.connect(connection_id, &protocols, query, connected_at, &credentials)
                     .await
             }
             WsEvent::Message {
@@ -136,14 +194,36 @@ impl Gateway {
         protocols: &[String],
         query: std::collections::BTreeMap<String, String>,
         connected_at: chrono::DateTime<chrono::Utc>,
+        credentials: &Credentials,
     ) -> ApiGatewayProxyResponse {
         // Matching is case-sensitive, as in the reference server.
         if !protocols.iter().any(|p| p == protocol::SUBPROTOCOL) {
             tracing::info!(%connection_id, ?protocols, "refused: graphql-transport-ws not offered");
             return response(400);
         }
+        // Credentials on the handshake are checked now; without any, `connection_init`
+        // must bring them.
+        let principal = if credentials.is_empty() {
+            None
+        } else {
+            match self.authenticate(&connection_id, credentials).await {
+                Ok(principal) => Some(principal),
+                Err(_) => return response(401),
+            }
+        };
+        if let Some(principal) = &principal {
+            match self.connection_quota_left(principal, false).await {
+                Ok(true) => {}
+                Ok(false) => return response(429),
+                Err(error) => {
+                    tracing::error!(%connection_id, %error, "could not count connections");
+                    return response(500);
+                }
+            }
+        }
         let mut connection = Connection::new(&connection_id, connected_at);
         connection.query = query;
+        connection.principal = principal;
         if let Err(error) = self.store.put_connection(&connection).await {
             tracing::error!(%connection_id, %error, "could not store the connection");
             return response(500);
@@ -215,6 +295,16 @@ impl Gateway {
             self.close(connection_id, &Close::internal()).await;
             return Ok(());
         };
+        if connection
+            .principal
+            .as_ref()
+            .is_some_and(|p| p.is_expired(self.clock.now()))
+        {
+            tracing::info!(%connection_id, "closed: credentials expired");
+            self.close(connection_id, &Close::expired()).await;
+            prune_connection(&*self.store, connection_id).await?;
+            return Ok(());
+        }
         let session = Session {
             acknowledged: connection.phase == Phase::Acknowledged,
             operations: connection.operations.keys().cloned().collect(),
@@ -222,7 +312,7 @@ impl Gateway {
         let step = protocol::receive(&session, body);
         for effect in step.effects {
             let outcome = match effect {
-                Effect::Initialise { payload } => self.initialise(connection_id, payload).await?,
+                Effect::Initialise { payload } => self.initialise(&connection, payload).await?,
                 Effect::Subscribe { id, payload } => {
                     self.operation(&connection, id, payload).await?
                 }
@@ -248,14 +338,44 @@ impl Gateway {
         Ok(())
     }
 
+    /// `connection_init`: authenticates (a token in the payload's `authorization`, else what
+    /// the handshake presented), checks the tenant's connection quota, and acknowledges. A
+    /// refusal closes with 4403 and no `connection_ack`.
     async fn initialise(
         &self,
-        connection_id: &str,
+        connection: &Connection,
         payload: Option<serde_json::Map<String, Value>>,
     ) -> Result<Option<Close>> {
+        let connection_id = connection.id.as_str();
+        let mut payload = payload;
+        // Taken out of the payload, which is stored: tokens are never kept.
+        let token = payload
+            .as_mut()
+            .and_then(|p| p.remove("authorization"))
+            .and_then(|v| v.as_str().and_then(Credentials::bearer));
+        let principal = match (token, &connection.principal) {
+            (None, Some(principal)) => principal.clone(),
+            (token, _) => {
+                let credentials = Credentials {
+                    token,
+                    ..Credentials::default()
+                };
+                match self.authenticate(connection_id, &credentials).await {
+                    Ok(principal) => principal,
+                    Err(_) => return Ok(Some(Close::forbidden())),
+                }
+            }
+        };
+        let counted = connection
+            .principal
+            .as_ref()
+            .is_some_and(|p| p.tenant == principal.tenant);
+        if !self.connection_quota_left(&principal, counted).await? {
+            return Ok(Some(Close::connection_quota()));
+        }
         match self
             .store
-            .acknowledge_connection(connection_id, payload.map(Value::Object))
+            .acknowledge_connection(connection_id, payload.map(Value::Object), &principal)
             .await
         {
             Ok(()) => Ok(None),
@@ -297,11 +417,14 @@ impl Gateway {
         if let Err(exceeded) = checked {
             return self.refuse(&connection.id, id, &exceeded).await;
         }
-        let request = execute::request(
+        let mut request = execute::request(
             &payload.query,
             payload.operation_name.as_deref(),
             payload.variables.as_ref(),
         );
+        if let Some(principal) = &connection.principal {
+            request = request.data(principal.clone());
+        }
         if execute::operation_kind(&payload.query, payload.operation_name.as_deref())
             == Some(OperationKind::Subscription)
         {
@@ -363,6 +486,19 @@ impl Gateway {
         ) {
             return self.refuse(&connection.id, id, &exceeded).await;
         }
+        // Another tenant's request is answered exactly as an unknown one.
+        let visible = match (
+            &connection.principal,
+            self.store.get_request(&target.request_id).await?,
+        ) {
+            (Some(principal), Some(request)) => self.access.allows(principal, &request),
+            _ => false,
+        };
+        if !visible {
+            self.post(&connection.id, &not_found(id, &target.request_id))
+                .await?;
+            return Ok(None);
+        }
         match self
             .store
             .add_operation(&connection.id, &id, &target.request_id)
@@ -390,6 +526,7 @@ impl Gateway {
             pushing_until: target
                 .after_version
                 .map(|_| streamer_schema::now_ms() + streamer_schema::PUSH_HOLD_MS),
+            principal: connection.principal.clone(),
         };
         self.store.put_subscription(&subscription).await?;
         tracing::info!(connection_id = %connection.id, operation_id = %id, request_id = %target.request_id, "subscribed");
@@ -410,20 +547,11 @@ impl Gateway {
                 .await?;
             }
             None => {
+                // Removed (TTL) since it was checked.
                 self.store.delete_subscription(&subscription.key).await?;
                 self.store.remove_operation(&connection.id, &id).await?;
-                let error = serde_json::json!({
-                    "message": format!("no request with id \"{}\"", target.request_id),
-                    "extensions": { "code": "NOT_FOUND" },
-                });
-                self.post(
-                    &connection.id,
-                    &ServerMessage::Error {
-                        id,
-                        payload: vec![error],
-                    },
-                )
-                .await?;
+                self.post(&connection.id, &not_found(id, &target.request_id))
+                    .await?;
             }
         }
         Ok(None)
@@ -506,8 +634,9 @@ impl Gateway {
     }
 
     /// GraphQL over HTTP (`POST /graphql`): queries and mutations; subscriptions need the
-    /// socket. Returns the status code and the JSON body.
-    pub async fn execute_http(&self, body: &[u8]) -> (u16, Value) {
+    /// socket. `authorization` is the request's `Authorization` header. Returns the status
+    /// code and the JSON body.
+    pub async fn execute_http(&self, body: &[u8], authorization: Option<&str>) -> (u16, Value) {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct HttpRequest {
@@ -540,11 +669,26 @@ impl Gateway {
                 serde_json::json!({ "errors": [exceeded.to_graphql()] }),
             );
         }
+        let credentials = Credentials {
+            token: authorization.and_then(Credentials::bearer),
+            ..Credentials::default()
+        };
+        let principal = match self.authenticate("http", &credentials).await {
+            Ok(principal) => principal,
+            Err(error) => {
+                let error = serde_json::json!({
+                    "message": error.to_string(),
+                    "extensions": { "code": "UNAUTHENTICATED" },
+                });
+                return (401, serde_json::json!({ "errors": [error] }));
+            }
+        };
         let request = execute::request(
             &request.query,
             request.operation_name.as_deref(),
             request.variables.as_ref(),
-        );
+        )
+        .data(principal);
         let result = self.schema.execute(request).await;
         (200, serde_json::to_value(&result).unwrap_or_default())
     }

@@ -1,6 +1,40 @@
 //! [`Config`]: what a function needs to know, read once from its environment.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use streamer_core::{Access, Authenticator, DevMode};
+use streamer_gateway::{AuthorizerContext, Claims, JwtAuthenticator};
+
+/// A setting that must not be printed: its `Debug` says only whether it is set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// How the gateway authenticates connections (`STREAMER_AUTH`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `dev`: one anonymous tenant; never for real data.
+    Dev,
+    /// `jwt-hs256`: JWTs signed with `STREAMER_JWT_SECRET`.
+    JwtHs256,
+    /// `jwt-rs256`: JWTs signed by a key of the JWKS document in `STREAMER_JWKS`.
+    JwtRs256,
+    /// `authorizer`: the context of a Lambda authorizer on `$connect`.
+    Authorizer,
+}
 
 /// A setting that is missing or unreadable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -32,11 +66,27 @@ pub struct Config {
     pub websocket_endpoint: Option<String>,
     /// `STREAMER_WORKER_FUNCTION`: the worker function's name or ARN (processor, sweeper).
     pub worker_function: Option<String>,
+    /// `STREAMER_PRIORITY_WORKER_FUNCTION` (optional): a second worker function, with its own
+    /// reserved concurrency, for requests of priority above 0 (processor, sweeper).
+    pub priority_worker_function: Option<String>,
     /// `STREAMER_METRICS_NAMESPACE` (default `Streamer`): the CloudWatch namespace.
     pub metrics_namespace: String,
     /// `STREAMER_INIT_TIMEOUT_MS` (default 3000): how long a connection may wait before
     /// `connection_init` (sweeper).
     pub init_timeout: Duration,
+    /// `STREAMER_AUTH`: `dev`, `jwt-hs256`, `jwt-rs256` or `authorizer` (gateway; required
+    /// there, so that no deployment runs in development mode by omission).
+    pub auth: Option<AuthMode>,
+    /// `STREAMER_JWT_SECRET`: the HS256 secret (`jwt-hs256`).
+    pub jwt_secret: Option<Secret>,
+    /// `STREAMER_JWKS`: the JWKS document, JSON text (`jwt-rs256`).
+    pub jwks: Option<String>,
+    /// `STREAMER_TENANT_CLAIM` (default `tenant`): the JWT claim, or authorizer context key,
+    /// naming the tenant.
+    pub tenant_claim: String,
+    /// `STREAMER_ACCESS` (default `tenant`): `tenant` (anyone of a request's tenant may act
+    /// on it) or `owner` (only who enqueued it).
+    pub access: Access,
 }
 
 impl Config {
@@ -67,11 +117,42 @@ impl Config {
                     value,
                 })?,
         };
+        let auth = match get("STREAMER_AUTH").as_deref() {
+            None => None,
+            Some("dev") => Some(AuthMode::Dev),
+            Some("jwt-hs256") => Some(AuthMode::JwtHs256),
+            Some("jwt-rs256") => Some(AuthMode::JwtRs256),
+            Some("authorizer") => Some(AuthMode::Authorizer),
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "STREAMER_AUTH",
+                    expected: "dev, jwt-hs256, jwt-rs256 or authorizer",
+                    value: other.to_owned(),
+                });
+            }
+        };
+        let access = match get("STREAMER_ACCESS").as_deref() {
+            None | Some("tenant") => Access::Tenant,
+            Some("owner") => Access::Owner,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "STREAMER_ACCESS",
+                    expected: "tenant or owner",
+                    value: other.to_owned(),
+                });
+            }
+        };
         Ok(Self {
+            auth,
+            jwt_secret: get("STREAMER_JWT_SECRET").map(Secret),
+            jwks: get("STREAMER_JWKS"),
+            tenant_claim: get("STREAMER_TENANT_CLAIM").unwrap_or_else(|| "tenant".to_owned()),
+            access,
             table_prefix: get("STREAMER_TABLE_PREFIX")
                 .ok_or(ConfigError::Missing("STREAMER_TABLE_PREFIX"))?,
             websocket_endpoint: get("STREAMER_WEBSOCKET_ENDPOINT"),
             worker_function: get("STREAMER_WORKER_FUNCTION"),
+            priority_worker_function: get("STREAMER_PRIORITY_WORKER_FUNCTION"),
             metrics_namespace: get("STREAMER_METRICS_NAMESPACE")
                 .unwrap_or_else(|| "Streamer".to_owned()),
             init_timeout,
@@ -87,6 +168,51 @@ impl Config {
         self.websocket_endpoint
             .as_deref()
             .ok_or(ConfigError::Missing("STREAMER_WEBSOCKET_ENDPOINT"))
+    }
+
+    /// The authenticator `STREAMER_AUTH` names, with its settings.
+    ///
+    /// # Errors
+    ///
+    /// When `STREAMER_AUTH` is not set, or the setting its mode needs is missing or invalid.
+    pub fn authenticator(&self) -> Result<Arc<dyn Authenticator>, ConfigError> {
+        let claims = Claims {
+            tenant: self.tenant_claim.clone(),
+            ..Claims::default()
+        };
+        Ok(
+            match self
+                .auth
+                .as_ref()
+                .ok_or(ConfigError::Missing("STREAMER_AUTH"))?
+            {
+                AuthMode::Dev => Arc::new(DevMode),
+                AuthMode::JwtHs256 => {
+                    let secret = self
+                        .jwt_secret
+                        .as_ref()
+                        .ok_or(ConfigError::Missing("STREAMER_JWT_SECRET"))?;
+                    Arc::new(
+                        JwtAuthenticator::hs256(secret.expose().as_bytes()).with_claims(claims),
+                    )
+                }
+                AuthMode::JwtRs256 => {
+                    let jwks = self
+                        .jwks
+                        .as_deref()
+                        .ok_or(ConfigError::Missing("STREAMER_JWKS"))?;
+                    let auth = JwtAuthenticator::rs256_jwks(jwks).map_err(|error| {
+                        ConfigError::Invalid {
+                            name: "STREAMER_JWKS",
+                            expected: "a JWKS document with an RSA key",
+                            value: error.to_string(),
+                        }
+                    })?;
+                    Arc::new(auth.with_claims(claims))
+                }
+                AuthMode::Authorizer => Arc::new(AuthorizerContext::with_tenant_key(claims.tenant)),
+            },
+        )
     }
 
     /// The worker function, required by this function.
@@ -128,6 +254,30 @@ mod tests {
         assert_eq!(
             from(&[]),
             Err(ConfigError::Missing("STREAMER_TABLE_PREFIX"))
+        );
+        assert_eq!(
+            config.authenticator().err(),
+            Some(ConfigError::Missing("STREAMER_AUTH")),
+            "no development mode by omission"
+        );
+        let hs256 = from(&[
+            ("STREAMER_TABLE_PREFIX", "p"),
+            ("STREAMER_AUTH", "jwt-hs256"),
+            ("STREAMER_JWT_SECRET", "s3cret-value"),
+        ])
+        .unwrap();
+        assert!(hs256.authenticator().is_ok());
+        assert!(
+            !format!("{hs256:?}").contains("s3cret-value"),
+            "the secret is not printed"
+        );
+        let missing = from(&[
+            ("STREAMER_TABLE_PREFIX", "p"),
+            ("STREAMER_AUTH", "jwt-rs256"),
+        ]);
+        assert_eq!(
+            missing.unwrap().authenticator().err(),
+            Some(ConfigError::Missing("STREAMER_JWKS"))
         );
         let error = from(&[
             ("STREAMER_TABLE_PREFIX", "p"),

@@ -64,6 +64,7 @@ impl Function {
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds),
             limits: Limits::default(),
+            access: self.config.access,
         }
     }
 
@@ -107,7 +108,8 @@ pub async fn run_gateway(handlers: Arc<Handlers>) -> Result<(), Error> {
         function.config.websocket_endpoint()?,
         SenderOptions::default(),
     );
-    let gateway = Gateway::new(schema, &services, Arc::new(sender));
+    let gateway = Gateway::new(schema, &services, Arc::new(sender))
+        .with_authenticator(function.config.authenticator()?);
     let (function, gateway) = (&function, &gateway);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         function
@@ -126,6 +128,11 @@ async fn gateway_event(gateway: &Gateway, payload: Value) -> Result<Value, Error
     }
     if context["http"].is_object() {
         let request: ApiGatewayV2httpRequest = serde_json::from_value(payload)?;
+        let authorization = request
+            .headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let body = match (request.body, request.is_base64_encoded) {
             (Some(body), true) => {
                 use base64::Engine;
@@ -134,7 +141,7 @@ async fn gateway_event(gateway: &Gateway, payload: Value) -> Result<Value, Error
             (Some(body), false) => body.into_bytes(),
             (None, _) => Vec::new(),
         };
-        let (status, answer) = gateway.execute_http(&body).await;
+        let (status, answer) = gateway.execute_http(&body, authorization.as_deref()).await;
         let mut response = ApiGatewayV2httpResponse::default();
         response.status_code = i64::from(status);
         response
@@ -161,7 +168,10 @@ pub async fn run_processor(handlers: Arc<Handlers>) -> Result<(), Error> {
         function.config.websocket_endpoint()?,
         SenderOptions::default(),
     );
-    let dispatcher = function.aws.dispatcher(function.config.worker_function()?);
+    let dispatcher = function.aws.dispatcher(
+        function.config.worker_function()?,
+        function.config.priority_worker_function.as_deref(),
+    );
     let processor = Processor::new(schema, store, Arc::new(sender), Arc::new(dispatcher));
     let (function, processor) = (&function, &processor);
     lambda_runtime::run(service_fn(
@@ -226,7 +236,10 @@ pub async fn run_sweeper(_handlers: Arc<Handlers>) -> Result<(), Error> {
         function.config.websocket_endpoint()?,
         SenderOptions::default(),
     );
-    let dispatcher = function.aws.dispatcher(function.config.worker_function()?);
+    let dispatcher = function.aws.dispatcher(
+        function.config.worker_function()?,
+        function.config.priority_worker_function.as_deref(),
+    );
     let options = SweepOptions {
         init_timeout: function.config.init_timeout,
         ..SweepOptions::default()

@@ -111,8 +111,11 @@ async fn graphiql() -> Html<String> {
     )
 }
 
-async fn graphql(State(server): State<Server>, body: Bytes) -> Response {
-    let (status, body) = server.gateway.execute_http(&body).await;
+async fn graphql(State(server): State<Server>, headers: HeaderMap, body: Bytes) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let (status, body) = server.gateway.execute_http(&body, authorization).await;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,

@@ -8,7 +8,8 @@ use async_graphql::dynamic::Schema;
 use async_trait::async_trait;
 use streamer_core::store::Change;
 use streamer_core::{
-    Clock, IdGenerator, Limits, MemoryStore, RandomIds, Sender, Store, SystemClock,
+    Access, Authenticator, Clock, DevMode, IdGenerator, Limits, MemoryStore, RandomIds, Sender,
+    Store, SystemClock,
 };
 use streamer_gateway::Gateway;
 use streamer_processor::{
@@ -110,9 +111,24 @@ pub struct StackBuilder {
     lease: Duration,
     sweep_every: Duration,
     time_limit: Duration,
+    auth: Arc<dyn Authenticator>,
+    access: Access,
 }
 
 impl StackBuilder {
+    /// Authenticates connections with `auth` (default: development mode, one anonymous
+    /// tenant).
+    pub fn with_authenticator(mut self, auth: Arc<dyn Authenticator>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Who may act on a request (default: anyone of its tenant).
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
     /// An attempt that runs longer than `limit` is ended as a retryable `DEADLINE_EXCEEDED`
     /// failure (default 15 minutes, Lambda's limit).
     pub fn with_time_limit(mut self, limit: Duration) -> Self {
@@ -194,6 +210,7 @@ impl StackBuilder {
             clock: Arc::clone(&self.clock),
             ids: self.ids,
             limits: self.limits,
+            access: self.access,
         };
         let schema = streamer_schema::build(Arc::clone(&self.handlers), services.clone())?;
         let sockets = Sockets::default();
@@ -201,7 +218,8 @@ impl StackBuilder {
             schema.clone(),
             &services,
             Arc::new(LocalSender::new(sockets.clone())),
-        );
+        )
+        .with_authenticator(self.auth);
         let worker = Worker::new(Arc::clone(&store), Arc::clone(&self.clock), self.handlers)
             .with_lease(self.lease)
             .with_time_limit(self.time_limit);
@@ -256,6 +274,8 @@ impl Stack {
             lease: DEFAULT_LEASE,
             sweep_every: Duration::from_secs(1),
             time_limit: DEFAULT_TIME_LIMIT,
+            auth: Arc::new(DevMode),
+            access: Access::default(),
         }
     }
 

@@ -18,5 +18,6 @@ pub mod worker;
 
 pub use local::TaskDispatcher;
 pub use processor::{BatchOutcome, Dispatcher, Processor};
+pub use streamer_schema::JOB_BACKOFF;
 pub use sweeper::{SweepOptions, SweepReport, Sweeper};
-pub use worker::{DEFAULT_LEASE, DEFAULT_TIME_LIMIT, JOB_BACKOFF, Outcome, Worker};
+pub use worker::{DEFAULT_LEASE, DEFAULT_TIME_LIMIT, Outcome, Worker};

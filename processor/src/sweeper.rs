@@ -144,6 +144,8 @@ impl Sweeper {
             let page = self
                 .store
                 .list_requests(&RequestFilter {
+                    tenant: None,
+                    owner: None,
                     status: Some(status),
                     limit: 100.min(self.options.limit - found.len()),
                     after: after.take(),
@@ -202,7 +204,10 @@ mod tests {
             .put_connection(&Connection::new("polite", start))
             .await
             .unwrap();
-        store.acknowledge_connection("polite", None).await.unwrap();
+        store
+            .acknowledge_connection("polite", None, &streamer_core::Principal::new("t", "u"))
+            .await
+            .unwrap();
         let queued = AsyncRequest::new("queued", "a", json!({}), start);
         store.create_request(&queued).await.unwrap();
         let mut retrying = AsyncRequest::new("retrying", "a", json!({}), start);

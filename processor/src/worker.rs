@@ -11,10 +11,7 @@ use streamer_core::store::modify_request;
 use streamer_core::{
     AsyncRequest, Backoff, Clock, Error, RequestError, RequestStatus, Result, Store, metric,
 };
-use streamer_schema::{Handlers, JobContext, JobError, ProgressSink};
-
-/// Delays between attempts of a job: the first up to 200 ms, doubling, at most a minute.
-pub const JOB_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(60));
+use streamer_schema::{Handlers, JOB_BACKOFF, JobContext, JobError, ProgressSink};
 
 /// How one run of a job ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -256,7 +253,7 @@ impl Worker {
                 "UNKNOWN_ACTION",
                 format!("no handler for action \"{}\"", request.action),
             );
-            return self.finish(&request, Err(error), 1).await;
+            return self.finish(&request, Err(error), 1, JOB_BACKOFF).await;
         };
         let sink = Arc::new(StoreSink {
             store: Arc::clone(&self.store),
@@ -296,7 +293,8 @@ impl Worker {
         // The latest report is written before the outcome.
         let _ = sink.flush().await;
         metrics::histogram!(metric::JOB_DURATION).record(started.elapsed().as_secs_f64() * 1000.0);
-        self.finish(&request, result, handler.max_attempts()).await
+        self.finish(&request, result, handler.max_attempts(), handler.backoff())
+            .await
     }
 
     /// Renews the lease of `attempt` until it cannot: returns when the request no longer
@@ -325,8 +323,9 @@ impl Worker {
         started: &AsyncRequest,
         result: Result<serde_json::Value, JobError>,
         max_attempts: u32,
+        backoff: Backoff,
     ) -> Result<Outcome> {
-        let retry_delay = JOB_BACKOFF.delay(started.drive_attempts(), &mut rand::rng());
+        let retry_delay = backoff.delay(started.drive_attempts(), &mut rand::rng());
         let (request, outcome) =
             modify_request(&*self.store, &*self.clock, &started.id, |request, now| {
                 if request.status != RequestStatus::Running || request.attempts != started.attempts

@@ -9,10 +9,14 @@
 //! - exactly one party sends `complete`: whoever deletes the subscription after the terminal
 //!   state, and not while a push is in flight;
 //! - a connection that is gone (410) is pruned with all its subscriptions;
-//! - a result over the message size limit ends the operation with an `error` saying so.
+//! - a push that fails otherwise is undone (the claim, or the deletion of a finished
+//!   subscription), so that the retried change delivers the same state again;
+//! - a result over the message size limit ends the operation with an `error` saying so;
+//! - nothing is pushed to another tenant's subscription, nor once the subscriber's
+//!   credentials have expired (its connection is closed then, 4403).
 
 use async_graphql::dynamic::Schema;
-use streamer_core::protocol::ServerMessage;
+use streamer_core::protocol::{Close, ServerMessage};
 use streamer_core::{
     AsyncRequest, Claim, Connection, Error, Finish, LimitExceeded, Limits, Result, Sender, Store,
     Subscription, SubscriptionKey,
@@ -58,6 +62,22 @@ pub async fn deliver(
     limits: &Limits,
 ) -> Result<Delivery> {
     let key = &subscription.key;
+    if let Some(principal) = &subscription.principal {
+        if principal.is_expired(chrono::Utc::now()) {
+            // Nothing more for expired credentials: the connection is closed.
+            tracing::info!(connection_id = %key.connection_id, "closed: credentials expired");
+            match sender.close(&key.connection_id, &Close::expired()).await {
+                Ok(()) | Err(Error::Gone(_)) => {}
+                Err(other) => return Err(other),
+            }
+            prune_connection(store, &key.connection_id).await?;
+            return Ok(Delivery::Gone);
+        }
+        if principal.tenant != state.tenant {
+            tracing::warn!(request_id = %state.id, connection_id = %key.connection_id, "not pushed: another tenant's subscription");
+            return Ok(Delivery::Skipped);
+        }
+    }
     let document = || {
         let variables = subscription.variables.as_ref().and_then(|v| v.as_object());
         execute::request(
@@ -67,13 +87,17 @@ pub async fn deliver(
         )
     };
     let mut frames = Vec::with_capacity(2);
+    // The version this push claimed, and the one the subscription had before.
     let mut claimed = None;
+    // The subscription this delivery deleted, to put back if its frames cannot be posted.
+    let mut finished = None;
     let outcome = if state.status.is_terminal() {
         let stored = match store.finish_subscription(key, now_ms()).await? {
-            Finish::Deleted(stored) => stored,
+            Finish::Deleted(stored) => *stored,
             Finish::Gone => return Ok(Delivery::Skipped),
             Finish::Busy => return Ok(Delivery::Busy),
         };
+        // Before `complete` goes out: a client may reuse the id as soon as it has it.
         store
             .remove_operation(&key.connection_id, &key.operation_id)
             .await?;
@@ -85,6 +109,7 @@ pub async fn deliver(
         frames.push(ServerMessage::Complete {
             id: key.operation_id.clone(),
         });
+        finished = Some(stored);
         Delivery::Completed
     } else {
         if state.version <= subscription.last_version {
@@ -98,7 +123,7 @@ pub async fn deliver(
             .claim_push(key, state.version, now, now + PUSH_HOLD_MS)
             .await?
         {
-            Claim::Claimed => claimed = Some(state.version),
+            Claim::Claimed => claimed = Some((state.version, subscription.last_version)),
             Claim::Stale | Claim::Gone => return Ok(Delivery::Skipped),
             Claim::Busy => return Ok(Delivery::Busy),
         }
@@ -117,7 +142,7 @@ pub async fn deliver(
         frames.truncate(1);
         outcome = Delivery::TooLarge;
     }
-    for frame in frames {
+    for (posted, frame) in frames.iter().enumerate() {
         match sender.post(&key.connection_id, &frame.to_text()).await {
             Ok(()) => {}
             Err(Error::Gone(_)) => {
@@ -125,14 +150,31 @@ pub async fn deliver(
                 return Ok(Delivery::Gone);
             }
             Err(other) => {
-                if let Some(version) = claimed {
-                    store.release_push(key, version).await?;
+                // Undone, so that the retried change delivers this state again.
+                if let Some((version, before)) = claimed {
+                    store.abandon_push(key, version, before).await?;
+                }
+                if let Some(stored) = &finished {
+                    let mut restored = stored.clone();
+                    if posted > 0 {
+                        // The terminal state went out; only `complete` is owed.
+                        restored.last_version = restored.last_version.max(state.version);
+                    }
+                    store.put_subscription(&restored).await?;
+                    match store
+                        .add_operation(&key.connection_id, &key.operation_id, &key.request_id)
+                        .await
+                    {
+                        // The client disconnected, or reused the id meanwhile.
+                        Ok(()) | Err(Error::Conflict(_) | Error::NotFound(_)) => {}
+                        Err(error) => return Err(error),
+                    }
                 }
                 return Err(other);
             }
         }
     }
-    if let (Some(version), Delivery::Pushed) = (claimed, outcome) {
+    if let (Some((version, _)), Delivery::Pushed) = (claimed, outcome) {
         store.release_push(key, version).await?;
     }
     Ok(outcome)

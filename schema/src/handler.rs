@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
-use streamer_core::RequestError;
+use streamer_core::{Backoff, RequestError};
 
 use crate::bridge;
 
@@ -174,7 +174,19 @@ pub trait Handler: Send + Sync + 'static {
     fn max_attempts(&self) -> u32 {
         3
     }
+
+    /// The wait before each retry: exponential, full jitter.
+    fn backoff(&self) -> Backoff {
+        JOB_BACKOFF
+    }
 }
+
+/// The wait before a job's retry unless its handler says otherwise: up to 200 ms after the
+/// first attempt, doubling, at most a minute.
+pub const JOB_BACKOFF: Backoff = Backoff::new(
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_secs(60),
+);
 
 type Run =
     Arc<dyn Fn(Value, JobContext) -> BoxFuture<'static, Result<Value, JobError>> + Send + Sync>;
@@ -186,6 +198,7 @@ pub struct Registered {
     input_type: String,
     output_type: String,
     max_attempts: u32,
+    backoff: Backoff,
     types: fn() -> Vec<dynamic::Type>,
     validate: Validate,
     run: Run,
@@ -212,6 +225,7 @@ impl Registered {
     fn new<H: Handler>(handler: H) -> Self {
         let handler = Arc::new(handler);
         let max_attempts = handler.max_attempts().max(1);
+        let backoff = handler.backoff();
         let run: Run = Arc::new(move |payload, job| {
             let handler = Arc::clone(&handler);
             Box::pin(async move {
@@ -233,6 +247,7 @@ impl Registered {
             input_type: H::Input::type_name().into_owned(),
             output_type: H::Output::type_name().into_owned(),
             max_attempts,
+            backoff,
             types: bridge::dynamic_types::<H::Input, H::Output>,
             validate: validate::<H>,
             run,
@@ -257,6 +272,11 @@ impl Registered {
     /// How many attempts a retryable failure gets in all.
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
+    }
+
+    /// The wait before each retry.
+    pub fn backoff(&self) -> Backoff {
+        self.backoff
     }
 
     /// Checks a payload against the input type; returns it in canonical form (defaults

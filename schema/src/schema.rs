@@ -15,8 +15,8 @@ use futures::stream;
 use serde_json::Value;
 use streamer_core::store::{RequestFilter, modify_request};
 use streamer_core::{
-    AsyncRequest, Clock, Error as CoreError, IdGenerator, LimitExceeded, Limits, RequestStatus,
-    Store,
+    Access, AsyncRequest, Clock, Error as CoreError, IdGenerator, LimitExceeded, Limits,
+    PRIORITIES, Principal, RequestStatus, Store,
 };
 
 use crate::bridge::json_field;
@@ -32,8 +32,30 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     /// Request ids.
     pub ids: Arc<dyn IdGenerator>,
-    /// What one client may ask.
+    /// What one client may ask, and one tenant.
     pub limits: Limits,
+    /// Who may act on a request: its tenant, or only its owner.
+    pub access: Access,
+}
+
+/// The caller, as the gateway authenticated it (request data). Without one, nothing that
+/// touches requests runs.
+fn principal<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<&'a Principal> {
+    ctx.data_opt::<Principal>()
+        .ok_or_else(|| client_error("UNAUTHENTICATED", "authentication required"))
+}
+
+/// A quota of the caller's tenant that is used up: `QUOTA_EXCEEDED`, naming it.
+pub(crate) fn quota_error(
+    quota: &'static str,
+    message: String,
+    max: usize,
+) -> async_graphql::Error {
+    async_graphql::Error::new(message).extend_with(|_, e| {
+        e.set("code", "QUOTA_EXCEEDED");
+        e.set("quota", quota);
+        e.set("max", max);
+    })
 }
 
 /// The default page size of `requests`, and its maximum.
@@ -140,6 +162,11 @@ fn async_request_type() -> Object {
             |r| Some(r.attempts.into()),
         ))
         .field(request_field(
+            "priority",
+            TypeRef::named_nn(TypeRef::INT),
+            |r| Some(r.priority.into()),
+        ))
+        .field(request_field(
             "createdAt",
             TypeRef::named_nn("DateTime"),
             |r| Some(datetime(r.created_at)),
@@ -237,9 +264,13 @@ fn query_type() -> Object {
             Field::new("request", TypeRef::named("AsyncRequest"), |ctx| {
                 FieldFuture::new(async move {
                     let services = ctx.data::<Services>()?;
+                    let caller = principal(&ctx)?;
                     let id = ctx.args.try_get("id")?.string()?;
                     let request = services.store.get_request(id).await.map_err(from_core)?;
-                    Ok(request.map(FieldValue::owned_any))
+                    // Another tenant's request is answered as an unknown one: null.
+                    Ok(request
+                        .filter(|r| services.access.allows(caller, r))
+                        .map(FieldValue::owned_any))
                 })
             })
             .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID))),
@@ -272,7 +303,10 @@ fn query_type() -> Object {
                             Some(after) => Some(decode_cursor(after.string()?)?),
                             None => None,
                         };
+                        let caller = principal(&ctx)?;
                         let filter = RequestFilter {
+                            tenant: Some(caller.tenant.clone()),
+                            owner: services.access.owner_filter(caller),
                             status,
                             limit,
                             after,
@@ -310,9 +344,97 @@ fn query_type() -> Object {
 /// The longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-/// The request id of a keyed enqueue: the same action and key always name the same request.
-fn keyed_id(action: &str, key: &str) -> String {
-    format!("k{}", URL_SAFE_NO_PAD.encode(format!("{action}\n{key}")))
+/// The request id of a keyed enqueue: the same tenant, action and key always name the same
+/// request; another tenant's same key names another.
+fn keyed_id(tenant: &str, action: &str, key: &str) -> String {
+    format!(
+        "k{}",
+        URL_SAFE_NO_PAD.encode(format!("{tenant}\n{action}\n{key}"))
+    )
+}
+
+/// What the enqueueing mutations take besides the input.
+#[derive(Debug, Default)]
+struct EnqueueOptions {
+    /// `idempotencyKey`.
+    key: Option<String>,
+    /// `priority`, 0 when not given.
+    priority: i32,
+}
+
+impl EnqueueOptions {
+    /// The enqueueing mutations' optional arguments: `idempotencyKey: String` (repeating a
+    /// mutation with the same key and input returns the same request instead of starting a
+    /// second job) and `priority: Int` (higher starts first when jobs wait for a worker).
+    fn arguments(field: Field) -> Field {
+        field
+            .argument(InputValue::new(
+                "idempotencyKey",
+                TypeRef::named(TypeRef::STRING),
+            ))
+            .argument(InputValue::new("priority", TypeRef::named(TypeRef::INT)))
+    }
+
+    fn read(ctx: &ResolverContext<'_>) -> async_graphql::Result<Self> {
+        let key = match ctx.args.get("idempotencyKey") {
+            Some(value) if !value.is_null() => Some(value.string()?.to_owned()),
+            _ => None,
+        };
+        let priority = match ctx.args.get("priority") {
+            Some(value) if !value.is_null() => value.i64()?,
+            _ => 0,
+        };
+        let priority = i32::try_from(priority)
+            .ok()
+            .filter(|p| PRIORITIES.contains(p))
+            .ok_or_else(|| {
+                client_error(
+                    "BAD_USER_INPUT",
+                    format!(
+                        "a priority is from {} to {}, got {priority}",
+                        PRIORITIES.start(),
+                        PRIORITIES.end()
+                    ),
+                )
+            })?;
+        Ok(Self { key, priority })
+    }
+}
+
+/// Refuses an enqueue over the tenant's quotas: requests not yet ended, and enqueues per
+/// second.
+async fn check_quotas(
+    services: &Services,
+    caller: &Principal,
+    now: DateTime<Utc>,
+) -> async_graphql::Result<()> {
+    let limits = &services.limits;
+    let active = services
+        .store
+        .count_active_requests(&caller.tenant, limits.max_tenant_active_requests)
+        .await
+        .map_err(from_core)?;
+    if active >= limits.max_tenant_active_requests {
+        return Err(quota_error(
+            "activeRequests",
+            format!("the tenant has {active} requests queued or running, its quota",),
+            limits.max_tenant_active_requests,
+        ));
+    }
+    let rate = limits.max_tenant_enqueues_per_second;
+    let taken = services
+        .store
+        .take_enqueue_token(&caller.tenant, now.timestamp(), rate)
+        .await
+        .map_err(from_core)?;
+    if !taken {
+        return Err(quota_error(
+            "enqueueRate",
+            format!("the tenant enqueued {rate} requests this second, its quota"),
+            rate as usize,
+        ));
+    }
+    Ok(())
 }
 
 /// Enqueues a job. With an idempotency key, a repeated enqueue with the same input returns
@@ -320,10 +442,12 @@ fn keyed_id(action: &str, key: &str) -> String {
 /// different input is refused.
 async fn enqueue(
     services: &Services,
+    caller: &Principal,
     handler: &Registered,
     payload: Value,
-    key: Option<&str>,
+    options: EnqueueOptions,
 ) -> async_graphql::Result<AsyncRequest> {
+    let key = options.key.as_deref();
     let size = serde_json::to_string(&payload).map_or(0, |text| text.len());
     if let Err(exceeded) = LimitExceeded::check(
         "payloadBytes",
@@ -348,11 +472,15 @@ async fn enqueue(
             format!("an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY} characters"),
         ));
     }
+    let now = services.clock.now();
+    check_quotas(services, caller, now).await?;
     let id = match key {
-        Some(key) => keyed_id(handler.action(), key),
+        Some(key) => keyed_id(&caller.tenant, handler.action(), key),
         None => services.ids.next_id(),
     };
-    let request = AsyncRequest::new(id, handler.action(), payload, services.clock.now());
+    let request = AsyncRequest::new(id, handler.action(), payload, now)
+        .with_priority(options.priority)
+        .owned_by(caller);
     match services.store.create_request(&request).await {
         Ok(()) => {}
         Err(CoreError::Conflict(_)) if key.is_some() => {
@@ -379,7 +507,7 @@ async fn enqueue(
 
 fn typed_mutation(handler: Arc<Registered>) -> Field {
     let input_type = handler.input_type().to_owned();
-    Field::new(
+    let field = Field::new(
         handler.action().to_owned(),
         TypeRef::named_nn("AsyncRequest"),
         move |ctx| {
@@ -390,30 +518,16 @@ fn typed_mutation(handler: Arc<Registered>) -> Field {
                 let payload = handler
                     .validate_value(input)
                     .map_err(|e| client_error("BAD_USER_INPUT", e))?;
-                let key = idempotency_key(&ctx)?;
+                let options = EnqueueOptions::read(&ctx)?;
+                let caller = principal(&ctx)?;
                 Ok(Some(FieldValue::owned_any(
-                    enqueue(services, &handler, payload, key.as_deref()).await?,
+                    enqueue(services, caller, &handler, payload, options).await?,
                 )))
             })
         },
     )
-    .argument(InputValue::new("input", TypeRef::named_nn(input_type)))
-    .argument(idempotency_argument())
-}
-
-/// The optional `idempotencyKey: String` of the enqueueing mutations: repeating a mutation
-/// with the same key and input returns the same request instead of starting a second job.
-fn idempotency_argument() -> InputValue {
-    InputValue::new("idempotencyKey", TypeRef::named(TypeRef::STRING))
-}
-
-fn idempotency_key(
-    ctx: &async_graphql::dynamic::ResolverContext<'_>,
-) -> async_graphql::Result<Option<String>> {
-    match ctx.args.get("idempotencyKey") {
-        Some(value) if !value.is_null() => Ok(Some(value.string()?.to_owned())),
-        _ => Ok(None),
-    }
+    .argument(InputValue::new("input", TypeRef::named_nn(input_type)));
+    EnqueueOptions::arguments(field)
 }
 
 /// A mutation `name(id: ID!): AsyncRequest!` that applies one move of the status machine.
@@ -424,8 +538,16 @@ fn request_move(
     Field::new(name, TypeRef::named_nn("AsyncRequest"), move |ctx| {
         FieldFuture::new(async move {
             let services = ctx.data::<Services>()?;
+            let caller = principal(&ctx)?;
             let id = ctx.args.try_get("id")?.string()?;
-            let (request, ()) = modify_request(&*services.store, &*services.clock, id, apply)
+            let change = |request: &mut AsyncRequest, now| {
+                // Another tenant's request is answered as an unknown one.
+                if !services.access.allows(caller, request) {
+                    return Err(CoreError::NotFound(format!("request {id}")));
+                }
+                apply(request, now)
+            };
+            let (request, ()) = modify_request(&*services.store, &*services.clock, id, change)
                 .await
                 .map_err(from_core)?;
             Ok(Some(FieldValue::owned_any(request)))
@@ -435,43 +557,42 @@ fn request_move(
 }
 
 fn mutation_type(handlers: &Handlers) -> Object {
-    let mut mutation = Object::new("Mutation").field(
-        Field::new("enqueue", TypeRef::named_nn("AsyncRequest"), |ctx| {
-            FieldFuture::new(async move {
-                let services = ctx.data::<Services>()?;
-                let handlers = ctx.data::<Arc<Handlers>>()?;
-                let action = ctx.args.try_get("action")?.string()?;
-                let handler = handlers.get(action).ok_or_else(|| {
-                    client_error(
-                        "UNKNOWN_ACTION",
-                        format!(
-                            "no handler for action \"{action}\"; registered: {}",
-                            handlers.actions().join(", ")
-                        ),
-                    )
-                })?;
-                let payload = ctx
-                    .args
-                    .try_get("payload")?
-                    .as_value()
-                    .clone()
-                    .into_json()?;
-                let payload = handler
-                    .validate(payload)
-                    .map_err(|e| client_error("BAD_USER_INPUT", e))?;
-                let key = idempotency_key(&ctx)?;
-                Ok(Some(FieldValue::owned_any(
-                    enqueue(services, handler, payload, key.as_deref()).await?,
-                )))
-            })
+    let generic = Field::new("enqueue", TypeRef::named_nn("AsyncRequest"), |ctx| {
+        FieldFuture::new(async move {
+            let services = ctx.data::<Services>()?;
+            let handlers = ctx.data::<Arc<Handlers>>()?;
+            let action = ctx.args.try_get("action")?.string()?;
+            let handler = handlers.get(action).ok_or_else(|| {
+                client_error(
+                    "UNKNOWN_ACTION",
+                    format!(
+                        "no handler for action \"{action}\"; registered: {}",
+                        handlers.actions().join(", ")
+                    ),
+                )
+            })?;
+            let payload = ctx
+                .args
+                .try_get("payload")?
+                .as_value()
+                .clone()
+                .into_json()?;
+            let payload = handler
+                .validate(payload)
+                .map_err(|e| client_error("BAD_USER_INPUT", e))?;
+            let options = EnqueueOptions::read(&ctx)?;
+            let caller = principal(&ctx)?;
+            Ok(Some(FieldValue::owned_any(
+                enqueue(services, caller, handler, payload, options).await?,
+            )))
         })
-        .argument(InputValue::new(
-            "action",
-            TypeRef::named_nn(TypeRef::STRING),
-        ))
-        .argument(InputValue::new("payload", TypeRef::named_nn("JSON")))
-        .argument(idempotency_argument()),
-    );
+    })
+    .argument(InputValue::new(
+        "action",
+        TypeRef::named_nn(TypeRef::STRING),
+    ))
+    .argument(InputValue::new("payload", TypeRef::named_nn("JSON")));
+    let mut mutation = Object::new("Mutation").field(EnqueueOptions::arguments(generic));
     for handler in handlers.iter() {
         mutation = mutation.field(typed_mutation(Arc::clone(handler)));
     }

@@ -95,12 +95,21 @@ impl TestServer {
         on: On,
         tune: impl FnOnce(streamer::local::StackBuilder) -> streamer::local::StackBuilder,
     ) -> Self {
+        Self::start_app(handlers::app(), on, tune).await
+    }
+
+    /// `app` instead of the example app, on `on`, tuned by `tune`.
+    pub async fn start_app(
+        app: streamer::App,
+        on: On,
+        tune: impl FnOnce(streamer::local::StackBuilder) -> streamer::local::StackBuilder,
+    ) -> Self {
         // Logs with RUST_LOG=..., shown for failing tests.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let builder = handlers::app()
+        let builder = app
             .local()
             // Today, not a fixed date: DynamoDB Local deletes items whose TTL has passed.
             .with_clock(Arc::new(ManualClock::new(
@@ -258,6 +267,14 @@ impl Client {
     /// Sends `connection_init` and expects `connection_ack`.
     pub async fn init(&mut self) {
         self.send(json!({ "type": "connection_init" })).await;
+        assert_eq!(self.recv().await, json!({ "type": "connection_ack" }));
+    }
+
+    /// Sends `connection_init` with `authorization: "Bearer <token>"` and expects
+    /// `connection_ack`.
+    pub async fn init_as(&mut self, token: &str) {
+        self.send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }))
+            .await;
         assert_eq!(self.recv().await, json!({ "type": "connection_ack" }));
     }
 

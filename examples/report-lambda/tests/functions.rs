@@ -317,6 +317,7 @@ async fn the_four_functions_run_a_request_end_to_end() {
         ("STREAMER_TABLE_PREFIX", prefix.clone()),
         ("STREAMER_WEBSOCKET_ENDPOINT", management_url.clone()),
         ("STREAMER_WORKER_FUNCTION", "worker".to_owned()),
+        ("STREAMER_AUTH", "dev".to_owned()),
         ("STREAMER_INIT_TIMEOUT_MS", "1".to_owned()),
         ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.clone()),
         ("AWS_ENDPOINT_URL_LAMBDA", format!("http://{worker_api}")),

@@ -1,0 +1,226 @@
+//! Tenants: HS256 JWT authentication on the local stack; two tenants through the real
+//! graphql-ws client (tests/js/tenants.mjs) on both stores; a quota exceeded with its code
+//! while the tenant's other work and other tenants carry on; a token that expires during a
+//! connection; and the authorization rule over random principals and requests.
+
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use jsonwebtoken::{EncodingKey, Header};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use streamer::core::{Access, AsyncRequest, Limits, MemoryStore, Principal, Store, SystemClock};
+use streamer::gateway::JwtAuthenticator;
+use support::{On, TestServer};
+
+const SECRET: &[u8] = b"a-test-secret";
+
+fn token(tenant: &str, user: &str, expires_in: i64, secret: &[u8]) -> String {
+    let claims = json!({ "sub": user, "tenant": tenant, "exp": chrono::Utc::now().timestamp() + expires_in });
+    jsonwebtoken::encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+async fn start(on: On, limits: Limits) -> TestServer {
+    TestServer::start_tuned(on, move |stack| {
+        stack
+            .with_clock(Arc::new(SystemClock))
+            .with_limits(limits)
+            .with_authenticator(Arc::new(JwtAuthenticator::hs256(SECRET)))
+    })
+    .await
+}
+
+async fn tenant_b_cannot_touch_tenant_a_s_request(on: On) {
+    let server = start(on, Limits::default()).await;
+    let tokens = json!({
+        "a": token("acme", "ann", 600, SECRET),
+        "b": token("globex", "bob", 600, SECRET),
+        "forged": token("acme", "ann", 600, b"not-the-secret"),
+        "expired": token("acme", "ann", -60, SECRET),
+    });
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    let output = tokio::process::Command::new("node")
+        .arg("tenants.mjs")
+        .arg(server.ws_url())
+        .arg(tokens.to_string())
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .expect("node runs (Node 20; scripts/setup installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "tenants.mjs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        summary["refused"],
+        json!({ "missing": 4403, "forged": 4403, "expired": 4403 })
+    );
+    // What B got, for the record: each is also what an unknown id gets (checked there).
+    assert_eq!(
+        summary["checks"]["read"]["values"][0]["data"]["request"],
+        Value::Null
+    );
+    assert_eq!(
+        summary["checks"]["cancel"]["error"][0]["extensions"]["code"],
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        summary["checks"]["subscribe"]["error"][0]["extensions"]["code"],
+        "NOT_FOUND"
+    );
+}
+
+on_both_stores!(tenant_b_cannot_touch_tenant_a_s_request);
+
+#[tokio::test]
+async fn a_quota_exceeded_names_itself_and_spares_other_work() {
+    let limits = Limits {
+        max_tenant_active_requests: 2,
+        ..Limits::default()
+    };
+    let server = start(On::Embedded, limits).await;
+    let mut ann = server.client().await;
+    ann.init_as(&token("acme", "ann", 600, SECRET)).await;
+    let first = ann.generate_report("m1", 100).await;
+    let _second = ann.generate_report("m2", 100).await;
+    ann.send(json!({ "id": "m3", "type": "subscribe", "payload": { "query": "mutation { flakyImport(input: {failTimes: 0}) { id } }" } }))
+        .await;
+    let frames = ann.until_done("m3").await;
+    let error = &frames[0]["payload"][0];
+    assert_eq!(error["extensions"]["code"], "QUOTA_EXCEEDED", "{frames:?}");
+    assert_eq!(error["extensions"]["quota"], "activeRequests");
+    assert_eq!(error["extensions"]["max"], 2);
+    // Another tenant is not held back.
+    let mut bob = server.client().await;
+    bob.init_as(&token("globex", "bob", 600, SECRET)).await;
+    bob.generate_report("m", 0).await;
+    // The tenant's accepted work runs to its end, and then there is room again.
+    ann.wait_for_status(&first, "COMPLETED").await;
+    let data = ann
+        .execute(
+            "m4",
+            "mutation { flakyImport(input: {failTimes: 0}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert!(data["flakyImport"]["id"].is_string());
+}
+
+#[tokio::test]
+async fn an_expiring_token_closes_its_connection() {
+    let server = start(On::Embedded, Limits::default()).await;
+    let mut ann = server.client().await;
+    ann.init_as(&token("acme", "ann", 2, SECRET)).await;
+    let id = ann.generate_report("m", 1_000).await;
+    ann.send(json!({ "id": "s", "type": "subscribe", "payload": { "query": support::PROGRESS, "variables": { "id": id } } }))
+        .await;
+    // Pushes stop once the token has expired, and the connection is closed with 4403.
+    loop {
+        let frame = ann.recv().await;
+        if let Some(close) = frame.get("close") {
+            assert_eq!(close["code"], 4403, "{frame}");
+            break;
+        }
+        assert_eq!(frame["type"], "next", "{frame}");
+    }
+}
+
+/// The rule, over random principals and requests: a request is visible exactly to its
+/// tenant (and, owner-scoped, to its owner), and `request(id)` answers for an invisible
+/// request exactly as for an unknown id.
+#[tokio::test]
+async fn authorization_rule_holds_for_random_principals_and_requests() {
+    let store = Arc::new(MemoryStore::new());
+    let mut rng = StdRng::seed_from_u64(11);
+    let pick = |rng: &mut StdRng| {
+        Principal::new(
+            format!("t{}", rng.random_range(0..4)),
+            format!("u{}", rng.random_range(0..4)),
+        )
+    };
+    let mut requests = Vec::new();
+    for n in 0..40 {
+        let owner = pick(&mut rng);
+        let request = AsyncRequest::new(
+            format!("r{n}"),
+            "flakyImport",
+            json!({ "failTimes": 0 }),
+            chrono::Utc::now(),
+        )
+        .owned_by(&owner);
+        store.create_request(&request).await.unwrap();
+        requests.push(request);
+    }
+    for access in [Access::Tenant, Access::Owner] {
+        let services = streamer::schema::Services {
+            store: store.clone(),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(streamer::core::RandomIds),
+            limits: Limits::default(),
+            access,
+        };
+        let schema =
+            streamer::schema::build(support::handlers::app().handlers(), services).unwrap();
+        let ask = |id: &str, caller: &Principal| {
+            let request = streamer::async_graphql::Request::new(format!(
+                "{{ request(id: \"{id}\") {{ id }} }}"
+            ))
+            .data(caller.clone());
+            let schema = schema.clone();
+            async move { serde_json::to_value(schema.execute(request).await).unwrap() }
+        };
+        for _ in 0..300 {
+            let caller = pick(&mut rng);
+            let request = &requests[rng.random_range(0..requests.len())];
+            let expected = caller.tenant == request.tenant
+                && (access == Access::Tenant || caller.user == request.owner);
+            assert_eq!(access.allows(&caller, request), expected);
+            let answer = ask(&request.id, &caller).await;
+            if expected {
+                assert_eq!(answer["data"]["request"]["id"], request.id.as_str());
+            } else {
+                assert_eq!(
+                    answer,
+                    ask("unknown", &caller).await,
+                    "{caller:?} {request:?}"
+                );
+            }
+            // Listing shows exactly the visible ones.
+            let listed = schema
+                .execute(
+                    streamer::async_graphql::Request::new(
+                        "{ requests(first: 100) { edges { node { id } } } }",
+                    )
+                    .data(caller.clone()),
+                )
+                .await;
+            let listed = serde_json::to_value(listed).unwrap();
+            let ids: Vec<&str> = listed["data"]["requests"]["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["node"]["id"].as_str().unwrap())
+                .collect();
+            let visible: Vec<&str> = requests
+                .iter()
+                .filter(|r| access.allows(&caller, r))
+                .map(|r| r.id.as_str())
+                .collect();
+            assert_eq!(ids, visible);
+        }
+    }
+}
