@@ -101,6 +101,25 @@ fn changes(states: &[AsyncRequest]) -> Vec<Change> {
         .collect()
 }
 
+/// A subscription to request `r` asking for its version and status.
+fn following(connection_id: &str, operation_id: &str) -> Subscription {
+    Subscription {
+        key: SubscriptionKey {
+            request_id: "r".into(),
+            connection_id: connection_id.into(),
+            operation_id: operation_id.into(),
+        },
+        query: "subscription($id: ID!) { requestProgress(id: $id) { version status } }".into(),
+        operation_name: None,
+        variables: Some(json!({ "id": "r" })),
+        last_version: 0,
+        created_at: chrono::Utc::now(),
+        expires_at: i64::MAX,
+        pushing_until: None,
+        principal: None,
+    }
+}
+
 /// Handles `batch` until no change fails, as an event source retries failed records.
 async fn until_done(processor: Processor, mut batch: Vec<Change>) {
     for _ in 0..500 {
@@ -132,22 +151,7 @@ async fn concurrent_fan_outs_and_a_retried_batch_keep_versions_increasing() {
         let mut subscriptions = Vec::new();
         for connection in 0..5 {
             for operation in 0..4 {
-                let subscription = Subscription {
-                    key: SubscriptionKey {
-                        request_id: "r".into(),
-                        connection_id: format!("c{connection}"),
-                        operation_id: format!("o{operation}"),
-                    },
-                    query: "subscription($id: ID!) { requestProgress(id: $id) { version status } }"
-                        .into(),
-                    operation_name: None,
-                    variables: Some(json!({ "id": "r" })),
-                    last_version: 0,
-                    created_at: chrono::Utc::now(),
-                    expires_at: i64::MAX,
-                    pushing_until: None,
-                    principal: None,
-                };
+                let subscription = following(&format!("c{connection}"), &format!("o{operation}"));
                 store.put_subscription(&subscription).await.unwrap();
                 subscriptions.push(subscription);
             }
@@ -246,21 +250,7 @@ async fn failed_posts_are_delivered_when_the_change_is_retried() {
         ..SlowSender::default()
     });
     for connection in 0..4 {
-        let subscription = Subscription {
-            key: SubscriptionKey {
-                request_id: "r".into(),
-                connection_id: format!("c{connection}"),
-                operation_id: "o".into(),
-            },
-            query: "subscription($id: ID!) { requestProgress(id: $id) { version status } }".into(),
-            operation_name: None,
-            variables: Some(json!({ "id": "r" })),
-            last_version: 0,
-            created_at: chrono::Utc::now(),
-            expires_at: i64::MAX,
-            pushing_until: None,
-            principal: None,
-        };
+        let subscription = following(&format!("c{connection}"), "o");
         store.put_subscription(&subscription).await.unwrap();
     }
     let processor = Processor::new(schema, store.clone(), sender.clone(), Arc::new(NoJobs));

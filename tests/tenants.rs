@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 
 use jsonwebtoken::{EncodingKey, Header};
@@ -15,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use streamer::core::{Access, AsyncRequest, Limits, MemoryStore, Principal, Store, SystemClock};
 use streamer::gateway::JwtAuthenticator;
-use support::{On, TestServer};
+use support::{On, TestServer, run_node};
 
 const SECRET: &[u8] = b"a-test-secret";
 
@@ -47,24 +45,7 @@ async fn tenant_b_cannot_touch_tenant_a_s_request(on: On) {
         "forged": token("acme", "ann", 600, b"not-the-secret"),
         "expired": token("acme", "ann", -60, SECRET),
     });
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    let output = tokio::process::Command::new("node")
-        .arg("tenants.mjs")
-        .arg(server.ws_url())
-        .arg(tokens.to_string())
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .expect("node runs (Node 20; scripts/setup installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "tenants.mjs failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let summary = run_node("tenants.mjs", &server, &[tokens.to_string()]).await;
     assert_eq!(
         summary["refused"],
         json!({ "missing": 4403, "forged": 4403, "expired": 4403 })

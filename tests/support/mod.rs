@@ -359,3 +359,31 @@ pub fn states(frames: &[Value]) -> Vec<&Value> {
 
 /// The `requestProgress` document the transcripts use.
 pub const PROGRESS: &str = "subscription($id: ID!, $after: Int) { requestProgress(id: $id, afterVersion: $after) { id status progress message version attempts output { __typename ... on Report { url rows sizeBytes } ... on ImportSummary { imported } } error { code message retryable } } }";
+
+/// Runs `tests/js/{script}` under Node against `server` (its WebSocket URL, then `args`);
+/// returns the JSON summary its last line prints. The test command installs the npm
+/// packages (`scripts/setup`); without them this fails saying so.
+pub async fn run_node(script: &str, server: &TestServer, args: &[String]) -> Value {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        dir.join("node_modules/graphql-ws").is_dir(),
+        "npm packages missing in tests/js: run scripts/setup (the test command does)"
+    );
+    let output = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(server.ws_url())
+        .args(args)
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .expect("node runs (Node 20; scripts/setup installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{stdout}\n{stderr}"
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("one JSON summary line")
+}
