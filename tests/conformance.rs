@@ -64,14 +64,7 @@ async fn a_failing_job_ends_its_subscription_not_the_connection(on: On) {
     let server = TestServer::start_on(on).await;
     let mut client = server.client().await;
     client.init().await;
-    let data = client
-        .execute(
-            "m",
-            "mutation { flakyImport(input: {failTimes: 9}) { id } }",
-            json!({}),
-        )
-        .await;
-    let id = data["flakyImport"]["id"].as_str().unwrap().to_owned();
+    let id = client.flaky_import("m", 9).await;
     client.send(json!({ "id": "s", "type": "subscribe", "payload": { "query": "subscription($id: ID!) { requestProgress(id: $id) { status attempts error { code retryable } } }", "variables": { "id": id } } })).await;
     let frames = client.until_done("s").await;
     let last = &frames[frames.len() - 2]["payload"]["data"]["requestProgress"];

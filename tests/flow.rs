@@ -40,14 +40,7 @@ async fn a_flaky_import_is_retried_until_it_succeeds(on: On) {
     let server = TestServer::start_on(on).await;
     let mut client = server.client().await;
     client.init().await;
-    let data = client
-        .execute(
-            "m",
-            "mutation { flakyImport(input: {failTimes: 2}) { id } }",
-            json!({}),
-        )
-        .await;
-    let id = data["flakyImport"]["id"].as_str().unwrap().to_owned();
+    let id = client.flaky_import("m", 2).await;
     let subscribe = json!({ "id": "s", "type": "subscribe", "payload": { "query": PROGRESS, "variables": { "id": id } } });
     client.send(subscribe).await;
     let frames = client.until_done("s").await;

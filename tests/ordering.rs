@@ -101,6 +101,20 @@ fn changes(states: &[AsyncRequest]) -> Vec<Change> {
         .collect()
 }
 
+/// The versions of the `next` frames among `frames`.
+fn versions<F: std::borrow::Borrow<Value>>(frames: &[F]) -> Vec<u64> {
+    frames
+        .iter()
+        .map(std::borrow::Borrow::borrow)
+        .filter(|f| f["type"] == "next")
+        .map(|f| {
+            f["payload"]["data"]["requestProgress"]["version"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// A subscription to request `r` asking for its version and status.
 fn following(connection_id: &str, operation_id: &str) -> Subscription {
     Subscription {
@@ -203,15 +217,7 @@ async fn concurrent_fan_outs_and_a_retried_batch_keep_versions_increasing() {
         }
         assert_eq!(received.len(), 20, "every subscriber heard something");
         for (subscriber, frames) in &received {
-            let versions: Vec<u64> = frames
-                .iter()
-                .filter(|f| f["type"] == "next")
-                .map(|f| {
-                    f["payload"]["data"]["requestProgress"]["version"]
-                        .as_u64()
-                        .unwrap()
-                })
-                .collect();
+            let versions = versions(frames);
             assert!(
                 versions.windows(2).all(|w| w[0] < w[1]),
                 "round {round}, {subscriber:?}: {versions:?}"
@@ -263,15 +269,7 @@ async fn failed_posts_are_delivered_when_the_change_is_retried() {
             .filter(|(c, _)| *c == format!("c{connection}"))
             .map(|(_, frame)| frame)
             .collect();
-        let versions: Vec<u64> = frames
-            .iter()
-            .filter(|f| f["type"] == "next")
-            .map(|f| {
-                f["payload"]["data"]["requestProgress"]["version"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
+        let versions = versions(&frames);
         assert_eq!(versions, (1..=10).collect::<Vec<_>>(), "c{connection}");
         assert_eq!(frames.last().unwrap()["type"], "complete", "c{connection}");
         assert_eq!(frames.iter().filter(|f| f["type"] == "complete").count(), 1);

@@ -17,14 +17,7 @@ async fn a_redriven_dead_letter_completes(on: On) {
     let server = TestServer::start_on(on).await;
     let mut client = server.client().await;
     client.init().await;
-    let data = client
-        .execute(
-            "m",
-            "mutation { flakyImport(input: {failTimes: 5}) { id } }",
-            json!({}),
-        )
-        .await;
-    let id = data["flakyImport"]["id"].as_str().unwrap().to_owned();
+    let id = client.flaky_import("m", 5).await;
     let failed = follow(&mut client, "s1", &id).await;
     assert_eq!(
         (failed["status"].as_str(), failed["attempts"].as_u64()),

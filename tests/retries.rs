@@ -16,14 +16,7 @@ async fn flaky_import_retries_within_the_backoff_bounds() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     client.init().await;
-    let data = client
-        .execute(
-            "m",
-            "mutation { flakyImport(input: {failTimes: 2}) { id } }",
-            json!({}),
-        )
-        .await;
-    let id = data["flakyImport"]["id"].as_str().unwrap().to_owned();
+    let id = client.flaky_import("m", 2).await;
     client.clear();
     // afterVersion 0: every state, from the history, however late this arrives.
     let follow = "subscription($id: ID!) { requestProgress(id: $id, afterVersion: 0) { status attempts version message nextAttemptAt error { code message retryable } output { ... on ImportSummary { imported } } } }";

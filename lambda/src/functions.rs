@@ -12,7 +12,7 @@ use aws_lambda_events::encodings::Body;
 use lambda_runtime::{Context, LambdaEvent, service_fn};
 use serde_json::Value;
 use streamer_aws::stream::{self, StreamEvent};
-use streamer_aws::{Aws, SenderOptions, Tables, WorkerEvent};
+use streamer_aws::{ApiGatewaySender, Aws, LambdaDispatcher, SenderOptions, Tables, WorkerEvent};
 use streamer_core::{Limits, RandomIds, Store, SystemClock};
 use streamer_gateway::Gateway;
 use streamer_processor::{Outcome, Processor, SweepOptions, Sweeper, Worker};
@@ -20,7 +20,7 @@ use streamer_schema::{Handlers, Services};
 use tracing::Instrument;
 
 use crate::emf::EmfRecorder;
-use crate::{Config, Error, logging};
+use crate::{Config, ConfigError, Error, logging};
 
 /// A retry is waited out inside the invocation only when this much time would be left after
 /// it; otherwise the sweeper dispatches it when it is due.
@@ -56,6 +56,21 @@ impl Function {
             self.aws
                 .store(Tables::with_prefix(&self.config.table_prefix)),
         )
+    }
+
+    /// The Management API sender of the configured WebSocket stage.
+    fn sender(&self) -> Result<ApiGatewaySender, ConfigError> {
+        Ok(self
+            .aws
+            .sender(self.config.websocket_endpoint()?, SenderOptions::default()))
+    }
+
+    /// The dispatcher to the configured worker function(s).
+    fn dispatcher(&self) -> Result<LambdaDispatcher, ConfigError> {
+        Ok(self.aws.dispatcher(
+            self.config.worker_function()?,
+            self.config.priority_worker_function.as_deref(),
+        ))
     }
 
     fn services(&self, store: Arc<dyn Store>) -> Services {
@@ -104,10 +119,7 @@ pub async fn run_gateway(handlers: Arc<Handlers>) -> Result<(), Error> {
     let function = Function::setup("gateway").await?;
     let services = function.services(function.store());
     let schema = streamer_schema::build(handlers, services.clone())?;
-    let sender = function.aws.sender(
-        function.config.websocket_endpoint()?,
-        SenderOptions::default(),
-    );
+    let sender = function.sender()?;
     let gateway = Gateway::new(schema, &services, Arc::new(sender))
         .with_authenticator(function.config.authenticator()?);
     let (function, gateway) = (&function, &gateway);
@@ -164,14 +176,8 @@ pub async fn run_processor(handlers: Arc<Handlers>) -> Result<(), Error> {
     let store = function.store();
     let services = function.services(Arc::clone(&store));
     let schema = streamer_schema::build(handlers, services)?;
-    let sender = function.aws.sender(
-        function.config.websocket_endpoint()?,
-        SenderOptions::default(),
-    );
-    let dispatcher = function.aws.dispatcher(
-        function.config.worker_function()?,
-        function.config.priority_worker_function.as_deref(),
-    );
+    let sender = function.sender()?;
+    let dispatcher = function.dispatcher()?;
     let processor = Processor::new(schema, store, Arc::new(sender), Arc::new(dispatcher));
     let (function, processor) = (&function, &processor);
     lambda_runtime::run(service_fn(
@@ -232,14 +238,8 @@ pub async fn run_worker(handlers: Arc<Handlers>) -> Result<(), Error> {
 /// When the configuration is incomplete; or when the runtime fails.
 pub async fn run_sweeper(_handlers: Arc<Handlers>) -> Result<(), Error> {
     let function = Function::setup("sweeper").await?;
-    let sender = function.aws.sender(
-        function.config.websocket_endpoint()?,
-        SenderOptions::default(),
-    );
-    let dispatcher = function.aws.dispatcher(
-        function.config.worker_function()?,
-        function.config.priority_worker_function.as_deref(),
-    );
+    let sender = function.sender()?;
+    let dispatcher = function.dispatcher()?;
     let options = SweepOptions {
         init_timeout: function.config.init_timeout,
         ..SweepOptions::default()

@@ -324,6 +324,21 @@ impl Client {
             .to_owned()
     }
 
+    /// Enqueues `flakyImport` failing `fail_times` times and returns the request id.
+    pub async fn flaky_import(&mut self, id: &str, fail_times: u32) -> String {
+        let data = self
+            .execute(
+                id,
+                "mutation($failTimes: Int!) { flakyImport(input: {failTimes: $failTimes}) { id } }",
+                json!({ "failTimes": fail_times }),
+            )
+            .await;
+        data["flakyImport"]["id"]
+            .as_str()
+            .expect("an id")
+            .to_owned()
+    }
+
     /// Polls `request(id)` until its status is `status`.
     pub async fn wait_for_status(&mut self, request_id: &str, status: &str) {
         for attempt in 0..300 {
