@@ -39,6 +39,15 @@ struct Args {
         hide_env_values = true
     )]
     jwt_secret: Option<String>,
+    /// Per-tenant quota: connections at once.
+    #[arg(long, default_value_t = streamer::core::Limits::default().max_tenant_connections)]
+    tenant_connections: usize,
+    /// Per-tenant quota: requests queued, running or retrying at once.
+    #[arg(long, default_value_t = streamer::core::Limits::default().max_tenant_active_requests)]
+    tenant_active_requests: usize,
+    /// Per-tenant quota: enqueues per second.
+    #[arg(long, default_value_t = streamer::core::Limits::default().max_tenant_enqueues_per_second)]
+    tenant_enqueues_per_second: u32,
 }
 
 #[tokio::main]
@@ -50,9 +59,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let limits = streamer::core::Limits {
+        max_tenant_connections: args.tenant_connections,
+        max_tenant_active_requests: args.tenant_active_requests,
+        max_tenant_enqueues_per_second: args.tenant_enqueues_per_second,
+        ..streamer::core::Limits::default()
+    };
     let mut builder = handlers::app()
         .local()
-        .with_job_concurrency(args.job_concurrency);
+        .with_job_concurrency(args.job_concurrency)
+        .with_limits(limits);
     match &args.jwt_secret {
         Some(secret) => {
             let auth = streamer::gateway::JwtAuthenticator::hs256(secret.as_bytes());

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures::{StreamExt, stream};
 use streamer_core::store::{Change, ChangeKind};
 use streamer_core::{AsyncRequest, Limits, Result, Sender, Store, metric};
-use streamer_schema::{Delivery, deliver};
+use streamer_schema::{Delivery, Resolutions, deliver_resolving};
 
 /// Starts a job somewhere else, without waiting for it: locally a task, on AWS an
 /// asynchronous invocation of the worker function. A job never blocks the feed.
@@ -151,17 +151,21 @@ impl Processor {
     /// Pushes one state to every subscription of its request.
     pub async fn fan_out(&self, state: &AsyncRequest) -> Result<Vec<Delivery>> {
         let subscriptions = self.store.subscriptions(&state.id).await?;
+        // Subscribers sharing a document get one resolution of this state.
+        let resolutions = Arc::new(Resolutions::default());
+        let state = Arc::new(state.clone());
         let pushes = subscriptions.into_iter().map(|subscription| {
-            let this = self.clone();
-            let state = state.clone();
+            let (this, state, resolutions) =
+                (self.clone(), Arc::clone(&state), Arc::clone(&resolutions));
             async move {
-                deliver(
+                deliver_resolving(
                     &this.schema,
                     &*this.store,
                     &*this.sender,
                     &subscription,
                     &state,
                     &this.limits,
+                    &resolutions,
                 )
                 .await
             }

@@ -15,12 +15,17 @@
 //! - nothing is pushed to another tenant's subscription, nor once the subscriber's
 //!   credentials have expired (its connection is closed then, 4403).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use async_graphql::dynamic::Schema;
+use serde_json::Value;
 use streamer_core::protocol::{Close, ServerMessage};
 use streamer_core::{
     AsyncRequest, Claim, Connection, Error, Finish, LimitExceeded, Limits, Result, Sender, Store,
     Subscription, SubscriptionKey,
 };
+use tokio::sync::OnceCell;
 
 use crate::execute;
 
@@ -52,6 +57,54 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The results of resolving subscription documents against one state: subscriptions that
+/// share a document (query, operation name and variables) are resolved once per change.
+#[derive(Debug, Default)]
+pub struct Resolutions {
+    results: Mutex<HashMap<String, Arc<OnceCell<Option<Value>>>>>,
+}
+
+impl Resolutions {
+    /// `subscription`'s document resolved against `state`, as the `next` payload; `None`
+    /// when the document does not select this state.
+    async fn resolve(
+        &self,
+        schema: &Schema,
+        subscription: &Subscription,
+        state: &AsyncRequest,
+    ) -> Option<Value> {
+        let variables = subscription.variables.as_ref().and_then(|v| v.as_object());
+        let key = format!(
+            "{}\n{}\n{}",
+            subscription.operation_name.as_deref().unwrap_or_default(),
+            subscription
+                .variables
+                .as_ref()
+                .map(Value::to_string)
+                .unwrap_or_default(),
+            subscription.query
+        );
+        let cell = Arc::clone(
+            self.results
+                .lock()
+                .expect("resolutions lock")
+                .entry(key)
+                .or_default(),
+        );
+        cell.get_or_init(|| async {
+            let document = execute::request(
+                &subscription.query,
+                subscription.operation_name.as_deref(),
+                variables,
+            );
+            let response = execute::resolve(schema, document, state).await?;
+            Some(serde_json::to_value(&response).unwrap_or_default())
+        })
+        .await
+        .clone()
+    }
+}
+
 /// Pushes `state` to `subscription` under the rules above.
 pub async fn deliver(
     schema: &Schema,
@@ -60,6 +113,30 @@ pub async fn deliver(
     subscription: &Subscription,
     state: &AsyncRequest,
     limits: &Limits,
+) -> Result<Delivery> {
+    let resolutions = Resolutions::default();
+    deliver_resolving(
+        schema,
+        store,
+        sender,
+        subscription,
+        state,
+        limits,
+        &resolutions,
+    )
+    .await
+}
+
+/// [`deliver`], with the documents resolved through `resolutions` (shared by every
+/// subscription of one fan-out of `state`).
+pub async fn deliver_resolving(
+    schema: &Schema,
+    store: &dyn Store,
+    sender: &dyn Sender,
+    subscription: &Subscription,
+    state: &AsyncRequest,
+    limits: &Limits,
+    resolutions: &Resolutions,
 ) -> Result<Delivery> {
     let key = &subscription.key;
     if let Some(principal) = &subscription.principal {
@@ -78,14 +155,6 @@ pub async fn deliver(
             return Ok(Delivery::Skipped);
         }
     }
-    let document = || {
-        let variables = subscription.variables.as_ref().and_then(|v| v.as_object());
-        execute::request(
-            &subscription.query,
-            subscription.operation_name.as_deref(),
-            variables,
-        )
-    };
     let mut frames = Vec::with_capacity(2);
     // The version this push claimed, and the one the subscription had before.
     let mut claimed = None;
@@ -102,9 +171,9 @@ pub async fn deliver(
             .remove_operation(&key.connection_id, &key.operation_id)
             .await?;
         if state.version > stored.last_version
-            && let Some(response) = execute::resolve(schema, document(), state).await
+            && let Some(payload) = resolutions.resolve(schema, subscription, state).await
         {
-            frames.push(next_or_error(&key.operation_id, &response, limits));
+            frames.push(next_frame(&key.operation_id, payload, limits));
         }
         frames.push(ServerMessage::Complete {
             id: key.operation_id.clone(),
@@ -115,7 +184,7 @@ pub async fn deliver(
         if state.version <= subscription.last_version {
             return Ok(Delivery::Skipped);
         }
-        let Some(response) = execute::resolve(schema, document(), state).await else {
+        let Some(payload) = resolutions.resolve(schema, subscription, state).await else {
             return Ok(Delivery::Skipped);
         };
         let now = now_ms();
@@ -127,7 +196,7 @@ pub async fn deliver(
             Claim::Stale | Claim::Gone => return Ok(Delivery::Skipped),
             Claim::Busy => return Ok(Delivery::Busy),
         }
-        frames.push(next_or_error(&key.operation_id, &response, limits));
+        frames.push(next_frame(&key.operation_id, payload, limits));
         Delivery::Pushed
     };
     let mut outcome = outcome;
@@ -187,9 +256,18 @@ pub fn next_or_error(
     response: &async_graphql::Response,
     limits: &Limits,
 ) -> ServerMessage {
+    next_frame(
+        id,
+        serde_json::to_value(response).unwrap_or_default(),
+        limits,
+    )
+}
+
+/// [`next_or_error`] of a response already serialized.
+fn next_frame(id: &str, payload: Value, limits: &Limits) -> ServerMessage {
     let next = ServerMessage::Next {
         id: id.to_owned(),
-        payload: serde_json::to_value(response).unwrap_or_default(),
+        payload,
     };
     match LimitExceeded::check(
         "messageBytes",

@@ -2,9 +2,10 @@
 //! subscription without running it, and resolving a stored subscription document against one
 //! state of its request (the processor's fan-out and the gateway's snapshot).
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 
-use async_graphql::parser::types::OperationType;
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{Request, Response, ServerError, Variables, dynamic::Schema};
 use futures::StreamExt;
 use serde_json::{Map, Value};
@@ -65,13 +66,43 @@ pub fn operation_kind(query: &str, operation_name: Option<&str>) -> Option<Opera
     })
 }
 
-/// A GraphQL request from its parts.
+/// How many parsed documents [`request`] keeps. Stored subscriptions are resolved on every
+/// change, most with the same few documents: parsing each once saves a parse per push.
+const PARSED_DOCUMENTS: usize = 1024;
+/// Longer documents are parsed every time, so the cache stays small (at most 4 MiB).
+const CACHED_DOCUMENT_BYTES: usize = 4 * 1024;
+
+static PARSED: LazyLock<Mutex<HashMap<String, ExecutableDocument>>> = LazyLock::new(Mutex::default);
+
+/// The parsed form of `query`, from the cache when it was parsed before. `None` when it
+/// does not parse (execution then reports why).
+fn parsed(query: &str) -> Option<ExecutableDocument> {
+    if query.len() > CACHED_DOCUMENT_BYTES {
+        return async_graphql::parser::parse_query(query).ok();
+    }
+    if let Some(document) = PARSED.lock().expect("parse cache lock").get(query) {
+        return Some(document.clone());
+    }
+    let document = async_graphql::parser::parse_query(query).ok()?;
+    let mut cache = PARSED.lock().expect("parse cache lock");
+    if cache.len() >= PARSED_DOCUMENTS {
+        // Simple and bounded: a full cache starts over.
+        cache.clear();
+    }
+    cache.insert(query.to_owned(), document.clone());
+    Some(document)
+}
+
+/// A GraphQL request from its parts, its document parsed once per process.
 pub fn request(
     query: &str,
     operation_name: Option<&str>,
     variables: Option<&Map<String, Value>>,
 ) -> Request {
     let mut request = Request::new(query);
+    if let Some(document) = parsed(query) {
+        request.set_parsed_query(document);
+    }
     if let Some(name) = operation_name {
         request = request.operation_name(name);
     }
