@@ -30,6 +30,7 @@ fn subscribe_frame() -> String {
         .to_string()
 }
 
+/// The processor's schema (stored documents are not validated again).
 fn schema(store: Arc<MemoryStore>) -> Schema {
     let services = Services {
         store,
@@ -38,7 +39,8 @@ fn schema(store: Arc<MemoryStore>) -> Schema {
         limits: Limits::default(),
         access: Access::default(),
     };
-    streamer::schema::build(handlers::app().handlers(), services).expect("schema")
+    streamer::schema::build_for_stored_documents(handlers::app().handlers(), services)
+        .expect("schema")
 }
 
 fn running_state() -> AsyncRequest {

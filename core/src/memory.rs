@@ -2,7 +2,7 @@
 //! (conditional writes, consistent reads, TTL attributes kept, a change feed of the requests
 //! table ordered per item), so that the local stack runs the production code paths.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -27,11 +27,32 @@ struct Tables {
     history: HashMap<String, BTreeMap<u64, AsyncRequest>>,
     sequence: u64,
     feeds: Vec<mpsc::UnboundedSender<Change>>,
+    // Requests not yet ended, by tenant: what the active-requests quota counts.
+    active: HashMap<String, HashSet<String>>,
     // Enqueues taken by tenant and one-second window.
     enqueues: HashMap<(String, i64), u32>,
 }
 
 impl Tables {
+    /// Stores `request`, keeping the active index in step.
+    fn put_request(&mut self, request: &AsyncRequest) {
+        let active = self.active.entry(request.tenant.clone()).or_default();
+        if request.status.is_terminal() {
+            active.remove(&request.id);
+        } else {
+            active.insert(request.id.clone());
+        }
+        self.requests.insert(request.id.clone(), request.clone());
+    }
+
+    fn remove_request(&mut self, id: &str) {
+        if let Some(request) = self.requests.remove(id)
+            && let Some(active) = self.active.get_mut(&request.tenant)
+        {
+            active.remove(id);
+        }
+    }
+
     // Called with the lock held, so the feed order is the write order.
     fn emit(&mut self, kind: ChangeKind, old: Option<AsyncRequest>, new: Option<AsyncRequest>) {
         if old == new {
@@ -88,7 +109,7 @@ impl MemoryStore {
             .cloned()
             .collect();
         for request in expired {
-            tables.requests.remove(&request.id);
+            tables.remove_request(&request.id);
             tables.request_order.retain(|id| id != &request.id);
             tables.emit(ChangeKind::Expire, Some(request), None);
         }
@@ -266,7 +287,7 @@ impl Store for MemoryStore {
         if tables.requests.contains_key(&request.id) {
             return Err(Error::Conflict(format!("request {} exists", request.id)));
         }
-        tables.requests.insert(request.id.clone(), request.clone());
+        tables.put_request(request);
         tables.request_order.push(request.id.clone());
         tables.emit(ChangeKind::Insert, None, Some(request.clone()));
         Ok(())
@@ -293,7 +314,7 @@ impl Store for MemoryStore {
                 )));
             }
         };
-        tables.requests.insert(request.id.clone(), request.clone());
+        tables.put_request(request);
         tables.emit(ChangeKind::Modify, Some(old), Some(request.clone()));
         Ok(())
     }
@@ -369,13 +390,7 @@ impl Store for MemoryStore {
 
     async fn count_active_requests(&self, tenant: &str, up_to: usize) -> Result<usize> {
         let tables = self.tables();
-        let count = tables
-            .requests
-            .values()
-            .filter(|r| r.tenant == tenant && !r.status.is_terminal())
-            .take(up_to)
-            .count();
-        Ok(count)
+        Ok(tables.active.get(tenant).map_or(0, HashSet::len).min(up_to))
     }
 
     async fn take_enqueue_token(&self, tenant: &str, window: i64, limit: u32) -> Result<bool> {

@@ -175,7 +175,8 @@ pub async fn run_processor(handlers: Arc<Handlers>) -> Result<(), Error> {
     let function = Function::setup("processor").await?;
     let store = function.store();
     let services = function.services(Arc::clone(&store));
-    let schema = streamer_schema::build(handlers, services)?;
+    // Stored documents were validated when subscribed.
+    let schema = streamer_schema::build_for_stored_documents(handlers, services)?;
     let sender = function.sender()?;
     let dispatcher = function.dispatcher()?;
     let processor = Processor::new(schema, store, Arc::new(sender), Arc::new(dispatcher));

@@ -71,29 +71,53 @@ impl Backend for Embedded {
         Arc::new(LocalSender::new(sockets.clone()))
     }
 
-    /// Hands the change feed to the processor in batches of whatever has arrived, as the
-    /// Lambda event source does; failed changes are handled again with a backoff.
+    /// Hands the change feed to the processor: each request's changes go, in order, to one
+    /// of [`FEED_LANES`] lanes (as a stream's shards split items), and each lane hands the
+    /// processor batches of whatever has arrived, as the Lambda event source does. A batch
+    /// holds up only its own lane; failed changes are handled again with a backoff.
     async fn feed(self: Box<Self>, processor: Processor) {
+        let lanes: Vec<mpsc::UnboundedSender<Change>> = (0..FEED_LANES)
+            .map(|_| {
+                let (lane, changes) = mpsc::unbounded_channel();
+                tokio::spawn(feed_lane(processor.clone(), changes));
+                lane
+            })
+            .collect();
         let mut feed = self.feed;
-        while let Some(first) = feed.recv().await {
-            let mut batch = vec![first];
-            while let Ok(change) = feed.try_recv() {
-                batch.push(change);
+        while let Some(change) = feed.recv().await {
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&change.request_id(), &mut hasher);
+            let lane = std::hash::Hasher::finish(&hasher) as usize % FEED_LANES;
+            if lanes[lane].send(change).is_err() {
+                return;
             }
-            let mut attempt = 1;
-            loop {
-                let outcome = processor.handle_batch(batch.clone()).await;
-                if outcome.failures.is_empty() {
-                    break;
-                }
-                if attempt == CHANGE_ATTEMPTS {
-                    tracing::error!(failures = ?outcome.failures, "changes given up after {CHANGE_ATTEMPTS} attempts");
-                    break;
-                }
-                batch.retain(|change| outcome.failures.contains(&change.sequence_number));
-                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-                attempt += 1;
+        }
+    }
+}
+
+/// How many lanes the embedded feed spreads requests over.
+const FEED_LANES: usize = 16;
+
+/// One lane of the embedded feed: batches of its changes, in order, until the feed stops.
+async fn feed_lane(processor: Processor, mut changes: mpsc::UnboundedReceiver<Change>) {
+    while let Some(first) = changes.recv().await {
+        let mut batch = vec![first];
+        while let Ok(change) = changes.try_recv() {
+            batch.push(change);
+        }
+        let mut attempt = 1;
+        loop {
+            let outcome = processor.handle_batch(batch.clone()).await;
+            if outcome.failures.is_empty() {
+                break;
             }
+            if attempt == CHANGE_ATTEMPTS {
+                tracing::error!(failures = ?outcome.failures, "changes given up after {CHANGE_ATTEMPTS} attempts");
+                break;
+            }
+            batch.retain(|change| outcome.failures.contains(&change.sequence_number));
+            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            attempt += 1;
         }
     }
 }
@@ -213,9 +237,14 @@ impl StackBuilder {
             access: self.access,
         };
         let schema = streamer_schema::build(Arc::clone(&self.handlers), services.clone())?;
+        // The processor's: documents it resolves were validated when subscribed.
+        let processor_schema = streamer_schema::build_for_stored_documents(
+            Arc::clone(&self.handlers),
+            services.clone(),
+        )?;
         let sockets = Sockets::default();
         let gateway = Gateway::new(
-            schema.clone(),
+            schema,
             &services,
             Arc::new(LocalSender::new(sockets.clone())),
         )
@@ -238,7 +267,7 @@ impl StackBuilder {
             ),
             server,
             sockets,
-            schema,
+            schema: processor_schema,
             store,
             dispatcher,
             backend: Box::new(backend),
@@ -251,6 +280,7 @@ impl StackBuilder {
 pub struct Stack {
     server: Server,
     sockets: Sockets,
+    /// The processor's schema ([`streamer_schema::build_for_stored_documents`]).
     schema: Schema,
     store: Arc<dyn Store>,
     dispatcher: TaskDispatcher,

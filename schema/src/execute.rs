@@ -43,7 +43,7 @@ pub enum OperationKind {
 /// The kind of the operation a document would run, or `None` when the document does not
 /// parse or names no operation it holds (execution then reports why).
 pub fn operation_kind(query: &str, operation_name: Option<&str>) -> Option<OperationKind> {
-    let document = async_graphql::parser::parse_query(query).ok()?;
+    let document = parsed(query)?;
     let mut operations = document.operations.iter();
     let operation = match operation_name {
         Some(name) => {
@@ -239,7 +239,7 @@ pub fn check_document(
     limits: &streamer_core::Limits,
 ) -> Result<(), streamer_core::LimitExceeded> {
     use streamer_core::LimitExceeded;
-    let Ok(document) = async_graphql::parser::parse_query(query) else {
+    let Some(document) = parsed(query) else {
         return Ok(());
     };
     let cap = limits.max_complexity.max(limits.max_aliases);

@@ -30,4 +30,4 @@ pub use delivery::{
 };
 pub use execute::{OperationKind, Target};
 pub use handler::{Handler, Handlers, JOB_BACKOFF, JobContext, JobError, ProgressSink, Registered};
-pub use schema::{Services, build};
+pub use schema::{Services, build, build_for_stored_documents};

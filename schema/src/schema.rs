@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use async_graphql::dynamic::{
     Enum, Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, Scalar, Schema,
-    SchemaError, Subscription, SubscriptionField, SubscriptionFieldFuture, TypeRef, Union,
+    SchemaBuilder, SchemaError, Subscription, SubscriptionField, SubscriptionFieldFuture, TypeRef,
+    Union,
 };
 use async_graphql::{ErrorExtensions, Value as GqlValue};
 use base64::Engine;
@@ -649,6 +650,23 @@ fn subscription_type() -> Subscription {
 
 /// Builds the schema for these handlers over these services.
 pub fn build(handlers: Arc<Handlers>, services: Services) -> Result<Schema, SchemaError> {
+    builder(handlers, services).finish()
+}
+
+/// The schema the processor resolves stored subscription documents with: the same types,
+/// with only the validation rules that guard execution itself (fragment cycles). Every
+/// stored document passed the full validation when it was subscribed; validating it again
+/// on every push was most of a push's cost.
+pub fn build_for_stored_documents(
+    handlers: Arc<Handlers>,
+    services: Services,
+) -> Result<Schema, SchemaError> {
+    builder(handlers, services)
+        .validation_mode(async_graphql::ValidationMode::Fast)
+        .finish()
+}
+
+fn builder(handlers: Arc<Handlers>, services: Services) -> SchemaBuilder {
     let mut status = Enum::new("RequestStatus");
     for s in RequestStatus::ALL {
         status = status.item(s.as_str());
@@ -686,5 +704,5 @@ pub fn build(handlers: Arc<Handlers>, services: Services) -> Result<Schema, Sche
             builder = builder.register(ty);
         }
     }
-    builder.data(handlers).data(services).finish()
+    builder.data(handlers).data(services)
 }
