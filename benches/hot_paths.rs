@@ -80,12 +80,14 @@ fn resolve_document(c: &mut Criterion) {
         .build()
         .unwrap();
     let schema = schema(Arc::new(MemoryStore::new()));
-    let state = running_state();
+    let state = Arc::new(running_state());
     let variables = json!({ "id": "req-1" });
     c.bench_function("resolve_stored_document", |b| {
         b.to_async(&runtime).iter(|| async {
             let request = execute::request(DOCUMENT, None, variables.as_object());
-            execute::resolve(&schema, request, &state).await.unwrap()
+            execute::resolve(&schema, request, Arc::clone(&state))
+                .await
+                .unwrap()
         });
     });
 }

@@ -15,6 +15,7 @@
 //! `cargo run --release --example load -- --url ws://127.0.0.1:4000/graphql --connections 100`
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -239,10 +240,15 @@ fn rss_mib(pid: u32) -> Option<(f64, f64)> {
 
 async fn run_jobs(args: &Args) -> Result<Value, Failure> {
     let mut tasks = tokio::task::JoinSet::new();
+    // Jobs start once every connection is open and acknowledged.
+    let opened = Arc::new(tokio::sync::Barrier::new(args.connections));
     for c in 0..args.connections {
         let (url, jobs, delay) = (args.url.clone(), args.jobs, args.step_delay_ms);
+        let opened = Arc::clone(&opened);
         tasks.spawn(async move {
-            let mut socket = connect(&url).await?;
+            let socket = connect(&url).await;
+            opened.wait().await;
+            let mut socket = socket?;
             let mut all = Vec::new();
             for j in 0..jobs {
                 let id = enqueue(&mut socket, &format!("m{c}-{j}"), delay).await?;

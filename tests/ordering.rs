@@ -189,7 +189,7 @@ async fn concurrent_fan_outs_and_a_retried_batch_keep_versions_increasing() {
         for (i, subscription) in subscriptions.iter().enumerate() {
             let (schema, store, sender) = (schema.clone(), store.clone(), sender.clone());
             let subscription = subscription.clone();
-            let state = states[(i * 3 + round) % 9].clone();
+            let state = Arc::new(states[(i * 3 + round) % 9].clone());
             tasks.spawn(async move {
                 deliver(
                     &schema,

@@ -2,7 +2,7 @@
 //! (conditional writes, consistent reads, TTL attributes kept, a change feed of the requests
 //! table ordered per item), so that the local stack runs the production code paths.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -13,16 +13,25 @@ use tokio::sync::mpsc;
 use crate::connection::Phase;
 use crate::protocol::Close;
 use crate::store::{Change, ChangeKind, Claim, Finish, Page, RequestFilter, Store};
-use crate::{AsyncRequest, Connection, Error, Result, Sender, Subscription, SubscriptionKey};
+use crate::{
+    AsyncRequest, Connection, Error, RequestStatus, Result, Sender, Subscription, SubscriptionKey,
+};
 
 #[derive(Debug, Default)]
 struct Tables {
     connections: HashMap<String, Connection>,
     // Keyed like the DynamoDB table: request id, then connection and operation.
     subscriptions: BTreeMap<SubscriptionKey, Subscription>,
-    requests: HashMap<String, AsyncRequest>,
-    // Creation order, for listing.
-    request_order: Vec<String>,
+    // Requests with their position in creation order.
+    requests: HashMap<String, (u64, AsyncRequest)>,
+    // Request ids by position, for listing in creation order.
+    request_order: BTreeMap<u64, String>,
+    created: u64,
+    // Positions by status and by tenant: listings read only what they can return.
+    by_status: HashMap<RequestStatus, BTreeSet<u64>>,
+    by_tenant: HashMap<String, BTreeSet<u64>>,
+    // Acknowledged connections by tenant: what the connections quota counts.
+    tenant_connections: HashMap<String, HashSet<String>>,
     // Kept states by request, then version.
     history: HashMap<String, BTreeMap<u64, AsyncRequest>>,
     sequence: u64,
@@ -34,7 +43,7 @@ struct Tables {
 }
 
 impl Tables {
-    /// Stores `request`, keeping the active index in step.
+    /// Stores `request`, keeping the indexes in step.
     fn put_request(&mut self, request: &AsyncRequest) {
         let active = self.active.entry(request.tenant.clone()).or_default();
         if request.status.is_terminal() {
@@ -42,14 +51,76 @@ impl Tables {
         } else {
             active.insert(request.id.clone());
         }
-        self.requests.insert(request.id.clone(), request.clone());
+        let position = match self.requests.get(&request.id) {
+            Some((position, old)) => {
+                let position = *position;
+                if old.status != request.status
+                    && let Some(listed) = self.by_status.get_mut(&old.status)
+                {
+                    listed.remove(&position);
+                }
+                position
+            }
+            None => {
+                self.created += 1;
+                let position = self.created;
+                self.request_order.insert(position, request.id.clone());
+                self.by_tenant
+                    .entry(request.tenant.clone())
+                    .or_default()
+                    .insert(position);
+                position
+            }
+        };
+        self.by_status
+            .entry(request.status)
+            .or_default()
+            .insert(position);
+        self.requests
+            .insert(request.id.clone(), (position, request.clone()));
     }
 
-    fn remove_request(&mut self, id: &str) {
-        if let Some(request) = self.requests.remove(id)
-            && let Some(active) = self.active.get_mut(&request.tenant)
-        {
+    fn remove_request(&mut self, id: &str) -> Option<AsyncRequest> {
+        let (position, request) = self.requests.remove(id)?;
+        if let Some(active) = self.active.get_mut(&request.tenant) {
             active.remove(id);
+        }
+        self.request_order.remove(&position);
+        if let Some(listed) = self.by_status.get_mut(&request.status) {
+            listed.remove(&position);
+        }
+        if let Some(listed) = self.by_tenant.get_mut(&request.tenant) {
+            listed.remove(&position);
+        }
+        Some(request)
+    }
+
+    fn request(&self, id: &str) -> Option<&AsyncRequest> {
+        self.requests.get(id).map(|(_, request)| request)
+    }
+
+    /// Stores `connection`, keeping the connections-by-tenant index in step.
+    fn put_connection(&mut self, connection: Connection) {
+        self.unindex_connection(&connection.id);
+        if let Some(principal) = &connection.principal {
+            self.tenant_connections
+                .entry(principal.tenant.clone())
+                .or_default()
+                .insert(connection.id.clone());
+        }
+        self.connections.insert(connection.id.clone(), connection);
+    }
+
+    fn remove_connection(&mut self, id: &str) -> Option<Connection> {
+        self.unindex_connection(id);
+        self.connections.remove(id)
+    }
+
+    fn unindex_connection(&mut self, id: &str) {
+        if let Some(principal) = self.connections.get(id).and_then(|c| c.principal.as_ref())
+            && let Some(ids) = self.tenant_connections.get_mut(&principal.tenant)
+        {
+            ids.remove(id);
         }
     }
 
@@ -100,18 +171,26 @@ impl MemoryStore {
         let now = now.timestamp();
         let mut tables = self.tables();
         let before = tables.connections.len() + tables.subscriptions.len() + tables.requests.len();
-        tables.connections.retain(|_, c| c.expires_at >= now);
+        let expired: Vec<String> = tables
+            .connections
+            .values()
+            .filter(|c| c.expires_at < now)
+            .map(|c| c.id.clone())
+            .collect();
+        for id in expired {
+            tables.remove_connection(&id);
+        }
         tables.subscriptions.retain(|_, s| s.expires_at >= now);
-        let expired: Vec<AsyncRequest> = tables
+        let expired: Vec<String> = tables
             .requests
             .values()
-            .filter(|r| r.expires_at < now)
-            .cloned()
+            .filter(|(_, r)| r.expires_at < now)
+            .map(|(_, r)| r.id.clone())
             .collect();
-        for request in expired {
-            tables.remove_request(&request.id);
-            tables.request_order.retain(|id| id != &request.id);
-            tables.emit(ChangeKind::Expire, Some(request), None);
+        for id in expired {
+            if let Some(request) = tables.remove_request(&id) {
+                tables.emit(ChangeKind::Expire, Some(request), None);
+            }
         }
         before - (tables.connections.len() + tables.subscriptions.len() + tables.requests.len())
     }
@@ -120,9 +199,7 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn put_connection(&self, connection: &Connection) -> Result<()> {
-        self.tables()
-            .connections
-            .insert(connection.id.clone(), connection.clone());
+        self.tables().put_connection(connection.clone());
         Ok(())
     }
 
@@ -149,11 +226,16 @@ impl Store for MemoryStore {
         connection.phase = Phase::Acknowledged;
         connection.init_payload = payload;
         connection.principal = Some(principal.clone());
+        tables
+            .tenant_connections
+            .entry(principal.tenant.clone())
+            .or_default()
+            .insert(id.to_owned());
         Ok(())
     }
 
     async fn delete_connection(&self, id: &str) -> Result<Option<Connection>> {
-        Ok(self.tables().connections.remove(id))
+        Ok(self.tables().remove_connection(id))
     }
 
     async fn connections_awaiting_init(
@@ -288,18 +370,17 @@ impl Store for MemoryStore {
             return Err(Error::Conflict(format!("request {} exists", request.id)));
         }
         tables.put_request(request);
-        tables.request_order.push(request.id.clone());
         tables.emit(ChangeKind::Insert, None, Some(request.clone()));
         Ok(())
     }
 
     async fn get_request(&self, id: &str) -> Result<Option<AsyncRequest>> {
-        Ok(self.tables().requests.get(id).cloned())
+        Ok(self.tables().request(id).cloned())
     }
 
     async fn update_request(&self, request: &AsyncRequest, expected_version: u64) -> Result<()> {
         let mut tables = self.tables();
-        let old = match tables.requests.get(&request.id) {
+        let old = match tables.request(&request.id) {
             Some(old) if old.version == expected_version => old.clone(),
             Some(old) => {
                 return Err(Error::Conflict(format!(
@@ -350,17 +431,33 @@ impl Store for MemoryStore {
 
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Page> {
         let tables = self.tables();
-        let start = match &filter.after {
-            Some(after) => tables
-                .request_order
-                .iter()
-                .position(|id| id == after)
-                .map_or(0, |i| i + 1),
-            None => 0,
+        let start = filter
+            .after
+            .as_ref()
+            .and_then(|after| tables.requests.get(after))
+            .map_or(0, |(position, _)| *position + 1);
+        // Listed from the narrowest index the filter allows, in creation order.
+        let empty = BTreeSet::new();
+        let positions: Box<dyn Iterator<Item = &u64>> = match (filter.status, &filter.tenant) {
+            (Some(status), _) => Box::new(
+                tables
+                    .by_status
+                    .get(&status)
+                    .unwrap_or(&empty)
+                    .range(start..),
+            ),
+            (None, Some(tenant)) => Box::new(
+                tables
+                    .by_tenant
+                    .get(tenant)
+                    .unwrap_or(&empty)
+                    .range(start..),
+            ),
+            (None, None) => Box::new(tables.request_order.range(start..).map(|(p, _)| p)),
         };
-        let mut matching = tables.request_order[start..]
-            .iter()
-            .filter_map(|id| tables.requests.get(id))
+        let mut matching = positions
+            .filter_map(|position| tables.request_order.get(position))
+            .filter_map(|id| tables.request(id))
             .filter(|r| {
                 filter
                     .tenant
@@ -379,13 +476,11 @@ impl Store for MemoryStore {
 
     async fn count_connections(&self, tenant: &str, up_to: usize) -> Result<usize> {
         let tables = self.tables();
-        let count = tables
-            .connections
-            .values()
-            .filter(|c| c.principal.as_ref().is_some_and(|p| p.tenant == tenant))
-            .take(up_to)
-            .count();
-        Ok(count)
+        Ok(tables
+            .tenant_connections
+            .get(tenant)
+            .map_or(0, HashSet::len)
+            .min(up_to))
     }
 
     async fn count_active_requests(&self, tenant: &str, up_to: usize) -> Result<usize> {

@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// The subprotocol this server speaks.
@@ -267,6 +268,24 @@ impl ServerMessage {
     }
 }
 
+/// The text of a `next` frame whose payload is JSON text already: the text
+/// [`ServerMessage::Next`] makes, without parsing and serializing the payload again.
+pub fn next_text(id: &str, payload: &RawValue) -> String {
+    #[derive(Serialize)]
+    struct Next<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        id: &'a str,
+        payload: &'a RawValue,
+    }
+    let next = Next {
+        kind: "next",
+        id,
+        payload,
+    };
+    serde_json::to_string(&next).expect("server messages always serialize")
+}
+
 /// The protocol state of one connection, as stored between frames.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Session {
@@ -387,6 +406,19 @@ pub fn receive(session: &Session, text: &str) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_next_from_payload_text_is_the_same_frame() {
+        let payload =
+            serde_json::json!({ "data": { "requestProgress": { "id": "r\"1", "progress": 0.5 } } });
+        let raw = serde_json::value::to_raw_value(&payload).unwrap();
+        let id = "op \"1\"";
+        let next = ServerMessage::Next {
+            id: id.into(),
+            payload,
+        };
+        assert_eq!(next_text(id, &raw), next.to_text());
+    }
 
     fn acked() -> Session {
         Session {

@@ -11,6 +11,9 @@
 
 mod handlers;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Write;
 
 use clap::Parser;

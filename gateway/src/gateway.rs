@@ -23,6 +23,8 @@ use crate::event::WsEvent;
 #[derive(Clone)]
 pub struct Gateway {
     schema: Schema,
+    // Resolves documents already validated: the snapshot on subscribe, missed states.
+    resolving: Schema,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     sender: Arc<dyn Sender>,
@@ -84,6 +86,7 @@ impl Gateway {
     /// A gateway over a schema built with these services, posting through `sender`.
     pub fn new(schema: Schema, services: &Services, sender: Arc<dyn Sender>) -> Self {
         Self {
+            resolving: schema.clone(),
             schema,
             store: Arc::clone(&services.store),
             clock: Arc::clone(&services.clock),
@@ -92,6 +95,15 @@ impl Gateway {
             auth: Arc::new(DevMode),
             access: services.access,
         }
+    }
+
+    /// Resolves subscription documents it has validated (the snapshot on subscribe, the
+    /// states a resuming subscription missed) with `schema`, built by
+    /// [`streamer_schema::build_for_stored_documents`], instead of validating them again.
+    #[must_use]
+    pub fn with_resolving_schema(mut self, schema: Schema) -> Self {
+        self.resolving = schema;
+        self
     }
 
     /// Authenticates connections with `auth` instead of development mode.
@@ -537,11 +549,11 @@ impl Gateway {
             }
             Some(state) => {
                 deliver(
-                    &self.schema,
+                    &self.resolving,
                     &*self.store,
                     &*self.sender,
                     &subscription,
-                    &state,
+                    &Arc::new(state),
                     &self.limits,
                 )
                 .await?;
@@ -573,6 +585,7 @@ impl Gateway {
                 .await?;
             let full = missed.len() == PAGE;
             for state in missed {
+                let state = Arc::new(state);
                 if state.version != last + 1 {
                     break 'pages;
                 }
@@ -581,7 +594,9 @@ impl Gateway {
                     subscription.operation_name.as_deref(),
                     variables,
                 );
-                if let Some(response) = execute::resolve(&self.schema, document, &state).await {
+                if let Some(response) =
+                    execute::resolve(&self.resolving, document, Arc::clone(&state)).await
+                {
                     let frame = next_or_error(&key.operation_id, &response, &self.limits);
                     let ended = matches!(frame, ServerMessage::Error { .. });
                     match self.post(&key.connection_id, &frame).await {
@@ -616,12 +631,13 @@ impl Gateway {
                 .store
                 .get_request(&key.request_id)
                 .await?
-                .filter(|current| current.status.is_terminal() && current.version <= last);
+                .filter(|current| current.status.is_terminal() && current.version <= last)
+                .map(Arc::new);
         }
         if let Some(state) = terminal {
             // Already pushed: this only ends the subscription with `complete`.
             deliver(
-                &self.schema,
+                &self.resolving,
                 &*self.store,
                 &*self.sender,
                 subscription,

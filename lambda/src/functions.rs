@@ -118,9 +118,11 @@ impl Function {
 pub async fn run_gateway(handlers: Arc<Handlers>) -> Result<(), Error> {
     let function = Function::setup("gateway").await?;
     let services = function.services(function.store());
-    let schema = streamer_schema::build(handlers, services.clone())?;
+    let schema = streamer_schema::build(Arc::clone(&handlers), services.clone())?;
+    let resolving = streamer_schema::build_for_stored_documents(handlers, services.clone())?;
     let sender = function.sender()?;
     let gateway = Gateway::new(schema, &services, Arc::new(sender))
+        .with_resolving_schema(resolving)
         .with_authenticator(function.config.authenticator()?);
     let (function, gateway) = (&function, &gateway);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

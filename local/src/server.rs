@@ -17,6 +17,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use chrono::Utc;
 use futures::{SinkExt, StreamExt};
 use streamer_core::IdGenerator;
@@ -95,6 +96,13 @@ impl Server {
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
+        // Frames go out as soon as they are flushed, as API Gateway's do: no Nagle delay
+        // behind an unacknowledged frame.
+        let listener = listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY not set");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
@@ -113,6 +121,9 @@ async fn graphiql() -> Html<String> {
 
 /// The read buffer of a client socket; a larger frame still arrives, in several reads.
 const SOCKET_READ_BUFFER: usize = 4 * 1024;
+
+/// Frames written to a socket are sent when the writer flushes or once this much is waiting.
+const SOCKET_WRITE_BUFFER: usize = 16 * 1024;
 
 async fn graphql(State(server): State<Server>, headers: HeaderMap, body: Bytes) -> Response {
     let authorization = headers
@@ -167,8 +178,11 @@ async fn upgrade(
         None => ws,
     };
     // Protocol frames are small: a 128 KiB read buffer per socket (the default) would make
-    // 10,000 idle connections cost over a gigabyte. Writes go out at once.
-    let ws = ws.read_buffer_size(SOCKET_READ_BUFFER).write_buffer_size(0);
+    // 10,000 idle connections cost over a gigabyte. The writer flushes whatever frames are
+    // queued at once, so writes are buffered only until then.
+    let ws = ws
+        .read_buffer_size(SOCKET_READ_BUFFER)
+        .write_buffer_size(SOCKET_WRITE_BUFFER);
     ws.on_upgrade(move |socket| {
         let (tx, rx) = mpsc::unbounded_channel();
         let entry = Socket {
@@ -197,22 +211,30 @@ async fn serve_socket(
     let (mut sink, mut stream) = socket.split();
     let (closed_tx, mut closed_rx) = oneshot::channel::<(u16, String)>();
     let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            match frame {
-                Outgoing::Text(text) => {
-                    if sink.send(Message::Text(text.into())).await.is_err() {
-                        break;
+        'socket: while let Some(first) = rx.recv().await {
+            // Every frame queued by now goes out in one write.
+            let mut next = Some(first);
+            while let Some(frame) = next {
+                match frame {
+                    Outgoing::Text(text) => {
+                        if sink.feed(Message::Text(text.into())).await.is_err() {
+                            break 'socket;
+                        }
+                    }
+                    Outgoing::Close(close) => {
+                        let frame = CloseFrame {
+                            code: close.code,
+                            reason: close.reason.clone().into(),
+                        };
+                        let _ = sink.send(Message::Close(Some(frame))).await;
+                        let _ = closed_tx.send((close.code, close.reason));
+                        return;
                     }
                 }
-                Outgoing::Close(close) => {
-                    let frame = CloseFrame {
-                        code: close.code,
-                        reason: close.reason.clone().into(),
-                    };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    let _ = closed_tx.send((close.code, close.reason));
-                    return;
-                }
+                next = rx.try_recv().ok();
+            }
+            if sink.flush().await.is_err() {
+                break;
             }
         }
         // The socket is done (every sender dropped): answer the client's close frame and

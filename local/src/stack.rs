@@ -248,6 +248,7 @@ impl StackBuilder {
             &services,
             Arc::new(LocalSender::new(sockets.clone())),
         )
+        .with_resolving_schema(processor_schema.clone())
         .with_authenticator(self.auth);
         let worker = Worker::new(Arc::clone(&store), Arc::clone(&self.clock), self.handlers)
             .with_lease(self.lease)

@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use async_graphql::dynamic::Schema;
 use serde_json::Value;
-use streamer_core::protocol::{Close, ServerMessage};
+use serde_json::value::RawValue;
+use streamer_core::protocol::{Close, ServerMessage, next_text};
 use streamer_core::{
     AsyncRequest, Claim, Connection, Error, Finish, LimitExceeded, Limits, Result, Sender, Store,
     Subscription, SubscriptionKey,
@@ -57,11 +58,14 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A resolved `next` payload, serialized once and shared by every subscriber it goes to.
+type Payload = Arc<RawValue>;
+
 /// The results of resolving subscription documents against one state: subscriptions that
 /// share a document (query, operation name and variables) are resolved once per change.
 #[derive(Debug, Default)]
 pub struct Resolutions {
-    results: Mutex<HashMap<String, Arc<OnceCell<Option<Value>>>>>,
+    results: Mutex<HashMap<String, Arc<OnceCell<Option<Payload>>>>>,
 }
 
 impl Resolutions {
@@ -71,8 +75,8 @@ impl Resolutions {
         &self,
         schema: &Schema,
         subscription: &Subscription,
-        state: &AsyncRequest,
-    ) -> Option<Value> {
+        state: &Arc<AsyncRequest>,
+    ) -> Option<Payload> {
         let variables = subscription.variables.as_ref().and_then(|v| v.as_object());
         let key = format!(
             "{}\n{}\n{}",
@@ -97,8 +101,8 @@ impl Resolutions {
                 subscription.operation_name.as_deref(),
                 variables,
             );
-            let response = execute::resolve(schema, document, state).await?;
-            Some(serde_json::to_value(&response).unwrap_or_default())
+            let response = execute::resolve(schema, document, Arc::clone(state)).await?;
+            Some(serialized(&response))
         })
         .await
         .clone()
@@ -111,7 +115,7 @@ pub async fn deliver(
     store: &dyn Store,
     sender: &dyn Sender,
     subscription: &Subscription,
-    state: &AsyncRequest,
+    state: &Arc<AsyncRequest>,
     limits: &Limits,
 ) -> Result<Delivery> {
     let resolutions = Resolutions::default();
@@ -134,7 +138,7 @@ pub async fn deliver_resolving(
     store: &dyn Store,
     sender: &dyn Sender,
     subscription: &Subscription,
-    state: &AsyncRequest,
+    state: &Arc<AsyncRequest>,
     limits: &Limits,
     resolutions: &Resolutions,
 ) -> Result<Delivery> {
@@ -155,7 +159,9 @@ pub async fn deliver_resolving(
             return Ok(Delivery::Skipped);
         }
     }
+    // The texts to post, and whether the first is the `error` of a result too large.
     let mut frames = Vec::with_capacity(2);
+    let mut too_large = false;
     // The version this push claimed, and the one the subscription had before.
     let mut claimed = None;
     // The subscription this delivery deleted, to put back if its frames cannot be posted.
@@ -173,11 +179,16 @@ pub async fn deliver_resolving(
         if state.version > stored.last_version
             && let Some(payload) = resolutions.resolve(schema, subscription, state).await
         {
-            frames.push(next_frame(&key.operation_id, payload, limits));
+            let (frame, error) = next_frame(&key.operation_id, &payload, limits);
+            frames.push(frame);
+            too_large = error;
         }
-        frames.push(ServerMessage::Complete {
-            id: key.operation_id.clone(),
-        });
+        frames.push(
+            ServerMessage::Complete {
+                id: key.operation_id.clone(),
+            }
+            .to_text(),
+        );
         finished = Some(stored);
         Delivery::Completed
     } else {
@@ -196,11 +207,13 @@ pub async fn deliver_resolving(
             Claim::Stale | Claim::Gone => return Ok(Delivery::Skipped),
             Claim::Busy => return Ok(Delivery::Busy),
         }
-        frames.push(next_frame(&key.operation_id, payload, limits));
+        let (frame, error) = next_frame(&key.operation_id, &payload, limits);
+        frames.push(frame);
+        too_large = error;
         Delivery::Pushed
     };
     let mut outcome = outcome;
-    if let Some(ServerMessage::Error { .. }) = frames.first() {
+    if too_large {
         // The result cannot be delivered: the operation ends with the error saying why.
         if outcome == Delivery::Pushed {
             store.delete_subscription(key).await?;
@@ -212,7 +225,7 @@ pub async fn deliver_resolving(
         outcome = Delivery::TooLarge;
     }
     for (posted, frame) in frames.iter().enumerate() {
-        match sender.post(&key.connection_id, &frame.to_text()).await {
+        match sender.post(&key.connection_id, frame).await {
             Ok(()) => {}
             Err(Error::Gone(_)) => {
                 prune_connection(store, &key.connection_id).await?;
@@ -256,34 +269,44 @@ pub fn next_or_error(
     response: &async_graphql::Response,
     limits: &Limits,
 ) -> ServerMessage {
-    next_frame(
-        id,
-        serde_json::to_value(response).unwrap_or_default(),
-        limits,
-    )
-}
-
-/// [`next_or_error`] of a response already serialized.
-fn next_frame(id: &str, payload: Value, limits: &Limits) -> ServerMessage {
     let next = ServerMessage::Next {
         id: id.to_owned(),
-        payload,
+        payload: serde_json::to_value(response).unwrap_or_default(),
     };
-    match LimitExceeded::check(
+    too_large(id, next.to_text().len(), limits).unwrap_or(next)
+}
+
+/// A response as payload text.
+fn serialized(response: &async_graphql::Response) -> Payload {
+    let text =
+        serde_json::value::to_raw_value(response).expect("GraphQL responses always serialize");
+    Arc::from(text)
+}
+
+/// The text of a `next` for operation `id`, or, when it would be over the message size
+/// limit, of the `error` that says so; `true` for the error.
+fn next_frame(id: &str, payload: &RawValue, limits: &Limits) -> (String, bool) {
+    let text = next_text(id, payload);
+    match too_large(id, text.len(), limits) {
+        Some(error) => (error.to_text(), true),
+        None => (text, false),
+    }
+}
+
+/// The `error` for a `next` of `bytes` over the message size limit.
+fn too_large(id: &str, bytes: usize, limits: &Limits) -> Option<ServerMessage> {
+    let exceeded = LimitExceeded::check(
         "messageBytes",
         "the result size in bytes",
-        next.to_text().len(),
+        bytes,
         limits.max_message_bytes,
-    ) {
-        Ok(()) => next,
-        Err(exceeded) => {
-            tracing::warn!(operation_id = %id, %exceeded, "result too large");
-            ServerMessage::Error {
-                id: id.to_owned(),
-                payload: vec![exceeded.to_graphql()],
-            }
-        }
-    }
+    )
+    .err()?;
+    tracing::warn!(operation_id = %id, %exceeded, "result too large");
+    Some(ServerMessage::Error {
+        id: id.to_owned(),
+        payload: vec![exceeded.to_graphql()],
+    })
 }
 
 /// Deletes a connection and every subscription it holds (no scan: the connection lists

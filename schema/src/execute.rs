@@ -3,7 +3,7 @@
 //! state of its request (the processor's fan-out and the gateway's snapshot).
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{Request, Response, ServerError, Variables, dynamic::Schema};
@@ -13,7 +13,7 @@ use streamer_core::AsyncRequest;
 
 /// The state a subscription document is resolved against (request data).
 #[derive(Debug)]
-pub(crate) struct Event(pub(crate) AsyncRequest);
+pub(crate) struct Event(pub(crate) Arc<AsyncRequest>);
 
 /// Request data that makes `requestProgress` record its arguments and yield nothing: the
 /// subscription is validated (resolvers run only on valid documents) but not run.
@@ -72,24 +72,25 @@ const PARSED_DOCUMENTS: usize = 1024;
 /// Longer documents are parsed every time, so the cache stays small (at most 4 MiB).
 const CACHED_DOCUMENT_BYTES: usize = 4 * 1024;
 
-static PARSED: LazyLock<Mutex<HashMap<String, ExecutableDocument>>> = LazyLock::new(Mutex::default);
+static PARSED: LazyLock<Mutex<HashMap<String, Arc<ExecutableDocument>>>> =
+    LazyLock::new(Mutex::default);
 
 /// The parsed form of `query`, from the cache when it was parsed before. `None` when it
 /// does not parse (execution then reports why).
-fn parsed(query: &str) -> Option<ExecutableDocument> {
+fn parsed(query: &str) -> Option<Arc<ExecutableDocument>> {
     if query.len() > CACHED_DOCUMENT_BYTES {
-        return async_graphql::parser::parse_query(query).ok();
+        return async_graphql::parser::parse_query(query).ok().map(Arc::new);
     }
     if let Some(document) = PARSED.lock().expect("parse cache lock").get(query) {
-        return Some(document.clone());
+        return Some(Arc::clone(document));
     }
-    let document = async_graphql::parser::parse_query(query).ok()?;
+    let document = Arc::new(async_graphql::parser::parse_query(query).ok()?);
     let mut cache = PARSED.lock().expect("parse cache lock");
     if cache.len() >= PARSED_DOCUMENTS {
         // Simple and bounded: a full cache starts over.
         cache.clear();
     }
-    cache.insert(query.to_owned(), document.clone());
+    cache.insert(query.to_owned(), Arc::clone(&document));
     Some(document)
 }
 
@@ -101,7 +102,7 @@ pub fn request(
 ) -> Request {
     let mut request = Request::new(query);
     if let Some(document) = parsed(query) {
-        request.set_parsed_query(document);
+        request.set_parsed_query(Arc::unwrap_or_clone(document));
     }
     if let Some(name) = operation_name {
         request = request.operation_name(name);
@@ -117,8 +118,8 @@ pub async fn validate_subscription(
     schema: &Schema,
     request: Request,
 ) -> Result<Target, Vec<ServerError>> {
-    let capture = std::sync::Arc::new(Capture::default());
-    let request = request.data(std::sync::Arc::clone(&capture));
+    let capture = Arc::new(Capture::default());
+    let request = request.data(Arc::clone(&capture));
     let first = schema.execute_stream(request).next().await;
     if let Some(response) = first
         && response.is_err()
@@ -141,8 +142,12 @@ pub async fn validate_subscription(
 
 /// Resolves a subscription document against one state of its request. `None` when the
 /// document does not follow this request or asked only for later versions.
-pub async fn resolve(schema: &Schema, request: Request, state: &AsyncRequest) -> Option<Response> {
-    let request = request.data(Event(state.clone()));
+pub async fn resolve(
+    schema: &Schema,
+    request: Request,
+    state: Arc<AsyncRequest>,
+) -> Option<Response> {
+    let request = request.data(Event(state));
     schema.execute_stream(request).next().await
 }
 

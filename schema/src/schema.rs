@@ -116,8 +116,13 @@ fn arg<'a>(
     ctx.args.get(name).filter(|v| !v.is_null())
 }
 
+/// The request a field of `AsyncRequest` is resolved on: owned, or a shared state being
+/// pushed.
 fn request_of<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<&'a AsyncRequest> {
-    ctx.parent_value.try_downcast_ref::<AsyncRequest>()
+    match ctx.parent_value.downcast_ref::<Arc<AsyncRequest>>() {
+        Some(shared) => Ok(shared),
+        None => ctx.parent_value.try_downcast_ref::<AsyncRequest>(),
+    }
 }
 
 /// A field of `AsyncRequest` computed from the request alone.
@@ -633,7 +638,7 @@ fn subscription_type() -> Subscription {
                         });
                     Ok(stream::iter(
                         state
-                            .map(|s| Ok(FieldValue::owned_any(s.clone())))
+                            .map(|s| Ok(FieldValue::owned_any(Arc::clone(s))))
                             .into_iter()
                             .collect::<Vec<_>>(),
                     ))
