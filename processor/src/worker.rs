@@ -38,6 +38,8 @@ struct StoreSink {
     cancelled: AtomicBool,
     interval: Duration,
     coalesce: std::sync::Mutex<Coalesce>,
+    // Wakes the flusher when a report is left waiting.
+    waiting: tokio::sync::Notify,
 }
 
 /// The coalescing state of a [`StoreSink`].
@@ -75,12 +77,24 @@ impl StoreSink {
         }
     }
 
-    /// Flushes every interval, for as long as it is polled.
-    async fn flush_every_interval(&self) {
+    /// Writes each report left waiting once its interval has passed, for as long as it is
+    /// polled. Sleeps while no report waits: a thousand quiet jobs cost no timers.
+    async fn flush_when_due(&self) {
         loop {
-            tokio::time::sleep(self.interval).await;
-            // A failure is reported to the handler at its next report, as a write's is.
-            let _ = self.flush_due(Some(tokio::time::Instant::now())).await;
+            self.waiting.notified().await;
+            loop {
+                let due = {
+                    let coalesce = self.coalesce.lock().expect("progress lock");
+                    match (&coalesce.pending, coalesce.last_write) {
+                        (Some(_), Some(last)) => last + self.interval,
+                        (Some(_), None) => tokio::time::Instant::now(),
+                        (None, _) => break,
+                    }
+                };
+                tokio::time::sleep_until(due).await;
+                // A failure is reported to the handler at its next report, as a write's is.
+                let _ = self.flush_due(Some(tokio::time::Instant::now())).await;
+            }
         }
     }
 
@@ -134,6 +148,7 @@ impl ProgressSink for StoreSink {
                 .is_some_and(|last| now < last + self.interval)
             {
                 coalesce.pending = Some((fraction, message));
+                self.waiting.notify_one();
                 return Ok(());
             }
             coalesce.last_write = Some(now);
@@ -262,6 +277,7 @@ impl Worker {
             cancelled: AtomicBool::new(false),
             interval: self.progress_interval,
             coalesce: std::sync::Mutex::default(),
+            waiting: tokio::sync::Notify::new(),
         });
         let job =
             JobContext::new(request_id, request.attempts, sink.clone()).with_deadline(deadline);
@@ -288,7 +304,7 @@ impl Worker {
                 tracing::warn!(request_id, attempt = request.attempts, "lease lost: handler stopped");
                 return Ok(Outcome::NotClaimed);
             }
-            () = sink.flush_every_interval() => unreachable!("flushing never ends"),
+            () = sink.flush_when_due() => unreachable!("flushing never ends"),
         };
         // The latest report is written before the outcome.
         let _ = sink.flush().await;
@@ -377,6 +393,8 @@ mod tests {
     #[derive(InputObject)]
     struct ChattyInput {
         reports: i32,
+        /// Milliseconds to wait after the last report.
+        quiet_ms: Option<i32>,
     }
 
     #[derive(SimpleObject, serde::Serialize)]
@@ -407,6 +425,8 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
+            let quiet = u64::try_from(input.quiet_ms.unwrap_or_default()).unwrap_or_default();
+            tokio::time::sleep(Duration::from_millis(quiet)).await;
             Ok(ChattyOutput {
                 reports: input.reports,
             })
@@ -460,5 +480,43 @@ mod tests {
             Some("report 5000"),
             "the latest report is kept"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_report_left_waiting_is_written_once_its_interval_passes() {
+        let store = Arc::new(MemoryStore::new());
+        let mut feed = store.changes();
+        let mut handlers = Handlers::default();
+        handlers.register(Chatty);
+        let worker = Worker::new(
+            store.clone(),
+            Arc::new(ManualClock::default()),
+            Arc::new(handlers),
+        );
+        let request = AsyncRequest::new(
+            "r",
+            "chatty",
+            json!({ "reports": 2, "quietMs": 1000 }),
+            chrono::Utc::now(),
+        );
+        store.create_request(&request).await.unwrap();
+        let job = tokio::spawn(async move { worker.run("r").await });
+        // The second report came within the interval of the first: it waits, and is written
+        // when the interval has passed, while the handler is still quiet.
+        tokio::time::sleep(DEFAULT_PROGRESS_INTERVAL * 2).await;
+        let mut messages = Vec::new();
+        while let Ok(change) = feed.try_recv() {
+            let state = change.new.unwrap();
+            messages.push((state.status, state.message));
+        }
+        assert_eq!(
+            messages.last(),
+            Some(&(RequestStatus::Running, Some("report 2".to_owned()))),
+            "{messages:?}"
+        );
+        assert_eq!(job.await.unwrap().unwrap(), Outcome::Completed);
+        let last = feed.try_recv().unwrap().new.unwrap();
+        assert_eq!(last.status, RequestStatus::Completed);
+        assert!(feed.try_recv().is_err(), "nothing written after the outcome");
     }
 }
