@@ -517,6 +517,9 @@ mod tests {
         assert_eq!(job.await.unwrap().unwrap(), Outcome::Completed);
         let last = feed.try_recv().unwrap().new.unwrap();
         assert_eq!(last.status, RequestStatus::Completed);
-        assert!(feed.try_recv().is_err(), "nothing written after the outcome");
+        assert!(
+            feed.try_recv().is_err(),
+            "nothing written after the outcome"
+        );
     }
 }

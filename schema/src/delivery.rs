@@ -28,7 +28,7 @@ use streamer_core::{
 };
 use tokio::sync::OnceCell;
 
-use crate::execute;
+use crate::{execute, projection};
 
 /// What became of one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,12 @@ impl Resolutions {
                 .or_default(),
         );
         cell.get_or_init(|| async {
+            let operation_name = subscription.operation_name.as_deref();
+            if let Some(projected) = projection::projection(&subscription.query, operation_name)
+                .and_then(|plan| plan.resolve(variables, state))
+            {
+                return projected;
+            }
             let document = execute::request(
                 &subscription.query,
                 subscription.operation_name.as_deref(),

@@ -77,7 +77,7 @@ static PARSED: LazyLock<Mutex<HashMap<String, Arc<ExecutableDocument>>>> =
 
 /// The parsed form of `query`, from the cache when it was parsed before. `None` when it
 /// does not parse (execution then reports why).
-fn parsed(query: &str) -> Option<Arc<ExecutableDocument>> {
+pub(crate) fn parsed(query: &str) -> Option<Arc<ExecutableDocument>> {
     if query.len() > CACHED_DOCUMENT_BYTES {
         return async_graphql::parser::parse_query(query).ok().map(Arc::new);
     }

@@ -20,6 +20,7 @@ mod bridge;
 pub mod delivery;
 pub mod execute;
 pub mod handler;
+mod projection;
 pub mod schema;
 
 pub use async_graphql;

@@ -132,64 +132,111 @@ fn request_field(name: &str, ty: TypeRef, get: fn(&AsyncRequest) -> Option<GqlVa
     })
 }
 
+/// A field of `AsyncRequest` computed from the request alone. The same table serves the
+/// schema and [`crate::projection`], which resolves simple stored documents without the
+/// executor: both give a field the same value.
+#[derive(Debug)]
+pub(crate) struct RequestScalar {
+    pub(crate) name: &'static str,
+    ty: &'static str,
+    pub(crate) non_null: bool,
+    pub(crate) get: fn(&AsyncRequest) -> Option<GqlValue>,
+}
+
+pub(crate) const REQUEST_SCALARS: &[RequestScalar] = &[
+    RequestScalar {
+        name: "id",
+        ty: TypeRef::ID,
+        non_null: true,
+        get: |r| Some(r.id.clone().into()),
+    },
+    RequestScalar {
+        name: "action",
+        ty: TypeRef::STRING,
+        non_null: true,
+        get: |r| Some(r.action.clone().into()),
+    },
+    RequestScalar {
+        name: "status",
+        ty: "RequestStatus",
+        non_null: true,
+        get: |r| Some(GqlValue::Enum(async_graphql::Name::new(r.status.as_str()))),
+    },
+    RequestScalar {
+        name: "progress",
+        ty: TypeRef::FLOAT,
+        non_null: true,
+        get: |r| Some(r.progress.into()),
+    },
+    RequestScalar {
+        name: "message",
+        ty: TypeRef::STRING,
+        non_null: false,
+        get: |r| r.message.clone().map(Into::into),
+    },
+    RequestScalar {
+        name: "version",
+        ty: TypeRef::INT,
+        non_null: true,
+        get: |r| Some(r.version.into()),
+    },
+    RequestScalar {
+        name: "attempts",
+        ty: TypeRef::INT,
+        non_null: true,
+        get: |r| Some(r.attempts.into()),
+    },
+    RequestScalar {
+        name: "priority",
+        ty: TypeRef::INT,
+        non_null: true,
+        get: |r| Some(r.priority.into()),
+    },
+    RequestScalar {
+        name: "createdAt",
+        ty: "DateTime",
+        non_null: true,
+        get: |r| Some(datetime(r.created_at)),
+    },
+    RequestScalar {
+        name: "updatedAt",
+        ty: "DateTime",
+        non_null: true,
+        get: |r| Some(datetime(r.updated_at)),
+    },
+    RequestScalar {
+        name: "nextAttemptAt",
+        ty: "DateTime",
+        non_null: false,
+        get: |r| r.next_attempt_at.map(datetime),
+    },
+    RequestScalar {
+        name: "result",
+        ty: "JSON",
+        non_null: false,
+        get: |r| r.result.as_ref().map(json),
+    },
+];
+
+/// The `error` of a request as the JSON object `RequestError`'s fields read.
+pub(crate) fn request_error(request: &AsyncRequest) -> Option<Value> {
+    request
+        .error
+        .as_ref()
+        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+}
+
 fn async_request_type() -> Object {
-    Object::new("AsyncRequest")
-        .field(request_field("id", TypeRef::named_nn(TypeRef::ID), |r| {
-            Some(r.id.clone().into())
-        }))
-        .field(request_field(
-            "action",
-            TypeRef::named_nn(TypeRef::STRING),
-            |r| Some(r.action.clone().into()),
-        ))
-        .field(request_field(
-            "status",
-            TypeRef::named_nn("RequestStatus"),
-            |r| Some(GqlValue::Enum(async_graphql::Name::new(r.status.as_str()))),
-        ))
-        .field(request_field(
-            "progress",
-            TypeRef::named_nn(TypeRef::FLOAT),
-            |r| Some(r.progress.into()),
-        ))
-        .field(request_field(
-            "message",
-            TypeRef::named(TypeRef::STRING),
-            |r| r.message.clone().map(Into::into),
-        ))
-        .field(request_field(
-            "version",
-            TypeRef::named_nn(TypeRef::INT),
-            |r| Some(r.version.into()),
-        ))
-        .field(request_field(
-            "attempts",
-            TypeRef::named_nn(TypeRef::INT),
-            |r| Some(r.attempts.into()),
-        ))
-        .field(request_field(
-            "priority",
-            TypeRef::named_nn(TypeRef::INT),
-            |r| Some(r.priority.into()),
-        ))
-        .field(request_field(
-            "createdAt",
-            TypeRef::named_nn("DateTime"),
-            |r| Some(datetime(r.created_at)),
-        ))
-        .field(request_field(
-            "updatedAt",
-            TypeRef::named_nn("DateTime"),
-            |r| Some(datetime(r.updated_at)),
-        ))
-        .field(request_field(
-            "nextAttemptAt",
-            TypeRef::named("DateTime"),
-            |r| r.next_attempt_at.map(datetime),
-        ))
-        .field(request_field("result", TypeRef::named("JSON"), |r| {
-            r.result.as_ref().map(json)
-        }))
+    let mut object = Object::new("AsyncRequest");
+    for scalar in REQUEST_SCALARS {
+        let ty = if scalar.non_null {
+            TypeRef::named_nn(scalar.ty)
+        } else {
+            TypeRef::named(scalar.ty)
+        };
+        object = object.field(request_field(scalar.name, ty, scalar.get));
+    }
+    object
         .field(Field::new(
             "output",
             TypeRef::named("RequestOutput"),
@@ -211,11 +258,7 @@ fn async_request_type() -> Object {
         .field(request_field(
             "error",
             TypeRef::named("RequestError"),
-            |r| {
-                r.error
-                    .as_ref()
-                    .map(|e| json(&serde_json::to_value(e).unwrap_or(Value::Null)))
-            },
+            |r| request_error(r).as_ref().map(json),
         ))
 }
 
