@@ -43,8 +43,8 @@ struct Tables {
 }
 
 impl Tables {
-    /// Stores `request`, keeping the indexes in step.
-    fn put_request(&mut self, request: &AsyncRequest) {
+    /// Stores `request`, keeping the indexes in step. Returns the request it replaced.
+    fn put_request(&mut self, request: &AsyncRequest) -> Option<AsyncRequest> {
         let active = self.active.entry(request.tenant.clone()).or_default();
         if request.status.is_terminal() {
             active.remove(&request.id);
@@ -77,7 +77,8 @@ impl Tables {
             .or_default()
             .insert(position);
         self.requests
-            .insert(request.id.clone(), (position, request.clone()));
+            .insert(request.id.clone(), (position, request.clone()))
+            .map(|(_, old)| old)
     }
 
     fn remove_request(&mut self, id: &str) -> Option<AsyncRequest> {
@@ -137,7 +138,25 @@ impl Tables {
             old,
             new,
         };
-        self.feeds.retain(|feed| feed.send(change.clone()).is_ok());
+        // Every reader gets its copy; the last one takes the change itself.
+        let readers = self.feeds.len();
+        let mut change = Some(change);
+        let mut closed = Vec::new();
+        for (i, feed) in self.feeds.iter().enumerate() {
+            let copy = if i + 1 == readers {
+                change.take()
+            } else {
+                change.clone()
+            };
+            if let Some(copy) = copy
+                && feed.send(copy).is_err()
+            {
+                closed.push(i);
+            }
+        }
+        for i in closed.into_iter().rev() {
+            self.feeds.remove(i);
+        }
     }
 }
 
@@ -380,8 +399,8 @@ impl Store for MemoryStore {
 
     async fn update_request(&self, request: &AsyncRequest, expected_version: u64) -> Result<()> {
         let mut tables = self.tables();
-        let old = match tables.request(&request.id) {
-            Some(old) if old.version == expected_version => old.clone(),
+        match tables.request(&request.id) {
+            Some(old) if old.version == expected_version => {}
             Some(old) => {
                 return Err(Error::Conflict(format!(
                     "request {} is at version {}, not {expected_version}",
@@ -394,9 +413,9 @@ impl Store for MemoryStore {
                     request.id
                 )));
             }
-        };
-        tables.put_request(request);
-        tables.emit(ChangeKind::Modify, Some(old), Some(request.clone()));
+        }
+        let old = tables.put_request(request);
+        tables.emit(ChangeKind::Modify, old, Some(request.clone()));
         Ok(())
     }
 
