@@ -433,10 +433,12 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn thousands_of_reports_make_a_bounded_number_of_writes_and_the_last_one_is_kept() {
+    /// A worker with a `chatty` request "r" of this input enqueued, and the store's feed.
+    async fn chatty(
+        input: serde_json::Value,
+    ) -> (Worker, tokio::sync::mpsc::UnboundedReceiver<Change>) {
         let store = Arc::new(MemoryStore::new());
-        let mut feed = store.changes();
+        let feed = store.changes();
         let mut handlers = Handlers::default();
         handlers.register(Chatty);
         let worker = Worker::new(
@@ -444,13 +446,14 @@ mod tests {
             Arc::new(ManualClock::default()),
             Arc::new(handlers),
         );
-        let request = AsyncRequest::new(
-            "r",
-            "chatty",
-            json!({ "reports": 5000 }),
-            chrono::Utc::now(),
-        );
+        let request = AsyncRequest::new("r", "chatty", input, chrono::Utc::now());
         store.create_request(&request).await.unwrap();
+        (worker, feed)
+    }
+
+    #[tokio::test]
+    async fn thousands_of_reports_make_a_bounded_number_of_writes_and_the_last_one_is_kept() {
+        let (worker, mut feed) = chatty(json!({ "reports": 5000 })).await;
         let started = tokio::time::Instant::now();
         assert_eq!(worker.run("r").await.unwrap(), Outcome::Completed);
         let elapsed = started.elapsed();
@@ -484,22 +487,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_report_left_waiting_is_written_once_its_interval_passes() {
-        let store = Arc::new(MemoryStore::new());
-        let mut feed = store.changes();
-        let mut handlers = Handlers::default();
-        handlers.register(Chatty);
-        let worker = Worker::new(
-            store.clone(),
-            Arc::new(ManualClock::default()),
-            Arc::new(handlers),
-        );
-        let request = AsyncRequest::new(
-            "r",
-            "chatty",
-            json!({ "reports": 2, "quietMs": 1000 }),
-            chrono::Utc::now(),
-        );
-        store.create_request(&request).await.unwrap();
+        let (worker, mut feed) = chatty(json!({ "reports": 2, "quietMs": 1000 })).await;
         let job = tokio::spawn(async move { worker.run("r").await });
         // The second report came within the interval of the first: it waits, and is written
         // when the interval has passed, while the handler is still quiet.

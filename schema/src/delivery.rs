@@ -102,11 +102,7 @@ impl Resolutions {
             {
                 return projected;
             }
-            let document = execute::request(
-                &subscription.query,
-                subscription.operation_name.as_deref(),
-                variables,
-            );
+            let document = execute::request(&subscription.query, operation_name, variables);
             let response = execute::resolve(schema, document, Arc::clone(state)).await?;
             Some(serialized(&response))
         })
