@@ -150,7 +150,7 @@ fn fan_out_of(c: &mut Criterion, name: &str, document: &str) {
                         let mut state = state.clone();
                         state.version = version.fetch_add(1, Ordering::Relaxed);
                         let _ = sender.take();
-                        state
+                        Arc::new(state)
                     },
                     |state| {
                         let processor = processor.clone();

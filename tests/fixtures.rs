@@ -37,7 +37,7 @@ fn stream_event(name: &str) -> StreamEvent {
 
 /// One line per change: what a reader of the snapshot needs to see.
 fn summary(changes: &[Change]) -> Vec<Value> {
-    let state = |r: &Option<AsyncRequest>| {
+    let state = |r: &Option<std::sync::Arc<AsyncRequest>>| {
         r.as_ref()
             .map(|r| json!({ "id": r.id, "status": r.status.to_string(), "version": r.version }))
     };

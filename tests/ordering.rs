@@ -95,8 +95,8 @@ fn changes(states: &[AsyncRequest]) -> Vec<Change> {
             } else {
                 ChangeKind::Modify
             },
-            old: i.checked_sub(1).map(|p| states[p].clone()),
-            new: Some(state.clone()),
+            old: i.checked_sub(1).map(|p| Arc::new(states[p].clone())),
+            new: Some(Arc::new(state.clone())),
         })
         .collect()
 }

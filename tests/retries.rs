@@ -124,7 +124,7 @@ async fn backoff_delays_stay_within_the_jitter_bounds_in_paused_time() {
     let mut done = 0;
     while done < jobs {
         let change = changes.recv().await.expect("the feed stays open");
-        let image = change.new.expect("no deletes");
+        let image = AsyncRequest::clone(&change.new.expect("no deletes"));
         done += usize::from(image.status.is_terminal());
         images.push(image);
     }

@@ -7,6 +7,8 @@
 //! skipped: on AWS a `REMOVE` by the principal `dynamodb.amazonaws.com`; DynamoDB Local names
 //! such deletions `UNKNOWN_TO_SDK_VERSION` and gives no `userIdentity`.
 
+use std::sync::Arc;
+
 use aws_lambda_events::dynamodb::EventRecord;
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use serde::{Deserialize, Serialize};
@@ -112,8 +114,8 @@ pub fn decode_record(record: &EventRecord) -> Result<Change, DecodeError> {
     Ok(Change {
         sequence_number,
         kind,
-        old: image(&record.change.old_image, "OldImage")?,
-        new: image(&record.change.new_image, "NewImage")?,
+        old: image(&record.change.old_image, "OldImage")?.map(Arc::new),
+        new: image(&record.change.new_image, "NewImage")?.map(Arc::new),
     })
 }
 

@@ -3,7 +3,7 @@
 //! table ordered per item), so that the local stack runs the production code paths.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -23,7 +23,7 @@ struct Tables {
     // Keyed like the DynamoDB table: request id, then connection and operation.
     subscriptions: BTreeMap<SubscriptionKey, Subscription>,
     // Requests with their position in creation order.
-    requests: HashMap<String, (u64, AsyncRequest)>,
+    requests: HashMap<String, (u64, Arc<AsyncRequest>)>,
     // Request ids by position, for listing in creation order.
     request_order: BTreeMap<u64, String>,
     created: u64,
@@ -44,7 +44,7 @@ struct Tables {
 
 impl Tables {
     /// Stores `request`, keeping the indexes in step. Returns the request it replaced.
-    fn put_request(&mut self, request: &AsyncRequest) -> Option<AsyncRequest> {
+    fn put_request(&mut self, request: Arc<AsyncRequest>) -> Option<Arc<AsyncRequest>> {
         let active = self.active.entry(request.tenant.clone()).or_default();
         if request.status.is_terminal() {
             active.remove(&request.id);
@@ -77,11 +77,11 @@ impl Tables {
             .or_default()
             .insert(position);
         self.requests
-            .insert(request.id.clone(), (position, request.clone()))
+            .insert(request.id.clone(), (position, request))
             .map(|(_, old)| old)
     }
 
-    fn remove_request(&mut self, id: &str) -> Option<AsyncRequest> {
+    fn remove_request(&mut self, id: &str) -> Option<Arc<AsyncRequest>> {
         let (position, request) = self.requests.remove(id)?;
         if let Some(active) = self.active.get_mut(&request.tenant) {
             active.remove(id);
@@ -97,7 +97,7 @@ impl Tables {
     }
 
     fn request(&self, id: &str) -> Option<&AsyncRequest> {
-        self.requests.get(id).map(|(_, request)| request)
+        self.requests.get(id).map(|(_, request)| &**request)
     }
 
     /// Stores `connection`, keeping the connections-by-tenant index in step.
@@ -126,7 +126,12 @@ impl Tables {
     }
 
     // Called with the lock held, so the feed order is the write order.
-    fn emit(&mut self, kind: ChangeKind, old: Option<AsyncRequest>, new: Option<AsyncRequest>) {
+    fn emit(
+        &mut self,
+        kind: ChangeKind,
+        old: Option<Arc<AsyncRequest>>,
+        new: Option<Arc<AsyncRequest>>,
+    ) {
         if old == new {
             // DynamoDB emits no record for a write that changes nothing.
             return;
@@ -388,8 +393,9 @@ impl Store for MemoryStore {
         if tables.requests.contains_key(&request.id) {
             return Err(Error::Conflict(format!("request {} exists", request.id)));
         }
-        tables.put_request(request);
-        tables.emit(ChangeKind::Insert, None, Some(request.clone()));
+        let request = Arc::new(request.clone());
+        tables.put_request(Arc::clone(&request));
+        tables.emit(ChangeKind::Insert, None, Some(request));
         Ok(())
     }
 
@@ -414,8 +420,9 @@ impl Store for MemoryStore {
                 )));
             }
         }
-        let old = tables.put_request(request);
-        tables.emit(ChangeKind::Modify, old, Some(request.clone()));
+        let request = Arc::new(request.clone());
+        let old = tables.put_request(Arc::clone(&request));
+        tables.emit(ChangeKind::Modify, old, Some(request));
         Ok(())
     }
 

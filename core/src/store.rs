@@ -4,6 +4,8 @@
 //! [`Error::Conflict`], reads are strongly consistent, and fan-out for one request is one
 //! query on one key.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde_json::Value;
 
@@ -32,23 +34,23 @@ pub struct Change {
     pub sequence_number: String,
     /// What happened.
     pub kind: ChangeKind,
-    /// The item before, if it existed.
-    pub old: Option<AsyncRequest>,
+    /// The item before, if it existed (shared: a change goes to every reader).
+    pub old: Option<Arc<AsyncRequest>>,
     /// The item after, if it still exists.
-    pub new: Option<AsyncRequest>,
+    pub new: Option<Arc<AsyncRequest>>,
 }
 
 impl Change {
     /// The request id of the changed item.
     pub fn request_id(&self) -> Option<&str> {
         self.new
-            .as_ref()
-            .or(self.old.as_ref())
+            .as_deref()
+            .or(self.old.as_deref())
             .map(|r| r.id.as_str())
     }
 
     /// The new image when the change is one a client can see: the version moved forward.
-    pub fn visible(&self) -> Option<&AsyncRequest> {
+    pub fn visible(&self) -> Option<&Arc<AsyncRequest>> {
         let new = self.new.as_ref()?;
         match &self.old {
             Some(old) if old.version >= new.version => None,
@@ -58,7 +60,7 @@ impl Change {
 
     /// The new image when this change made the request runnable (enqueued or re-driven).
     pub fn enqueued(&self) -> Option<&AsyncRequest> {
-        let new = self.new.as_ref()?;
+        let new = self.new.as_deref()?;
         let was_queued = self
             .old
             .as_ref()

@@ -149,14 +149,13 @@ impl Processor {
     }
 
     /// Pushes one state to every subscription of its request.
-    pub async fn fan_out(&self, state: &AsyncRequest) -> Result<Vec<Delivery>> {
+    pub async fn fan_out(&self, state: &Arc<AsyncRequest>) -> Result<Vec<Delivery>> {
         let subscriptions = self.store.subscriptions(&state.id).await?;
         // Subscribers sharing a document get one resolution of this state.
         let resolutions = Arc::new(Resolutions::default());
-        let state = Arc::new(state.clone());
         let pushes = subscriptions.into_iter().map(|subscription| {
             let (this, state, resolutions) =
-                (self.clone(), Arc::clone(&state), Arc::clone(&resolutions));
+                (self.clone(), Arc::clone(state), Arc::clone(&resolutions));
             async move {
                 deliver_resolving(
                     &this.schema,

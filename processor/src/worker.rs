@@ -495,7 +495,7 @@ mod tests {
         let mut messages = Vec::new();
         while let Ok(change) = feed.try_recv() {
             let state = change.new.unwrap();
-            messages.push((state.status, state.message));
+            messages.push((state.status, state.message.clone()));
         }
         assert_eq!(
             messages.last(),
