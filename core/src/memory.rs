@@ -143,25 +143,8 @@ impl Tables {
             old,
             new,
         };
-        // Every reader gets its copy; the last one takes the change itself.
-        let readers = self.feeds.len();
-        let mut change = Some(change);
-        let mut closed = Vec::new();
-        for (i, feed) in self.feeds.iter().enumerate() {
-            let copy = if i + 1 == readers {
-                change.take()
-            } else {
-                change.clone()
-            };
-            if let Some(copy) = copy
-                && feed.send(copy).is_err()
-            {
-                closed.push(i);
-            }
-        }
-        for i in closed.into_iter().rev() {
-            self.feeds.remove(i);
-        }
+        // A copy is cheap: the images are shared.
+        self.feeds.retain(|feed| feed.send(change.clone()).is_ok());
     }
 }
 

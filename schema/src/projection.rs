@@ -5,7 +5,6 @@
 //! defaults, other fields) has no projection and goes through the executor.
 
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use async_graphql::Value as GqlValue;
@@ -216,13 +215,13 @@ impl Projection {
         if state.id != id || state.version <= after_version {
             return Some(None);
         }
-        let mut text = String::with_capacity(256);
-        text.push_str("{\"data\":{");
+        let mut text = Vec::with_capacity(256);
+        text.extend_from_slice(b"{\"data\":{");
         push_key(&mut text, &self.key);
-        text.push('{');
+        text.push(b'{');
         for (i, (key, column)) in self.columns.iter().enumerate() {
             if i > 0 {
-                text.push(',');
+                text.push(b',');
             }
             push_key(&mut text, key);
             match column {
@@ -231,15 +230,15 @@ impl Projection {
                     Some(value) => push_json(&mut text, &value),
                     // A null in a non-null field is an error only the executor reports.
                     None if scalar.non_null => return None,
-                    None => text.push_str("null"),
+                    None => text.extend_from_slice(b"null"),
                 },
                 Column::Error(fields) => match request_error(state) {
-                    None => text.push_str("null"),
+                    None => text.extend_from_slice(b"null"),
                     Some(error) => {
-                        text.push('{');
+                        text.push(b'{');
                         for (i, (key, name)) in fields.iter().enumerate() {
                             if i > 0 {
-                                text.push(',');
+                                text.push(b',');
                             }
                             push_key(&mut text, key);
                             if name == "__typename" {
@@ -251,12 +250,13 @@ impl Projection {
                                 }
                             }
                         }
-                        text.push('}');
+                        text.push(b'}');
                     }
                 },
             }
         }
-        text.push_str("}}}");
+        text.extend_from_slice(b"}}}");
+        let text = String::from_utf8(text).ok()?;
         RawValue::from_string(text).ok().map(Arc::from).map(Some)
     }
 }
@@ -282,14 +282,13 @@ fn plain_fields(set: &SelectionSet) -> Option<Vec<(String, &async_graphql::parse
         .collect()
 }
 
-fn push_key(text: &mut String, key: &str) {
+fn push_key(text: &mut Vec<u8>, key: &str) {
     push_json(text, key);
-    text.push(':');
+    text.push(b':');
 }
 
-fn push_json(text: &mut String, value: &(impl serde::Serialize + ?Sized)) {
-    let json = serde_json::to_string(value).expect("values always serialize");
-    let _ = text.write_str(&json);
+fn push_json(text: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
+    serde_json::to_writer(text, value).expect("values always serialize");
 }
 
 #[cfg(test)]
