@@ -175,7 +175,7 @@ async fn a_gone_connection_is_pruned_with_its_subscriptions(on: On) {
         .await
         .unwrap()
         .into_iter()
-        .map(|s| s.key.connection_id)
+        .map(|s| s.key.connection_id.clone())
         .collect();
     assert!(!followers.contains(&"ghost".to_owned()), "{followers:?}");
 }

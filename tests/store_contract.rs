@@ -1,6 +1,8 @@
 //! One contract for every `Store`: the embedded store and `DynamoDbStore` on DynamoDB Local
 //! (started by the test command, which sets `STREAMER_DYNAMODB_ENDPOINT`).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use streamer::aws::stream::{self, StreamEvent};
@@ -154,7 +156,7 @@ async fn subscriptions(store: &dyn Store) {
     let mut found = store.subscriptions(&request_id).await.unwrap();
     found.sort_by(|a, b| a.key.cmp(&b.key));
     assert_eq!(found.len(), 3, "only this request's subscriptions");
-    assert_eq!(found[0], subscription("c1", "1", &request_id));
+    assert_eq!(*found[0], subscription("c1", "1", &request_id));
 
     // Claims: versions only go up, and pushes never overlap.
     let k = key(&request_id, "c1", "1");
@@ -430,7 +432,10 @@ async fn history(store: &dyn Store) {
     request.complete(json!({}), at(2)).unwrap();
     states.push(request.clone());
     for state in states.iter().chain([&states[1]]) {
-        store.record_history(state).await.unwrap();
+        store
+            .record_history(&Arc::new(state.clone()))
+            .await
+            .unwrap();
     }
     assert_eq!(
         store.request_history(&id, 1, 100).await.unwrap(),

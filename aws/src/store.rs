@@ -2,6 +2,7 @@
 //! race the ports describe is a conditional write; reads are strongly consistent.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -343,7 +344,7 @@ impl Store for DynamoDbStore {
         Ok(())
     }
 
-    async fn subscriptions(&self, request_id: &str) -> Result<Vec<Subscription>> {
+    async fn subscriptions(&self, request_id: &str) -> Result<Vec<Arc<Subscription>>> {
         let items: Vec<Item> = self
             .client
             .query()
@@ -357,7 +358,10 @@ impl Store for DynamoDbStore {
             .collect::<std::result::Result<_, _>>()
             .await
             .map_err(|e| Error::backend("querying subscriptions", e))?;
-        items.into_iter().map(subscription_from_item).collect()
+        items
+            .into_iter()
+            .map(|item| subscription_from_item(item).map(Arc::new))
+            .collect()
     }
 
     async fn claim_push(
@@ -526,7 +530,7 @@ impl Store for DynamoDbStore {
         }
     }
 
-    async fn record_history(&self, state: &AsyncRequest) -> Result<()> {
+    async fn record_history(&self, state: &Arc<AsyncRequest>) -> Result<()> {
         self.client
             .put_item()
             .table_name(&self.history)

@@ -19,9 +19,10 @@ use crate::{
 
 #[derive(Debug, Default)]
 struct Tables {
-    connections: HashMap<String, Connection>,
+    // Items are shared so that a read copies them after the lock is released.
+    connections: HashMap<String, Arc<Connection>>,
     // Keyed like the DynamoDB table: request id, then connection and operation.
-    subscriptions: BTreeMap<SubscriptionKey, Subscription>,
+    subscriptions: BTreeMap<SubscriptionKey, Arc<Subscription>>,
     // Requests with their position in creation order.
     requests: HashMap<String, (u64, Arc<AsyncRequest>)>,
     // Request ids by position, for listing in creation order.
@@ -33,7 +34,7 @@ struct Tables {
     // Acknowledged connections by tenant: what the connections quota counts.
     tenant_connections: HashMap<String, HashSet<String>>,
     // Kept states by request, then version.
-    history: HashMap<String, BTreeMap<u64, AsyncRequest>>,
+    history: HashMap<String, BTreeMap<u64, Arc<AsyncRequest>>>,
     sequence: u64,
     feeds: Vec<mpsc::UnboundedSender<Change>>,
     // Requests not yet ended, by tenant: what the active-requests quota counts.
@@ -101,7 +102,7 @@ impl Tables {
     }
 
     /// Stores `connection`, keeping the connections-by-tenant index in step.
-    fn put_connection(&mut self, connection: Connection) {
+    fn put_connection(&mut self, connection: Arc<Connection>) {
         self.unindex_connection(&connection.id);
         if let Some(principal) = &connection.principal {
             self.tenant_connections
@@ -112,7 +113,7 @@ impl Tables {
         self.connections.insert(connection.id.clone(), connection);
     }
 
-    fn remove_connection(&mut self, id: &str) -> Option<Connection> {
+    fn remove_connection(&mut self, id: &str) -> Option<Arc<Connection>> {
         self.unindex_connection(id);
         self.connections.remove(id)
     }
@@ -206,12 +207,14 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn put_connection(&self, connection: &Connection) -> Result<()> {
-        self.tables().put_connection(connection.clone());
+        let connection = Arc::new(connection.clone());
+        self.tables().put_connection(connection);
         Ok(())
     }
 
     async fn get_connection(&self, id: &str) -> Result<Option<Connection>> {
-        Ok(self.tables().connections.get(id).cloned())
+        let connection = self.tables().connections.get(id).cloned();
+        Ok(connection.map(Arc::unwrap_or_clone))
     }
 
     async fn acknowledge_connection(
@@ -224,6 +227,7 @@ impl Store for MemoryStore {
         let connection = tables
             .connections
             .get_mut(id)
+            .map(Arc::make_mut)
             .ok_or_else(|| Error::NotFound(format!("connection {id}")))?;
         if connection.phase != Phase::AwaitingInit {
             return Err(Error::Conflict(format!(
@@ -242,7 +246,8 @@ impl Store for MemoryStore {
     }
 
     async fn delete_connection(&self, id: &str) -> Result<Option<Connection>> {
-        Ok(self.tables().remove_connection(id))
+        let connection = self.tables().remove_connection(id);
+        Ok(connection.map(Arc::unwrap_or_clone))
     }
 
     async fn connections_awaiting_init(
@@ -255,7 +260,7 @@ impl Store for MemoryStore {
             .connections
             .values()
             .filter(|c| c.phase == Phase::AwaitingInit && c.connected_at < before)
-            .cloned()
+            .map(|c| Connection::clone(c))
             .collect();
         waiting.sort_by_key(|c| c.connected_at);
         waiting.truncate(limit);
@@ -272,6 +277,7 @@ impl Store for MemoryStore {
         let connection = tables
             .connections
             .get_mut(connection_id)
+            .map(Arc::make_mut)
             .ok_or_else(|| Error::NotFound(format!("connection {connection_id}")))?;
         if connection.operations.contains_key(operation_id) {
             return Err(Error::Conflict(format!(
@@ -286,30 +292,31 @@ impl Store for MemoryStore {
 
     async fn remove_operation(&self, connection_id: &str, operation_id: &str) -> Result<()> {
         if let Some(connection) = self.tables().connections.get_mut(connection_id) {
-            connection.operations.remove(operation_id);
+            Arc::make_mut(connection).operations.remove(operation_id);
         }
         Ok(())
     }
 
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()> {
+        let subscription = Arc::new(subscription.clone());
         self.tables()
             .subscriptions
-            .insert(subscription.key.clone(), subscription.clone());
+            .insert(subscription.key.clone(), subscription);
         Ok(())
     }
 
-    async fn subscriptions(&self, request_id: &str) -> Result<Vec<Subscription>> {
-        let tables = self.tables();
+    async fn subscriptions(&self, request_id: &str) -> Result<Vec<Arc<Subscription>>> {
         let from = SubscriptionKey {
             request_id: request_id.to_owned(),
             connection_id: String::new(),
             operation_id: String::new(),
         };
-        Ok(tables
+        Ok(self
+            .tables()
             .subscriptions
             .range(from..)
             .take_while(|(key, _)| key.request_id == request_id)
-            .map(|(_, s)| s.clone())
+            .map(|(_, s)| Arc::clone(s))
             .collect())
     }
 
@@ -330,6 +337,7 @@ impl Store for MemoryStore {
         if subscription.pushing_until.is_some_and(|held| held >= now) {
             return Ok(Claim::Busy);
         }
+        let subscription = Arc::make_mut(subscription);
         subscription.last_version = version;
         subscription.pushing_until = Some(until);
         Ok(Claim::Claimed)
@@ -339,6 +347,7 @@ impl Store for MemoryStore {
         if let Some(subscription) = self.tables().subscriptions.get_mut(key)
             && subscription.last_version <= version
         {
+            let subscription = Arc::make_mut(subscription);
             subscription.last_version = version;
             subscription.pushing_until = None;
         }
@@ -349,6 +358,7 @@ impl Store for MemoryStore {
         if let Some(subscription) = self.tables().subscriptions.get_mut(key)
             && subscription.last_version == version
         {
+            let subscription = Arc::make_mut(subscription);
             subscription.last_version = before;
             subscription.pushing_until = None;
         }
@@ -360,33 +370,39 @@ impl Store for MemoryStore {
         match tables.subscriptions.get(key) {
             None => Ok(Finish::Gone),
             Some(s) if s.pushing_until.is_some_and(|held| held >= now) => Ok(Finish::Busy),
-            Some(_) => Ok(tables
-                .subscriptions
-                .remove(key)
-                .map_or(Finish::Gone, |s| Finish::Deleted(Box::new(s)))),
+            Some(_) => {
+                let deleted = tables.subscriptions.remove(key);
+                drop(tables);
+                Ok(deleted.map_or(Finish::Gone, |s| {
+                    Finish::Deleted(Box::new(Arc::unwrap_or_clone(s)))
+                }))
+            }
         }
     }
 
     async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<Option<Subscription>> {
-        Ok(self.tables().subscriptions.remove(key))
+        let deleted = self.tables().subscriptions.remove(key);
+        Ok(deleted.map(Arc::unwrap_or_clone))
     }
 
     async fn create_request(&self, request: &AsyncRequest) -> Result<()> {
+        let request = Arc::new(request.clone());
         let mut tables = self.tables();
         if tables.requests.contains_key(&request.id) {
             return Err(Error::Conflict(format!("request {} exists", request.id)));
         }
-        let request = Arc::new(request.clone());
         tables.put_request(Arc::clone(&request));
         tables.emit(ChangeKind::Insert, None, Some(request));
         Ok(())
     }
 
     async fn get_request(&self, id: &str) -> Result<Option<AsyncRequest>> {
-        Ok(self.tables().request(id).cloned())
+        let request = self.tables().requests.get(id).map(|(_, r)| Arc::clone(r));
+        Ok(request.map(Arc::unwrap_or_clone))
     }
 
     async fn update_request(&self, request: &AsyncRequest, expected_version: u64) -> Result<()> {
+        let request = Arc::new(request.clone());
         let mut tables = self.tables();
         match tables.request(&request.id) {
             Some(old) if old.version == expected_version => {}
@@ -403,18 +419,17 @@ impl Store for MemoryStore {
                 )));
             }
         }
-        let request = Arc::new(request.clone());
         let old = tables.put_request(Arc::clone(&request));
         tables.emit(ChangeKind::Modify, old, Some(request));
         Ok(())
     }
 
-    async fn record_history(&self, state: &AsyncRequest) -> Result<()> {
+    async fn record_history(&self, state: &Arc<AsyncRequest>) -> Result<()> {
         self.tables()
             .history
             .entry(state.id.clone())
             .or_default()
-            .insert(state.version, state.clone());
+            .insert(state.version, Arc::clone(state));
         Ok(())
     }
 
@@ -424,7 +439,7 @@ impl Store for MemoryStore {
         after_version: u64,
         limit: usize,
     ) -> Result<Vec<AsyncRequest>> {
-        Ok(self
+        let shared: Vec<Arc<AsyncRequest>> = self
             .tables()
             .history
             .get(id)
@@ -432,10 +447,11 @@ impl Store for MemoryStore {
                 versions
                     .range(after_version + 1..)
                     .take(limit)
-                    .map(|(_, state)| state.clone())
+                    .map(|(_, state)| Arc::clone(state))
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default();
+        Ok(shared.into_iter().map(Arc::unwrap_or_clone).collect())
     }
 
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Page> {

@@ -156,7 +156,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Stores a subscription.
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()>;
     /// Every subscription following a request (one consistent query on the request's key).
-    async fn subscriptions(&self, request_id: &str) -> Result<Vec<Subscription>>;
+    /// Shared: the embedded store hands out the items it holds, without a copy each.
+    async fn subscriptions(&self, request_id: &str) -> Result<Vec<Arc<Subscription>>>;
     /// Claims the push of `version`: raises `last_version` to it and holds the subscription
     /// until `until` (epoch ms), if `last_version` is below it and no other push holds it (or
     /// that hold has passed `now`). Release with [`Store::release_push`] once posted.
@@ -200,8 +201,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn take_enqueue_token(&self, tenant: &str, window: i64, limit: u32) -> Result<bool>;
 
     /// Keeps one state of a request in its history (the processor does, for every visible
-    /// change, before fanning it out). Writing the same version again is harmless.
-    async fn record_history(&self, state: &AsyncRequest) -> Result<()>;
+    /// change, before fanning it out). Writing the same version again is harmless. Shared:
+    /// the embedded store keeps the state it is given, without a copy.
+    async fn record_history(&self, state: &Arc<AsyncRequest>) -> Result<()>;
     /// The kept states of a request with versions above `after_version`, oldest first, at
     /// most `limit`: what a resuming subscriber missed.
     async fn request_history(

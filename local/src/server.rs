@@ -188,7 +188,7 @@ async fn upgrade(
         let entry = Socket {
             tx,
             connected_at,
-            last_active_at: connected_at,
+            last_active_at: crate::sockets::epoch_nanos(connected_at).into(),
             source_ip: peer.ip().to_string(),
             user_agent,
         };

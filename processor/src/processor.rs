@@ -152,7 +152,11 @@ impl Processor {
     pub async fn fan_out(&self, state: &Arc<AsyncRequest>) -> Result<Vec<Delivery>> {
         let subscriptions = self.store.subscriptions(&state.id).await?;
         // Subscribers sharing a document get one resolution of this state.
-        let resolutions = Arc::new(Resolutions::default());
+        let resolutions = Arc::new(if subscriptions.len() > 1 {
+            Resolutions::shared()
+        } else {
+            Resolutions::default()
+        });
         let pushes = subscriptions.into_iter().map(|subscription| {
             let (this, state, resolutions) =
                 (self.clone(), Arc::clone(state), Arc::clone(&resolutions));

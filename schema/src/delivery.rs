@@ -63,12 +63,23 @@ type Payload = Arc<RawValue>;
 
 /// The results of resolving subscription documents against one state: subscriptions that
 /// share a document (query, operation name and variables) are resolved once per change.
+/// The default resolves every document on its own (one subscription: nothing to share).
 #[derive(Debug, Default)]
 pub struct Resolutions {
-    results: Mutex<HashMap<String, Arc<OnceCell<Option<Payload>>>>>,
+    results: Option<Mutex<HashMap<String, Resolved>>>,
 }
 
+/// One document's result, resolved by the first subscription that needs it.
+type Resolved = Arc<OnceCell<Option<Payload>>>;
+
 impl Resolutions {
+    /// Shares results between the subscriptions of one fan-out.
+    pub fn shared() -> Self {
+        Self {
+            results: Some(Mutex::default()),
+        }
+    }
+
     /// `subscription`'s document resolved against `state`, as the `next` payload; `None`
     /// when the document does not select this state.
     async fn resolve(
@@ -77,7 +88,9 @@ impl Resolutions {
         subscription: &Subscription,
         state: &Arc<AsyncRequest>,
     ) -> Option<Payload> {
-        let variables = subscription.variables.as_ref().and_then(|v| v.as_object());
+        let Some(results) = &self.results else {
+            return resolve(schema, subscription, state).await;
+        };
         let key = format!(
             "{}\n{}\n{}",
             subscription.operation_name.as_deref().unwrap_or_default(),
@@ -89,26 +102,35 @@ impl Resolutions {
             subscription.query
         );
         let cell = Arc::clone(
-            self.results
+            results
                 .lock()
                 .expect("resolutions lock")
                 .entry(key)
                 .or_default(),
         );
-        cell.get_or_init(|| async {
-            let operation_name = subscription.operation_name.as_deref();
-            if let Some(projected) = projection::projection(&subscription.query, operation_name)
-                .and_then(|plan| plan.resolve(variables, state))
-            {
-                return projected;
-            }
-            let document = execute::request(&subscription.query, operation_name, variables);
-            let response = execute::resolve(schema, document, Arc::clone(state)).await?;
-            Some(serialized(&response))
-        })
-        .await
-        .clone()
+        cell.get_or_init(|| resolve(schema, subscription, state))
+            .await
+            .clone()
     }
+}
+
+/// `subscription`'s document resolved against `state`: by projection when it selects plain
+/// fields, else by the executor.
+async fn resolve(
+    schema: &Schema,
+    subscription: &Subscription,
+    state: &Arc<AsyncRequest>,
+) -> Option<Payload> {
+    let variables = subscription.variables.as_ref().and_then(|v| v.as_object());
+    let operation_name = subscription.operation_name.as_deref();
+    if let Some(projected) = projection::projection(&subscription.query, operation_name)
+        .and_then(|plan| plan.resolve(variables, state))
+    {
+        return projected;
+    }
+    let document = execute::request(&subscription.query, operation_name, variables);
+    let response = execute::resolve(schema, document, Arc::clone(state)).await?;
+    Some(serialized(&response))
 }
 
 /// Pushes `state` to `subscription` under the rules above.
