@@ -336,7 +336,7 @@ impl Stack {
             Arc::new(self.dispatcher.clone()),
         )
         .with_limits(self.limits);
-        let feed = tokio::spawn(self.backend.feed(processor));
+        let pipeline = Pipeline::start(self.backend.feed(processor))?;
         let (every, options) = self.sweep;
         let sweeper = Sweeper::new(
             Arc::clone(&self.store),
@@ -356,8 +356,45 @@ impl Stack {
             }
         });
         let served = self.server.run(listener, shutdown).await;
-        feed.abort();
+        drop(pipeline);
         sweeping.abort();
         served
+    }
+}
+
+/// The processor's thread: the change feed, the fan-out and the jobs it dispatches run on a
+/// runtime of their own (as on AWS they run in functions of their own), so that a burst of
+/// client messages on the server's threads does not hold pushes up behind it. Stops when
+/// dropped.
+struct Pipeline {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Pipeline {
+    fn start(feed: impl Future<Output = ()> + Send + 'static) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("streamer-processor".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    tokio::select! {
+                        () = feed => {}
+                        _ = stopped => {}
+                    }
+                });
+                // Dropping the runtime here ends the jobs still running on it.
+            })?;
+        Ok(Self { stop: Some(stop) })
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
