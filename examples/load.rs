@@ -4,7 +4,8 @@
 //!
 //! - `jobs` (default): N connections, each running jobs one after another through the
 //!   mutation-then-subscribe flow. Reports jobs/s, delivered states/s, the latency from a
-//!   state's write (`updatedAt`) to its arrival (p50, p99), lost and duplicated states.
+//!   state's write (`updatedAt`) to its arrival (p50, p99, and by version: where in a job
+//!   the slow states are), lost and duplicated states.
 //! - `fanout`: one job followed by `--subscribers` subscriptions spread over the connections;
 //!   reports, per change, the time until the last subscriber had it.
 //! - `idle`: opens the connections, initialises them and holds them for `--hold-secs`.
@@ -14,7 +15,7 @@
 //!
 //! `cargo run --release --example load -- --url ws://127.0.0.1:4000/graphql --connections 100`
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -267,15 +268,28 @@ async fn run_jobs(args: &Args) -> Result<Value, Failure> {
     let states: usize = followed.iter().map(|f| f.states.len()).sum();
     let (mut lost, mut duplicated, mut unfinished) = (0, 0, 0);
     let mut latencies: Vec<f64> = Vec::new();
+    // By version: where in a job the slow states are.
+    let mut by_version: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
     for f in &followed {
         let (l, d) = gaps_and_duplicates(&f.states);
         lost += l;
         duplicated += d;
         unfinished += usize::from(f.terminal != 1);
         // The first state is the snapshot on subscribe: written before the subscription.
-        latencies.extend(f.states.iter().skip(1).map(|(_, ms)| *ms));
+        for (version, ms) in f.states.iter().skip(1) {
+            latencies.push(*ms);
+            by_version.entry(*version).or_default().push(*ms);
+        }
     }
     latencies.sort_by(f64::total_cmp);
+    let by_version: serde_json::Map<String, Value> = by_version
+        .into_iter()
+        .map(|(version, mut ms)| {
+            ms.sort_by(f64::total_cmp);
+            let summary = json!({ "count": ms.len(), "p50": percentile(&ms, 50.0), "p99": percentile(&ms, 99.0) });
+            (version.to_string(), summary)
+        })
+        .collect();
     Ok(json!({
         "jobs": jobs,
         "states": states,
@@ -283,6 +297,7 @@ async fn run_jobs(args: &Args) -> Result<Value, Failure> {
         "duplicated": duplicated,
         "withoutOneTerminalState": unfinished,
         "latencyMs": { "p50": percentile(&latencies, 50.0), "p99": percentile(&latencies, 99.0), "max": latencies.last() },
+        "latencyMsByVersion": by_version,
     }))
 }
 
