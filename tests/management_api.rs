@@ -68,6 +68,48 @@ async fn posts_reach_the_socket_oversized_ones_are_refused_deletes_close_1000_th
     ));
 }
 
+/// Posts never wait for the client: to a client that reads nothing, they are taken until
+/// its socket is full and queued after that; other clients get theirs meanwhile; once the
+/// client reads, every frame arrives, in order.
+#[tokio::test]
+async fn posts_to_a_client_that_does_not_read_queue_in_order_without_holding_up_others() {
+    const FRAMES: usize = 200;
+    let server = TestServer::start().await;
+    let mut stalled = server.client().await;
+    stalled.init().await;
+    let mut other = server.client().await;
+    other.init().await;
+    let sender = sender(&format!("http://{}", server.addr), SenderOptions::default());
+
+    // 20 MB: more than the loopback socket buffers hold.
+    let filler = "x".repeat(100 * 1024);
+    let posting = async {
+        for n in 0..FRAMES {
+            let frame = json!({ "type": "ping", "payload": { "n": n, "filler": filler } });
+            sender
+                .post("conn-1", &frame.to_string())
+                .await
+                .expect("posted");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), posting)
+        .await
+        .expect("posts to a client that does not read still return");
+
+    sender
+        .post("conn-2", r#"{"type":"ping","payload":{"n":"other"}}"#)
+        .await
+        .expect("posted");
+    assert_eq!(other.recv().await["payload"]["n"], "other");
+
+    for n in 0..FRAMES {
+        let frame = stalled.recv().await;
+        assert_eq!(frame["payload"]["n"], n, "frame {n} in order");
+    }
+    stalled.send(json!({ "type": "ping" })).await;
+    assert_eq!(stalled.recv().await, json!({ "type": "pong" }));
+}
+
 /// A Management API that throttles: the first `throttled` posts get 429
 /// `LimitExceededException`, each post takes `latency`; counts posts and the most in flight.
 #[derive(Clone, Default)]

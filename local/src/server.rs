@@ -12,21 +12,22 @@ use std::time::Duration;
 use async_graphql::http::GraphiQLSource;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use chrono::Utc;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
+use futures::stream::SplitStream;
 use streamer_core::IdGenerator;
 use streamer_gateway::Gateway;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::events::{self, Frame};
-use crate::sockets::{Outgoing, Socket, Sockets};
+use crate::sockets::{Outbox, Outgoing, Socket, Sockets};
 
 /// The timers of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +123,7 @@ async fn graphiql() -> Html<String> {
 /// The read buffer of a client socket; a larger frame still arrives, in several reads.
 const SOCKET_READ_BUFFER: usize = 4 * 1024;
 
-/// Frames written to a socket are sent when the writer flushes or once this much is waiting.
+/// Frames written to a socket are sent at the next flush, or once this much is waiting.
 const SOCKET_WRITE_BUFFER: usize = 16 * 1024;
 
 async fn graphql(State(server): State<Server>, headers: HeaderMap, body: Bytes) -> Response {
@@ -178,69 +179,42 @@ async fn upgrade(
         None => ws,
     };
     // Protocol frames are small: a 128 KiB read buffer per socket (the default) would make
-    // 10,000 idle connections cost over a gigabyte. The writer flushes whatever frames are
-    // queued at once, so writes are buffered only until then.
+    // 10,000 idle connections cost over a gigabyte. Frames are flushed as soon as their
+    // sender yields (see `Outbox`), so writes are buffered only until then.
     let ws = ws
         .read_buffer_size(SOCKET_READ_BUFFER)
         .write_buffer_size(SOCKET_WRITE_BUFFER);
     ws.on_upgrade(move |socket| {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (sink, stream) = socket.split();
+        let outbox = Arc::new(Outbox::new(sink));
         let entry = Socket {
-            tx,
+            outbox: Arc::clone(&outbox),
             connected_at,
             last_active_at: crate::sockets::epoch_nanos(connected_at).into(),
             source_ip: peer.ip().to_string(),
             user_agent,
         };
         server.sockets.insert(connection_id.clone(), entry);
-        serve_socket(server, connection_id, connected_at, socket, rx)
+        serve_socket(server, connection_id, connected_at, stream, outbox)
     })
 }
 
-/// Frames in go to the gateway one at a time, in order, as `$default` events; frames out come
-/// from the sender through `rx`. A close from the server ends both, and so do the timers: no
-/// `connection_init` in time (4408), nothing from the client for the idle timeout, or the
+/// Frames in go to the gateway one at a time, in order, as `$default` events; frames out go
+/// through the socket's [`Outbox`]. A close from the server ends both, and so do the timers:
+/// no `connection_init` in time (4408), nothing from the client for the idle timeout, or the
 /// connection's lifetime over (1001, as API Gateway).
 async fn serve_socket(
     server: Server,
     connection_id: String,
     connected_at: chrono::DateTime<Utc>,
-    socket: WebSocket,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut stream: SplitStream<WebSocket>,
+    outbox: Arc<Outbox>,
 ) {
-    let (mut sink, mut stream) = socket.split();
     let (closed_tx, mut closed_rx) = oneshot::channel::<(u16, String)>();
-    let writer = tokio::spawn(async move {
-        'socket: while let Some(first) = rx.recv().await {
-            // Every frame queued by now goes out in one write.
-            let mut next = Some(first);
-            while let Some(frame) = next {
-                match frame {
-                    Outgoing::Text(text) => {
-                        if sink.feed(Message::Text(text.into())).await.is_err() {
-                            break 'socket;
-                        }
-                    }
-                    Outgoing::Close(close) => {
-                        let frame = CloseFrame {
-                            code: close.code,
-                            reason: close.reason.clone().into(),
-                        };
-                        let _ = sink.send(Message::Close(Some(frame))).await;
-                        let _ = closed_tx.send((close.code, close.reason));
-                        return;
-                    }
-                }
-                next = rx.try_recv().ok();
-            }
-            if sink.flush().await.is_err() {
-                break;
-            }
-        }
-        // The socket is done (every sender dropped): answer the client's close frame and
-        // flush, or the client sees 1006 instead of its own clean close.
-        let _ = sink.close().await;
-    });
+    let writer = {
+        let outbox = Arc::clone(&outbox);
+        tokio::spawn(async move { outbox.write(closed_tx).await })
+    };
     let timeouts = server.timeouts;
     let init = tokio::time::sleep(timeouts.init);
     tokio::pin!(init);
@@ -287,6 +261,7 @@ async fn serve_socket(
         }
     };
     server.sockets.remove(&connection_id);
+    outbox.finish();
     if tokio::time::timeout(std::time::Duration::from_secs(1), writer)
         .await
         .is_err()

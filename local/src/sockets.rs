@@ -1,26 +1,233 @@
 //! The open sockets of the local server, and [`LocalSender`], which reaches them by
 //! connection id as the Management API does on AWS.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use chrono::{DateTime, Utc};
+use futures::SinkExt;
+use futures::stream::SplitSink;
 use streamer_core::protocol::Close;
 use streamer_core::{Error, Result, Sender};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, oneshot};
 
-/// A frame for a socket's writer.
+/// A frame for a socket.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Outgoing {
     Text(String),
     Close(Close),
 }
 
+type Sink = SplitSink<WebSocket, Message>;
+
+/// Where frames for one socket go. A text frame is written into the socket's buffer by the
+/// thread that sends it, and flushed by a task spawned on that thread's runtime, which runs
+/// once the sender yields: frames sent together go out in one write, and a push from the
+/// processor does not wait for a turn on the server's busy threads. When the socket cannot
+/// take a frame at once, or frames are already queued, it is queued, in order, for the
+/// socket's writer task ([`Outbox::write`]), which waits as long as the client is slow to
+/// read: a sender never waits for the client. Close frames always go through the writer.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    state: Mutex<OutboxState>,
+    /// Signalled when the writer has work: queued frames, a write it must flush, or the end.
+    work: Notify,
+}
+
+#[derive(Debug)]
+struct OutboxState {
+    /// `None` while the writer task holds it.
+    sink: Option<Sink>,
+    queue: VecDeque<Outgoing>,
+    /// Frames written into the sink are not flushed yet.
+    unflushed: bool,
+    /// A flush is spawned and has not run yet.
+    flush_spawned: bool,
+    /// Frames are taken; once false (closed, failed or the connection gone), a send is
+    /// refused as to a gone connection.
+    open: bool,
+}
+
+impl Outbox {
+    pub(crate) fn new(sink: Sink) -> Self {
+        Self {
+            state: Mutex::new(OutboxState {
+                sink: Some(sink),
+                queue: VecDeque::new(),
+                unflushed: false,
+                flush_spawned: false,
+                open: true,
+            }),
+            work: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        self.state.lock().expect("outbox lock")
+    }
+
+    /// Writes or queues `frame`; `false` when the socket takes no more frames.
+    pub(crate) fn send(self: &Arc<Self>, frame: Outgoing) -> bool {
+        let mut state = self.lock();
+        if !state.open {
+            return false;
+        }
+        let frame = match frame {
+            Outgoing::Text(text) if state.queue.is_empty() => {
+                let state = &mut *state;
+                // Unless the writer holds the sink.
+                let written = match state.sink.as_mut() {
+                    Some(sink) => buffer(sink, text),
+                    None => Err(text),
+                };
+                match written {
+                    Ok(()) => {
+                        state.unflushed = true;
+                        if !std::mem::replace(&mut state.flush_spawned, true) {
+                            self.spawn_flush();
+                        }
+                        return true;
+                    }
+                    Err(text) => Outgoing::Text(text),
+                }
+            }
+            frame => frame,
+        };
+        state.queue.push_back(frame);
+        drop(state);
+        self.work.notify_one();
+        true
+    }
+
+    /// Flushes on the sender's runtime once the sender yields; outside a runtime, the writer
+    /// flushes.
+    fn spawn_flush(self: &Arc<Self>) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let flush = Flush(Arc::clone(self));
+                drop(runtime.spawn(async move { drop(flush) }));
+            }
+            Err(_) => self.work.notify_one(),
+        }
+    }
+
+    /// Flushes what was written into the sink, if the socket takes it at once; otherwise the
+    /// writer flushes it, waiting for the socket.
+    fn flush(&self) {
+        let mut state = self.lock();
+        state.flush_spawned = false;
+        if !state.unflushed {
+            return;
+        }
+        let Some(sink) = state.sink.as_mut() else {
+            // The writer holds the sink and flushes it.
+            return;
+        };
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        if let Poll::Ready(Ok(())) = sink.poll_flush_unpin(&mut cx) {
+            state.unflushed = false;
+            return;
+        }
+        drop(state);
+        self.work.notify_one();
+    }
+
+    /// No more frames: the writer sends what is queued, answers the client's close and ends.
+    pub(crate) fn finish(&self) {
+        self.lock().open = false;
+        self.work.notify_one();
+    }
+
+    /// The socket's writer task: sends what could not be written at once, flushes what could
+    /// not be flushed, and sends the close frame. Reports a close it sent through `closed`;
+    /// dropping it unsent means the socket failed.
+    pub(crate) async fn write(&self, closed: oneshot::Sender<(u16, String)>) {
+        loop {
+            self.work.notified().await;
+            loop {
+                let (mut sink, frames, open) = {
+                    let mut state = self.lock();
+                    let idle = state.queue.is_empty() && !state.unflushed;
+                    if idle && state.open {
+                        break;
+                    }
+                    let Some(sink) = state.sink.take() else {
+                        return;
+                    };
+                    state.unflushed = false;
+                    (sink, std::mem::take(&mut state.queue), state.open)
+                };
+                if frames.is_empty() && !open {
+                    // Finished: answer the client's close frame and flush, or the client sees
+                    // 1006 instead of its own clean close.
+                    let _ = sink.close().await;
+                    return;
+                }
+                for frame in frames {
+                    match frame {
+                        Outgoing::Text(text) => {
+                            if sink.feed(Message::Text(text.into())).await.is_err() {
+                                self.fail(sink).await;
+                                return;
+                            }
+                        }
+                        Outgoing::Close(close) => {
+                            self.lock().open = false;
+                            let frame = CloseFrame {
+                                code: close.code,
+                                reason: close.reason.clone().into(),
+                            };
+                            let _ = sink.send(Message::Close(Some(frame))).await;
+                            let _ = closed.send((close.code, close.reason));
+                            return;
+                        }
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    self.fail(sink).await;
+                    return;
+                }
+                self.lock().sink = Some(sink);
+            }
+        }
+    }
+
+    async fn fail(&self, mut sink: Sink) {
+        self.lock().open = false;
+        let _ = sink.close().await;
+    }
+}
+
+/// Flushes its outbox when dropped: when its task runs, or when the task's runtime shuts down
+/// before it could run.
+struct Flush(Arc<Outbox>);
+
+impl Drop for Flush {
+    fn drop(&mut self) {
+        self.0.flush();
+    }
+}
+
+/// Puts `text` into `sink`'s buffer without waiting; hands it back when the sink cannot take
+/// it now (a failed socket too: the writer finds the failure and ends the socket).
+fn buffer(sink: &mut Sink, text: String) -> std::result::Result<(), String> {
+    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+    match sink.poll_ready_unpin(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(_)) | Poll::Pending => return Err(text),
+    }
+    // An error here is the socket's failure, which the writer's flush meets.
+    let _ = sink.start_send_unpin(Message::Text(text.into()));
+    Ok(())
+}
+
 #[derive(Debug)]
 pub(crate) struct Socket {
-    pub(crate) tx: mpsc::UnboundedSender<Outgoing>,
+    pub(crate) outbox: Arc<Outbox>,
     pub(crate) connected_at: DateTime<Utc>,
     /// Epoch nanoseconds: updated on every frame in, under the shared lock.
     pub(crate) last_active_at: AtomicI64,
@@ -67,12 +274,11 @@ impl Sockets {
     }
 
     pub(crate) fn send(&self, id: &str, frame: Outgoing) -> Result<()> {
-        let sockets = self.read();
-        let socket = sockets.get(id).ok_or_else(|| Error::Gone(id.to_owned()))?;
-        socket
-            .tx
-            .send(frame)
-            .map_err(|_| Error::Gone(id.to_owned()))
+        let outbox = self.read().get(id).map(|socket| Arc::clone(&socket.outbox));
+        match outbox {
+            Some(outbox) if outbox.send(frame) => Ok(()),
+            _ => Err(Error::Gone(id.to_owned())),
+        }
     }
 
     /// `GetConnection`'s answer: connectedAt, lastActiveAt, identity.
