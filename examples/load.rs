@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -75,13 +76,21 @@ const ENQUEUE: &str =
 const FOLLOW: &str =
     "subscription($id: ID!) { requestProgress(id: $id) { status version updatedAt } }";
 
+/// Each connection's read buffer (a larger frame still arrives, in several reads).
+const READ_BUFFER: usize = 4 * 1024;
+
 async fn connect(url: &str) -> Result<Socket, Failure> {
     let mut request = url.into_client_request()?;
     request.headers_mut().insert(
         "sec-websocket-protocol",
         HeaderValue::from_static("graphql-transport-ws"),
     );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    // tungstenite zero-fills its whole read buffer before every read: at the default 128 KiB
+    // that memset was a third of this generator's CPU, time the servers under test then
+    // wait for. Protocol frames are small.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), false).await?;
     send(&mut socket, json!({ "type": "connection_init" })).await?;
     match recv(&mut socket).await?["type"].as_str() {
         Some("connection_ack") => Ok(socket),
