@@ -76,30 +76,31 @@ impl Outbox {
         if !state.open {
             return false;
         }
-        let frame = match frame {
-            Outgoing::Text(text) if state.queue.is_empty() => {
-                let state = &mut *state;
-                // Unless the writer holds the sink.
-                let written = match state.sink.as_mut() {
-                    Some(sink) => buffer(sink, text),
-                    None => Err(text),
-                };
-                match written {
-                    Ok(()) => {
-                        state.unflushed = true;
-                        if !std::mem::replace(&mut state.flush_spawned, true) {
-                            self.spawn_flush();
-                        }
-                        return true;
-                    }
-                    Err(text) => Outgoing::Text(text),
+        let nothing_queued = state.queue.is_empty();
+        // Written unless something is queued before it or the writer holds the sink.
+        let written = match (frame, state.sink.as_mut()) {
+            (Outgoing::Text(text), Some(sink)) if nothing_queued => {
+                buffer(sink, text).map_err(Outgoing::Text)
+            }
+            (frame, _) => Err(frame),
+        };
+        match written {
+            Ok(()) => {
+                state.unflushed = true;
+                let spawn = !std::mem::replace(&mut state.flush_spawned, true);
+                // Not under the lock: a runtime shutting down drops the task, and so runs its
+                // flush, inside `spawn`.
+                drop(state);
+                if spawn {
+                    self.spawn_flush();
                 }
             }
-            frame => frame,
-        };
-        state.queue.push_back(frame);
-        drop(state);
-        self.work.notify_one();
+            Err(frame) => {
+                state.queue.push_back(frame);
+                drop(state);
+                self.work.notify_one();
+            }
+        }
         true
     }
 
