@@ -179,7 +179,7 @@ impl Sender for ApiGatewaySender {
 
     async fn close(&self, connection_id: &str, close: &Close) -> Result<()> {
         // API Gateway closes a deleted connection with 1000; the protocol's code is logged.
-        tracing::info!(%connection_id, intended_code = close.code, reason = %close.reason, "closing by DeleteConnection");
+        tracing::info!(%connection_id, intended_code = close.code, reason = ?close.reason, "closing by DeleteConnection");
         if close.code != 1000 {
             metrics::counter!(metric::INTENDED_CLOSES, "code" => close.code.to_string())
                 .increment(1);

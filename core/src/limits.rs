@@ -12,7 +12,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Deepest selection nesting of a document: 12.
     pub max_depth: usize,
-    /// Most fields a document selects, fragments expanded: 250.
+    /// Most fields a document selects, fragments expanded and the selection of a list
+    /// counted once per item it may return (`first`, or the default page): 1,000.
     pub max_complexity: usize,
     /// Most aliased fields in a document, fragments expanded: 30.
     pub max_aliases: usize,
@@ -20,6 +21,12 @@ pub struct Limits {
     pub max_subscriptions: usize,
     /// Longest operation id: 128 characters.
     pub max_operation_id: usize,
+    /// Largest GraphQL document: 32 KiB (API Gateway's client frame). Checked before the
+    /// document is parsed.
+    pub max_document_bytes: usize,
+    /// Largest `connection_init` payload kept with a connection, as JSON, the token taken
+    /// out: 4 KiB. A larger one closes the connection with 4400.
+    pub max_init_payload_bytes: usize,
     /// Largest job payload, as JSON: 64 KiB (a request item holds it, within DynamoDB's
     /// 400 KB per item).
     pub max_payload_bytes: usize,
@@ -36,10 +43,12 @@ impl Default for Limits {
         Self {
             max_message_bytes: 128 * 1024,
             max_depth: 12,
-            max_complexity: 250,
+            max_complexity: 1000,
             max_aliases: 30,
             max_subscriptions: 100,
             max_operation_id: 128,
+            max_document_bytes: 32 * 1024,
+            max_init_payload_bytes: 4 * 1024,
             max_payload_bytes: 64 * 1024,
             max_tenant_connections: 1000,
             max_tenant_active_requests: 1000,
@@ -53,7 +62,8 @@ impl Default for Limits {
 #[error("{what} is {actual}, over the limit of {max}")]
 pub struct LimitExceeded {
     /// The limit's name, as in the error's `extensions.limit`: `messageBytes`, `depth`,
-    /// `complexity`, `aliases`, `subscriptions`, `operationId`, `payloadBytes`.
+    /// `complexity`, `aliases`, `subscriptions`, `operationId`, `payloadBytes`, `documentBytes`,
+    /// `initPayloadBytes`.
     pub limit: &'static str,
     /// What was measured, for people.
     pub what: &'static str,

@@ -41,16 +41,34 @@ impl Claims {
                 .map(str::to_owned)
                 .ok_or_else(|| AuthError::Invalid(format!("no `{name}` claim")))
         };
-        let expires_at = claims
-            .get("exp")
-            .and_then(Value::as_i64)
-            .and_then(|exp| Utc.timestamp_opt(exp, 0).single());
+        let expires_at = claims.get("exp").map(numeric_date).transpose()?;
         Ok(Principal {
             tenant: text(&self.tenant)?,
             user: text(&self.user)?,
             expires_at,
         })
     }
+}
+
+/// A NumericDate claim (RFC 7519: seconds since the epoch, possibly fractional) as a time.
+/// A claim that is present but not a number is a refusal, never a claim left unchecked.
+fn numeric_date(value: &Value) -> Result<DateTime<Utc>, AuthError> {
+    let seconds = value
+        .as_f64()
+        .filter(|seconds| seconds.is_finite())
+        .ok_or_else(|| AuthError::Invalid("a time claim is not a number".to_owned()))?;
+    // Beyond chrono's range either way: the earliest or the latest time it has.
+    let millis = (seconds * 1000.0).floor();
+    let at = if millis >= i64::MAX as f64 {
+        None
+    } else {
+        Utc.timestamp_millis_opt(millis as i64).single()
+    };
+    Ok(at.unwrap_or(if seconds > 0.0 {
+        DateTime::<Utc>::MAX_UTC
+    } else {
+        DateTime::<Utc>::MIN_UTC
+    }))
 }
 
 /// How a [`JwtAuthenticator`] checks signatures.
@@ -202,8 +220,8 @@ impl JwtAuthenticator {
         if principal.is_expired(now) {
             return Err(AuthError::Expired);
         }
-        if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64)
-            && nbf > now.timestamp()
+        if let Some(nbf) = claims.get("nbf").map(numeric_date).transpose()?
+            && nbf > now
         {
             return Err(AuthError::Invalid("not valid yet".to_owned()));
         }
@@ -351,6 +369,54 @@ mod tests {
             auth.authenticate(&garbage, now()).await,
             Err(AuthError::Invalid("not a JWT".into()))
         );
+    }
+
+    #[tokio::test]
+    async fn fractional_times_are_read_as_numbers_and_unreadable_ones_refused() {
+        let auth = JwtAuthenticator::hs256(b"s3cret");
+        let token = |exp: Value| {
+            hs256(
+                &json!({ "sub": "ann", "tenant": "acme", "exp": exp }),
+                b"s3cret",
+            )
+        };
+        let at = now().timestamp() as f64;
+        for exp in [json!(1.5), json!(at - 3600.0 + 0.5), json!(at - 0.25)] {
+            assert_eq!(
+                auth.authenticate(&token(exp.clone()), now()).await,
+                Err(AuthError::Expired),
+                "exp {exp}"
+            );
+        }
+        let principal = auth
+            .authenticate(&token(json!(at + 0.5)), now())
+            .await
+            .unwrap();
+        assert_eq!(
+            principal.expires_at.unwrap().timestamp_millis(),
+            now().timestamp_millis() + 500
+        );
+        // Expiry during the connection is the same reading.
+        assert!(principal.is_expired(now() + chrono::Duration::milliseconds(500)));
+        for exp in [json!("1900000000"), json!(null), json!({}), json!([1])] {
+            assert!(
+                matches!(
+                    auth.authenticate(&token(exp.clone()), now()).await,
+                    Err(AuthError::Invalid(_))
+                ),
+                "exp {exp}"
+            );
+        }
+        let early = hs256(
+            &json!({ "sub": "ann", "tenant": "acme", "exp": at + 60.0, "nbf": at + 0.5 }),
+            b"s3cret",
+        );
+        assert!(auth.authenticate(&early, now()).await.is_err());
+        let unreadable_nbf = hs256(
+            &json!({ "sub": "ann", "tenant": "acme", "exp": at + 60.0, "nbf": "soon" }),
+            b"s3cret",
+        );
+        assert!(auth.authenticate(&unreadable_nbf, now()).await.is_err());
     }
 
     /// A key made for these tests only, and the JWKS document of its public half.

@@ -14,6 +14,7 @@ use streamer_core::{
     LimitExceeded, Limits, Phase, Principal, Result, Sender, Store, Subscription, SubscriptionKey,
     metric,
 };
+use streamer_schema::document::{Document, Refusal};
 use streamer_schema::execute::{self, OperationKind};
 use streamer_schema::{Services, deliver, next_or_error, prune_connection};
 
@@ -70,16 +71,66 @@ fn is_request_error(response: &async_graphql::Response) -> bool {
         && response.errors.iter().all(|e| e.path.is_empty())
 }
 
+/// How many errors of one operation go back to the client, and how long each message may be:
+/// a document of ten thousand bad directives must not come back as ten thousand errors.
+const MAX_ERRORS: usize = 10;
+const MAX_ERROR_MESSAGE: usize = 512;
+
 fn errors_payload(errors: &[async_graphql::ServerError]) -> Vec<Value> {
-    let payload: Vec<Value> = errors
+    let mut payload: Vec<Value> = errors
         .iter()
-        .filter_map(|e| serde_json::to_value(e).ok())
+        .take(MAX_ERRORS)
+        .filter_map(|e| {
+            let mut e = e.clone();
+            if e.message.len() > MAX_ERROR_MESSAGE {
+                let mut end = MAX_ERROR_MESSAGE;
+                while !e.message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                e.message.truncate(end);
+                e.message.push('…');
+            }
+            serde_json::to_value(e).ok()
+        })
         .collect();
+    if errors.len() > MAX_ERRORS {
+        payload.push(serde_json::json!({
+            "message": format!("{} more errors", errors.len() - MAX_ERRORS),
+        }));
+    }
     if payload.is_empty() {
         vec![serde_json::json!({ "message": "request failed" })]
     } else {
         payload
     }
+}
+
+/// The frame text of `message` within `max` bytes: an `error` over it is cut to one error
+/// that says so, a `pong` loses its payload. `None` when even that is over (an operation id
+/// near the limit): the connection is then closed instead.
+fn bounded(message: &ServerMessage, max: usize) -> Option<String> {
+    let text = message.to_text();
+    if text.len() <= max {
+        return Some(text);
+    }
+    let smaller = match message {
+        ServerMessage::Error { id, .. } => ServerMessage::Error {
+            id: id.clone(),
+            payload: vec![
+                LimitExceeded {
+                    limit: "messageBytes",
+                    what: "the error size in bytes",
+                    actual: text.len(),
+                    max,
+                }
+                .to_graphql(),
+            ],
+        },
+        ServerMessage::Pong { .. } => ServerMessage::Pong { payload: None },
+        ServerMessage::Ping { .. } => ServerMessage::Ping { payload: None },
+        _ => return None,
+    };
+    Some(smaller.to_text()).filter(|text| text.len() <= max)
 }
 
 impl Gateway {
@@ -122,9 +173,11 @@ impl Gateway {
         let outcome = self.auth.authenticate(credentials, self.clock.now()).await;
         match &outcome {
             Ok(principal) => {
-                tracing::info!(%connection_id, tenant = %principal.tenant, user = %principal.user, "authenticated");
+                tracing::info!(%connection_id, tenant = ?principal.tenant, user = ?principal.user, "authenticated");
             }
-            Err(error) => tracing::info!(%connection_id, %error, "not authenticated"),
+            Err(error) => {
+                tracing::info!(%connection_id, error = ?error.to_string(), "not authenticated")
+            }
         }
         outcome
     }
@@ -139,7 +192,7 @@ impl Gateway {
             .await?;
         let others = open.saturating_sub(usize::from(counted));
         if others >= max {
-            tracing::warn!(tenant = %principal.tenant, max, "connection quota exceeded");
+            tracing::warn!(tenant = ?principal.tenant, max, "connection quota exceeded");
         }
         Ok(others < max)
     }
@@ -180,7 +233,7 @@ impl Gateway {
                 body,
             } => {
                 if let Err(error) = self.message(&connection_id, &body).await {
-                    tracing::error!(%connection_id, %error, source = ?std::error::Error::source(&error), "message failed");
+                    tracing::error!(%connection_id, error = ?error.to_string(), source = ?std::error::Error::source(&error), "message failed");
                     self.close(&connection_id, &Close::internal()).await;
                 }
                 response(200)
@@ -290,12 +343,20 @@ impl Gateway {
         Ok(None)
     }
 
+    /// Posts one frame, never over the message size limit (see [`bounded`]).
     async fn post(&self, connection_id: &str, message: &ServerMessage) -> Result<()> {
-        self.sender.post(connection_id, &message.to_text()).await
+        match bounded(message, self.limits.max_message_bytes) {
+            Some(text) => self.sender.post(connection_id, &text).await,
+            None => {
+                let close = Close::bad_request("the answer would be over the message size limit");
+                self.close(connection_id, &close).await;
+                Err(Error::Gone(connection_id.to_owned()))
+            }
+        }
     }
 
     async fn close(&self, connection_id: &str, close: &Close) {
-        tracing::info!(%connection_id, code = close.code, reason = %close.reason, "closing");
+        tracing::info!(%connection_id, code = close.code, reason = ?close.reason, "closing");
         if let Err(error) = self.sender.close(connection_id, close).await {
             tracing::warn!(%connection_id, %error, "close failed");
         }
@@ -365,6 +426,17 @@ impl Gateway {
             .as_mut()
             .and_then(|p| p.remove("authorization"))
             .and_then(|v| v.as_str().and_then(Credentials::bearer));
+        // Kept with the connection and read on every frame: bounded.
+        let kept = payload
+            .as_ref()
+            .map_or(0, |p| serde_json::to_string(p).map_or(0, |text| text.len()));
+        if kept > self.limits.max_init_payload_bytes {
+            tracing::info!(%connection_id, bytes = kept, "refused: connection_init payload too large");
+            return Ok(Some(Close::bad_request(format!(
+                "the connection_init payload is over {} bytes",
+                self.limits.max_init_payload_bytes
+            ))));
+        }
         let principal = match (token, &connection.principal) {
             (None, Some(principal)) => principal.clone(),
             (token, _) => {
@@ -419,27 +491,34 @@ impl Gateway {
         id: String,
         payload: SubscribePayload,
     ) -> Result<Option<Close>> {
-        let checked = LimitExceeded::check(
+        if let Err(exceeded) = LimitExceeded::check(
             "operationId",
             "the operation id length",
             id.chars().count(),
             self.limits.max_operation_id,
-        )
-        .and_then(|()| execute::check_document(&payload.query, &self.limits));
-        if let Err(exceeded) = checked {
+        ) {
             return self.refuse(&connection.id, id, &exceeded).await;
         }
-        let mut request = execute::request(
-            &payload.query,
-            payload.operation_name.as_deref(),
-            payload.variables.as_ref(),
-        );
+        let operation_name = payload.operation_name.as_deref();
+        let variables = payload.variables.as_ref();
+        let document =
+            match Document::prepare(&payload.query, operation_name, variables, &self.limits) {
+                Ok(document) => document,
+                Err(Refusal::Limit(exceeded)) => {
+                    return self.refuse(&connection.id, id, &exceeded).await;
+                }
+                Err(Refusal::Syntax(error)) => {
+                    let payload = errors_payload(&[error]);
+                    self.post(&connection.id, &ServerMessage::Error { id, payload })
+                        .await?;
+                    return Ok(None);
+                }
+            };
+        let mut request = document.request(&payload.query, operation_name, variables);
         if let Some(principal) = &connection.principal {
             request = request.data(principal.clone());
         }
-        if execute::operation_kind(&payload.query, payload.operation_name.as_deref())
-            == Some(OperationKind::Subscription)
-        {
+        if document.kind() == Some(OperationKind::Subscription) {
             return self.subscribe(connection, id, payload, request).await;
         }
         let result = self.schema.execute(request).await;
@@ -541,7 +620,7 @@ impl Gateway {
             principal: connection.principal.clone(),
         };
         self.store.put_subscription(&subscription).await?;
-        tracing::info!(connection_id = %connection.id, operation_id = %id, request_id = %target.request_id, "subscribed");
+        tracing::info!(connection_id = %connection.id, operation_id = ?id, request_id = ?target.request_id, "subscribed");
         metrics::counter!(metric::SUBSCRIPTIONS_STARTED).increment(1);
         match self.store.get_request(&target.request_id).await? {
             Some(_) if let Some(after) = target.after_version => {
@@ -651,8 +730,19 @@ impl Gateway {
 
     /// GraphQL over HTTP (`POST /graphql`): queries and mutations; subscriptions need the
     /// socket. `authorization` is the request's `Authorization` header. Returns the status
-    /// code and the JSON body.
-    pub async fn execute_http(&self, body: &[u8], authorization: Option<&str>) -> (u16, Value) {
+    /// code and the JSON body. The caller is authenticated before anything is read of the
+    /// body, the body and the answer are held to the message size limit, and the document to
+    /// the document limits, as on the socket.
+    ///
+    /// The body must be sent as `application/json`: a web page can post any other type to
+    /// a developer's local server without a preflight, so accepting it would let any page
+    /// enqueue or cancel jobs there (415 otherwise).
+    pub async fn execute_http(
+        &self,
+        body: &[u8],
+        authorization: Option<&str>,
+        content_type: Option<&str>,
+    ) -> (u16, String) {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct HttpRequest {
@@ -660,30 +750,24 @@ impl Gateway {
             operation_name: Option<String>,
             variables: Option<serde_json::Map<String, Value>>,
         }
-        let request: HttpRequest = match serde_json::from_slice(body) {
-            Ok(request) => request,
-            Err(error) => {
-                let message = format!("the body must be a JSON GraphQL request: {error}");
-                return (
-                    400,
-                    serde_json::json!({ "errors": [{ "message": message }] }),
-                );
-            }
+        let errors = |status: u16, error: Value| {
+            (status, serde_json::json!({ "errors": [error] }).to_string())
         };
-        if execute::operation_kind(&request.query, request.operation_name.as_deref())
-            == Some(OperationKind::Subscription)
-        {
-            let message = "subscriptions need the WebSocket endpoint (graphql-transport-ws)";
-            return (
-                400,
-                serde_json::json!({ "errors": [{ "message": message }] }),
-            );
+        let message = |text: String| serde_json::json!({ "message": text });
+        let json = content_type
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            let text = "the body must be sent as application/json".to_owned();
+            return errors(415, message(text));
         }
-        if let Err(exceeded) = execute::check_document(&request.query, &self.limits) {
-            return (
-                400,
-                serde_json::json!({ "errors": [exceeded.to_graphql()] }),
-            );
+        if let Err(exceeded) = LimitExceeded::check(
+            "messageBytes",
+            "the request body size in bytes",
+            body.len(),
+            self.limits.max_message_bytes,
+        ) {
+            return errors(413, exceeded.to_graphql());
         }
         let credentials = Credentials {
             token: authorization.and_then(Credentials::bearer),
@@ -696,16 +780,47 @@ impl Gateway {
                     "message": error.to_string(),
                     "extensions": { "code": "UNAUTHENTICATED" },
                 });
-                return (401, serde_json::json!({ "errors": [error] }));
+                return errors(401, error);
             }
         };
-        let request = execute::request(
-            &request.query,
-            request.operation_name.as_deref(),
-            request.variables.as_ref(),
-        )
-        .data(principal);
-        let result = self.schema.execute(request).await;
-        (200, serde_json::to_value(&result).unwrap_or_default())
+        let request: HttpRequest = match serde_json::from_slice(body) {
+            Ok(request) => request,
+            Err(error) => {
+                let text = format!("the body must be a JSON GraphQL request: {error}");
+                return errors(400, message(text));
+            }
+        };
+        let operation_name = request.operation_name.as_deref();
+        let variables = request.variables.as_ref();
+        let document =
+            match Document::prepare(&request.query, operation_name, variables, &self.limits) {
+                Ok(document) => document,
+                Err(Refusal::Limit(exceeded)) => return errors(400, exceeded.to_graphql()),
+                Err(Refusal::Syntax(error)) => {
+                    let payload = errors_payload(&[error]);
+                    return (400, serde_json::json!({ "errors": payload }).to_string());
+                }
+            };
+        if document.kind() == Some(OperationKind::Subscription) {
+            let text = "subscriptions need the WebSocket endpoint (graphql-transport-ws)";
+            return errors(400, message(text.to_owned()));
+        }
+        let request = document
+            .request(&request.query, operation_name, variables)
+            .data(principal);
+        let mut result = self.schema.execute(request).await;
+        if result.errors.len() > MAX_ERRORS {
+            result.errors.truncate(MAX_ERRORS);
+        }
+        let text = serde_json::to_string(&result).unwrap_or_default();
+        match LimitExceeded::check(
+            "messageBytes",
+            "the result size in bytes",
+            text.len(),
+            self.limits.max_message_bytes,
+        ) {
+            Ok(()) => (200, text),
+            Err(exceeded) => errors(200, exceeded.to_graphql()),
+        }
     }
 }

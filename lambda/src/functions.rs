@@ -155,13 +155,20 @@ async fn gateway_event(gateway: &Gateway, payload: Value) -> Result<Value, Error
             (Some(body), false) => body.into_bytes(),
             (None, _) => Vec::new(),
         };
-        let (status, answer) = gateway.execute_http(&body, authorization.as_deref()).await;
+        let content_type = request
+            .headers
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let (status, answer) = gateway
+            .execute_http(&body, authorization.as_deref(), content_type.as_deref())
+            .await;
         let mut response = ApiGatewayV2httpResponse::default();
         response.status_code = i64::from(status);
         response
             .headers
             .insert("content-type", "application/json".parse()?);
-        response.body = Some(Body::Text(answer.to_string()));
+        response.body = Some(Body::Text(answer));
         return Ok(serde_json::to_value(response)?);
     }
     Err("neither an API Gateway WebSocket event nor an HTTP request (payload format 2.0)".into())

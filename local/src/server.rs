@@ -130,14 +130,15 @@ async fn graphql(State(server): State<Server>, headers: HeaderMap, body: Bytes) 
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    let (status, body) = server.gateway.execute_http(&body, authorization).await;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    let (status, body) = server
+        .gateway
+        .execute_http(&body, authorization, content_type)
+        .await;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn upgrade(

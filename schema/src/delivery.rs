@@ -326,7 +326,7 @@ fn too_large(id: &str, bytes: usize, limits: &Limits) -> Option<ServerMessage> {
         limits.max_message_bytes,
     )
     .err()?;
-    tracing::warn!(operation_id = %id, %exceeded, "result too large");
+    tracing::warn!(operation_id = ?id, %exceeded, "result too large");
     Some(ServerMessage::Error {
         id: id.to_owned(),
         payload: vec![exceeded.to_graphql()],

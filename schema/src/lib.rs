@@ -18,6 +18,7 @@
 
 mod bridge;
 pub mod delivery;
+pub mod document;
 pub mod execute;
 pub mod handler;
 mod projection;

@@ -60,8 +60,8 @@ pub(crate) fn quota_error(
 }
 
 /// The default page size of `requests`, and its maximum.
-const DEFAULT_PAGE: usize = 20;
-const MAX_PAGE: usize = 100;
+pub(crate) const DEFAULT_PAGE: usize = 20;
+pub(crate) const MAX_PAGE: usize = 100;
 
 /// A GraphQL error a client may see: a message and `extensions.code`, nothing internal.
 pub(crate) fn client_error(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
@@ -106,6 +106,16 @@ fn decode_cursor(cursor: &str) -> Result<String, async_graphql::Error> {
                 "`after` is not a cursor this API returned",
             )
         })
+}
+
+/// The `id: ID!` argument. The spec coerces an Int literal or variable to ID, so `5` is the
+/// id "5" (a client never sees "not a string").
+fn id_arg(ctx: &ResolverContext<'_>) -> async_graphql::Result<String> {
+    match ctx.args.try_get("id")?.as_value() {
+        GqlValue::String(id) => Ok(id.clone()),
+        GqlValue::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        _ => Err(client_error("BAD_USER_INPUT", "`id` is not an ID")),
+    }
 }
 
 /// An argument, unless it is absent or null (a variable left out arrives as null).
@@ -314,7 +324,7 @@ fn query_type() -> Object {
                 FieldFuture::new(async move {
                     let services = ctx.data::<Services>()?;
                     let caller = principal(&ctx)?;
-                    let id = ctx.args.try_get("id")?.string()?;
+                    let id = &id_arg(&ctx)?;
                     let request = services.store.get_request(id).await.map_err(from_core)?;
                     // Another tenant's request is answered as an unknown one: null.
                     Ok(request
@@ -393,13 +403,23 @@ fn query_type() -> Object {
 /// The longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-/// The request id of a keyed enqueue: the same tenant, action and key always name the same
-/// request; another tenant's same key names another.
-fn keyed_id(tenant: &str, action: &str, key: &str) -> String {
-    format!(
-        "k{}",
-        URL_SAFE_NO_PAD.encode(format!("{tenant}\n{action}\n{key}"))
-    )
+/// The request id of a keyed enqueue: the same scope (the tenant, and the user where only
+/// owners may act), action and key always name the same request; any other scope names
+/// another. A hash of the parts, each prefixed with its length so that no choice of names
+/// makes two scopes meet, and so that the id reveals neither the tenant nor the key.
+fn keyed_id(caller: &Principal, access: Access, action: &str, key: &str) -> String {
+    use sha2::Digest;
+    let user = match access {
+        Access::Tenant => "",
+        Access::Owner => caller.user.as_str(),
+    };
+    let mut hash = sha2::Sha256::new();
+    for part in [caller.tenant.as_str(), user, action, key] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    let digest = hash.finalize();
+    format!("k{}", URL_SAFE_NO_PAD.encode(&digest[..24]))
 }
 
 /// What the enqueueing mutations take besides the input.
@@ -524,7 +544,7 @@ async fn enqueue(
     let now = services.clock.now();
     check_quotas(services, caller, now).await?;
     let id = match key {
-        Some(key) => keyed_id(&caller.tenant, handler.action(), key),
+        Some(key) => keyed_id(caller, services.access, handler.action(), key),
         None => services.ids.next_id(),
     };
     let request = AsyncRequest::new(id, handler.action(), payload, now)
@@ -539,7 +559,9 @@ async fn enqueue(
                 .await
                 .map_err(from_core)?
                 .ok_or_else(|| client_error("INTERNAL", "the keyed request vanished"))?;
-            if existing.payload != request.payload {
+            // Only the scope that made it may see it; the hash makes anything else a
+            // collision, answered as a reuse without a word about the other request.
+            if existing.payload != request.payload || !services.access.allows(caller, &existing) {
                 return Err(client_error(
                     "IDEMPOTENCY_KEY_REUSED",
                     "this idempotency key was used with a different input",
@@ -588,7 +610,7 @@ fn request_move(
         FieldFuture::new(async move {
             let services = ctx.data::<Services>()?;
             let caller = principal(&ctx)?;
-            let id = ctx.args.try_get("id")?.string()?;
+            let id = &id_arg(&ctx)?;
             let change = |request: &mut AsyncRequest, now| {
                 // Another tenant's request is answered as an unknown one.
                 if !services.access.allows(caller, request) {
@@ -657,7 +679,7 @@ fn subscription_type() -> Subscription {
             TypeRef::named_nn("AsyncRequest"),
             |ctx| {
                 SubscriptionFieldFuture::new(async move {
-                    let id = ctx.args.try_get("id")?.string()?.to_owned();
+                    let id = id_arg(&ctx)?;
                     let after_version = match arg(&ctx, "afterVersion") {
                         Some(v) => Some(u64::try_from(v.i64()?).map_err(|_| {
                             client_error("BAD_USER_INPUT", "`afterVersion` must not be negative")
