@@ -88,6 +88,8 @@ impl Tables {
             active.remove(id);
         }
         self.request_order.remove(&position);
+        // Its history goes with it: on DynamoDB the history items carry the same TTL.
+        self.history.remove(id);
         if let Some(listed) = self.by_status.get_mut(&request.status) {
             listed.remove(&position);
         }
@@ -201,6 +203,26 @@ impl MemoryStore {
             }
         }
         before - (tables.connections.len() + tables.subscriptions.len() + tables.requests.len())
+    }
+
+    /// Deletes the requests that ended (COMPLETED, FAILED, CANCELLED) before `before`, with
+    /// their history, as TTL deletions: a retention shorter than the TTL attribute's.
+    /// Returns how many went.
+    pub fn expire_ended(&self, before: DateTime<Utc>) -> usize {
+        let mut tables = self.tables();
+        let ended: Vec<String> = tables
+            .requests
+            .values()
+            .filter(|(_, r)| r.status.is_terminal() && r.updated_at < before)
+            .map(|(_, r)| r.id.clone())
+            .collect();
+        let count = ended.len();
+        for id in ended {
+            if let Some(request) = tables.remove_request(&id) {
+                tables.emit(ChangeKind::Expire, Some(request), None);
+            }
+        }
+        count
     }
 }
 

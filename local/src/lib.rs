@@ -6,15 +6,17 @@
 //!
 //! - [`server`]: [`Server`], the WebSocket + HTTP server (`/graphql`, `/@connections/{id}`, GraphiQL).
 //! - `events`: socket happenings → API Gateway WebSocket events.
+//! - `listener`: accepting connections with a handshake timeout and a bound on pending ones.
 //! - [`sockets`]: the open sockets and [`LocalSender`].
 //! - [`stack`]: [`Stack`], everything wired together on a [`Backend`]: the embedded store
 //!   ([`Embedded`]) by default.
 
 mod events;
+mod listener;
 pub mod server;
 pub mod sockets;
 pub mod stack;
 
-pub use server::{Server, Timeouts};
+pub use server::{Server, SocketLimits, Timeouts};
 pub use sockets::{LocalSender, Sockets};
 pub use stack::{Backend, Embedded, Stack, StackBuilder};

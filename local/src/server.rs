@@ -5,7 +5,6 @@
 //! serves `POST /graphql` and GraphiQL at `GET /`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,6 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use chrono::Utc;
 use futures::StreamExt;
 use futures::stream::SplitStream;
@@ -27,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::events::{self, Frame};
+use crate::listener::{GuardedListener, Peer};
 use crate::sockets::{Outbox, Outgoing, Socket, Sockets};
 
 /// The timers of a connection.
@@ -52,6 +51,39 @@ impl Default for Timeouts {
     }
 }
 
+/// What the server takes from clients, as API Gateway limits it; each can be changed, for
+/// tests or to be stricter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketLimits {
+    /// Largest frame from a client: 32 KiB, API Gateway's. A larger one closes the connection
+    /// with 1009.
+    pub frame_bytes: usize,
+    /// Largest message from a client, its frames together: 128 KiB, API Gateway's (1009).
+    pub message_bytes: usize,
+    /// Most bytes waiting for a client that does not read: 4 MiB. A socket over it for
+    /// [`SocketLimits::queue_grace`], or over eight times it at all, is closed with 1008.
+    pub queue_bytes: usize,
+    /// How long a socket may stay over [`SocketLimits::queue_bytes`]: 10 s.
+    pub queue_grace: Duration,
+    /// How long a client has to send its request head (the handshake): 5 s.
+    pub handshake_timeout: Duration,
+    /// Most connections in their handshake at once: 256; more are dropped at once.
+    pub pending_handshakes: usize,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        Self {
+            frame_bytes: 32 * 1024,
+            message_bytes: 128 * 1024,
+            queue_bytes: 4 * 1024 * 1024,
+            queue_grace: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            pending_handshakes: 256,
+        }
+    }
+}
+
 /// What the server needs: the gateway to call, the sockets it shares with [`crate::LocalSender`],
 /// where connection ids come from, and the connections' timers.
 #[derive(Debug, Clone)]
@@ -60,6 +92,7 @@ pub struct Server {
     sockets: Sockets,
     connection_ids: Arc<dyn IdGenerator>,
     timeouts: Timeouts,
+    limits: SocketLimits,
 }
 
 impl Server {
@@ -70,7 +103,14 @@ impl Server {
             sockets,
             connection_ids,
             timeouts: Timeouts::default(),
+            limits: SocketLimits::default(),
         }
+    }
+
+    /// With these limits on what clients send instead of API Gateway's.
+    pub fn with_socket_limits(mut self, limits: SocketLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// With these timers instead of API Gateway's.
@@ -94,16 +134,15 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let listener = GuardedListener::new(
+            listener,
+            self.limits.pending_handshakes,
+            self.limits.handshake_timeout,
+        );
         let app = self
             .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        // Frames go out as soon as they are flushed, as API Gateway's do: no Nagle delay
-        // behind an unacknowledged frame.
-        let listener = listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "TCP_NODELAY not set");
-            }
-        });
+            .layer(axum::extract::DefaultBodyLimit::max(HTTP_BODY_BYTES))
+            .into_make_service_with_connect_info::<Peer>();
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
@@ -119,6 +158,11 @@ async fn graphiql() -> Html<String> {
             .finish(),
     )
 }
+
+/// The largest HTTP body read (`POST /graphql`, the Management API): the gateway refuses
+/// anything over the message size limit, and the Management API anything over 128 KB, so
+/// a body is never read whole past this.
+const HTTP_BODY_BYTES: usize = 256 * 1024;
 
 /// The read buffer of a client socket; a larger frame still arrives, in several reads.
 const SOCKET_READ_BUFFER: usize = 4 * 1024;
@@ -143,7 +187,7 @@ async fn graphql(State(server): State<Server>, headers: HeaderMap, body: Bytes) 
 
 async fn upgrade(
     State(server): State<Server>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
@@ -184,10 +228,16 @@ async fn upgrade(
     // sender yields (see `Outbox`), so writes are buffered only until then.
     let ws = ws
         .read_buffer_size(SOCKET_READ_BUFFER)
-        .write_buffer_size(SOCKET_WRITE_BUFFER);
+        .write_buffer_size(SOCKET_WRITE_BUFFER)
+        .max_frame_size(server.limits.frame_bytes)
+        .max_message_size(server.limits.message_bytes);
     ws.on_upgrade(move |socket| {
         let (sink, stream) = socket.split();
-        let outbox = Arc::new(Outbox::new(sink));
+        let outbox = Arc::new(Outbox::new(
+            sink,
+            server.limits.queue_bytes,
+            server.limits.queue_grace,
+        ));
         let entry = Socket {
             outbox: Arc::clone(&outbox),
             connected_at,
@@ -253,7 +303,17 @@ async fn serve_socket(
                     Some(Ok(Message::Close(frame))) => {
                         break (frame.as_ref().map(|f| f.code), frame.as_ref().map(|f| f.reason.to_string()));
                     }
-                    Some(Err(_)) | None => break (Some(1006), None),
+                    Some(Err(error)) => match refusal(error) {
+                        // A frame API Gateway would refuse: closed with the code it would use.
+                        Some(close) => {
+                            tracing::info!(%connection_id, code = close.code, "closing: bad frame");
+                            let _ = server.sockets.send(&connection_id, Outgoing::Close(close.clone()));
+                            let _ = tokio::time::timeout(Duration::from_secs(1), &mut closed_rx).await;
+                            break (Some(close.code), Some(close.reason));
+                        }
+                        None => break (Some(1006), None),
+                    },
+                    None => break (Some(1006), None),
                 };
                 server.sockets.touch(&connection_id, Utc::now());
                 idle.as_mut().reset(tokio::time::Instant::now() + timeouts.idle);
@@ -278,6 +338,29 @@ async fn serve_socket(
             connected_at,
         ))
         .await;
+}
+
+/// The close for a frame the socket refused to read: 1009 for one over the size limits, 1007
+/// for a text frame that is not UTF-8; `None` when the socket itself failed.
+fn refusal(error: &axum::Error) -> Option<streamer_core::protocol::Close> {
+    use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = error.source();
+    while let Some(error) = source {
+        if let Some(error) = error.downcast_ref::<WsError>() {
+            let (code, reason) = match error {
+                WsError::Capacity(_) => (1009, "Message too big"),
+                WsError::Utf8(_) => (1007, "Invalid frame payload data"),
+                _ => return None,
+            };
+            return Some(streamer_core::protocol::Close {
+                code,
+                reason: reason.to_owned(),
+            });
+        }
+        source = error.source();
+    }
+    None
 }
 
 /// How API Gateway closes an idle or too old connection.

@@ -36,7 +36,15 @@ pub(crate) struct Outbox {
     state: Mutex<OutboxState>,
     /// Signalled when the writer has work: queued frames, a write it must flush, or the end.
     work: Notify,
+    /// Signalled when the client fell too far behind: the writer drops the socket.
+    stop: Notify,
+    /// Bytes that may wait for a slow client, and for how long a socket may stay over that.
+    queue_bytes: usize,
+    queue_grace: std::time::Duration,
 }
+
+/// A socket is closed at once when this many times its queue bound waits.
+const QUEUE_HARD_FACTOR: usize = 8;
 
 #[derive(Debug)]
 struct OutboxState {
@@ -50,10 +58,14 @@ struct OutboxState {
     /// Frames are taken; once false (closed, failed or the connection gone), a send is
     /// refused as to a gone connection.
     open: bool,
+    /// Bytes queued or in the writer's hands, not yet taken by the socket.
+    waiting_bytes: usize,
+    /// Since when `waiting_bytes` is over the bound.
+    over_since: Option<tokio::time::Instant>,
 }
 
 impl Outbox {
-    pub(crate) fn new(sink: Sink) -> Self {
+    pub(crate) fn new(sink: Sink, queue_bytes: usize, queue_grace: std::time::Duration) -> Self {
         Self {
             state: Mutex::new(OutboxState {
                 sink: Some(sink),
@@ -61,8 +73,13 @@ impl Outbox {
                 unflushed: false,
                 flush_spawned: false,
                 open: true,
+                waiting_bytes: 0,
+                over_since: None,
             }),
             work: Notify::new(),
+            stop: Notify::new(),
+            queue_bytes,
+            queue_grace,
         }
     }
 
@@ -96,12 +113,41 @@ impl Outbox {
                 }
             }
             Err(frame) => {
+                if let Outgoing::Text(text) = &frame {
+                    state.waiting_bytes += text.len();
+                }
                 state.queue.push_back(frame);
+                if self.over_bound(&mut state) {
+                    // The client does not read: what waits for it is dropped with the socket.
+                    tracing::warn!(
+                        bytes = state.waiting_bytes,
+                        "closing a socket whose client does not read"
+                    );
+                    state.open = false;
+                    state.queue.clear();
+                    state.waiting_bytes = 0;
+                    drop(state);
+                    self.stop.notify_one();
+                    return false;
+                }
                 drop(state);
                 self.work.notify_one();
             }
         }
         true
+    }
+
+    /// Whether the frames waiting for the client have been over the bound too long, or are
+    /// far over it.
+    fn over_bound(&self, state: &mut OutboxState) -> bool {
+        if state.waiting_bytes <= self.queue_bytes {
+            state.over_since = None;
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        let since = *state.over_since.get_or_insert(now);
+        state.waiting_bytes > self.queue_bytes.saturating_mul(QUEUE_HARD_FACTOR)
+            || now.duration_since(since) > self.queue_grace
     }
 
     /// Flushes on the sender's runtime once the sender yields; outside a runtime, the writer
@@ -171,9 +217,22 @@ impl Outbox {
                 for frame in frames {
                     match frame {
                         Outgoing::Text(text) => {
-                            if sink.feed(Message::Text(text.into())).await.is_err() {
+                            let bytes = text.len();
+                            let fed = tokio::select! {
+                                fed = sink.feed(Message::Text(text.into())) => fed.is_ok(),
+                                () = self.stop.notified() => {
+                                    let _ = closed.send((1008, "Client does not read".to_owned()));
+                                    return;
+                                }
+                            };
+                            if !fed {
                                 self.fail(sink).await;
                                 return;
+                            }
+                            let mut state = self.lock();
+                            state.waiting_bytes = state.waiting_bytes.saturating_sub(bytes);
+                            if state.waiting_bytes <= self.queue_bytes {
+                                state.over_since = None;
                             }
                         }
                         Outgoing::Close(close) => {

@@ -19,7 +19,11 @@ use streamer_schema::{Handlers, Services};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::{LocalSender, Server, Sockets, Timeouts};
+use crate::{LocalSender, Server, SocketLimits, Sockets, Timeouts};
+
+/// How long the embedded store keeps a request after it ended: a day. Items past their TTL
+/// attribute (a week after their last change, as on DynamoDB) go too.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How many times a failed change is handled again before it is given up (and logged).
 const CHANGE_ATTEMPTS: u32 = 5;
@@ -36,6 +40,11 @@ pub trait Backend: Send + std::fmt::Debug + 'static {
     fn sender(&self, endpoint: &str, sockets: &Sockets) -> Arc<dyn Sender>;
     /// Feeds `processor` with the store's changes until the stack stops.
     async fn feed(self: Box<Self>, processor: Processor);
+    /// The store whose TTL the stack runs itself, as DynamoDB runs it for its tables: the
+    /// embedded store. `None` for a store that expires its own items.
+    fn ttl(&self) -> Option<Arc<MemoryStore>> {
+        None
+    }
 }
 
 /// The embedded store: changes reach the processor through its in-process feed, pushes go
@@ -69,6 +78,10 @@ impl Backend for Embedded {
 
     fn sender(&self, _endpoint: &str, sockets: &Sockets) -> Arc<dyn Sender> {
         Arc::new(LocalSender::new(sockets.clone()))
+    }
+
+    fn ttl(&self) -> Option<Arc<MemoryStore>> {
+        Some(Arc::clone(&self.store))
     }
 
     /// Hands the change feed to the processor: each request's changes go, in order, to one
@@ -131,6 +144,8 @@ pub struct StackBuilder {
     connection_ids: Arc<dyn IdGenerator>,
     job_concurrency: usize,
     timeouts: Timeouts,
+    socket_limits: SocketLimits,
+    retention: Duration,
     limits: Limits,
     lease: Duration,
     sweep_every: Duration,
@@ -210,6 +225,20 @@ impl StackBuilder {
         self
     }
 
+    /// Limits what clients may send and leave unread ([`SocketLimits`]) instead of API
+    /// Gateway's limits.
+    pub fn with_socket_limits(mut self, limits: SocketLimits) -> Self {
+        self.socket_limits = limits;
+        self
+    }
+
+    /// Keeps ended requests (and their history) for `retention` on the embedded store
+    /// instead of [`DEFAULT_RETENTION`].
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
     /// Builds the stack on the embedded store.
     ///
     /// # Errors
@@ -254,9 +283,11 @@ impl StackBuilder {
             .with_lease(self.lease)
             .with_time_limit(self.time_limit);
         let dispatcher = TaskDispatcher::new(worker, self.job_concurrency);
-        let server =
-            Server::new(gateway, sockets.clone(), self.connection_ids).with_timeouts(self.timeouts);
+        let server = Server::new(gateway, sockets.clone(), self.connection_ids)
+            .with_timeouts(self.timeouts)
+            .with_socket_limits(self.socket_limits);
         Ok(Stack {
+            retention: self.retention,
             limits: self.limits,
             clock: self.clock,
             sweep: (
@@ -289,6 +320,7 @@ pub struct Stack {
     limits: Limits,
     clock: Arc<dyn Clock>,
     sweep: (Duration, SweepOptions),
+    retention: Duration,
 }
 
 impl Stack {
@@ -301,6 +333,8 @@ impl Stack {
             connection_ids: Arc::new(RandomIds),
             job_concurrency: 64,
             timeouts: Timeouts::default(),
+            socket_limits: SocketLimits::default(),
+            retention: DEFAULT_RETENTION,
             limits: Limits::default(),
             lease: DEFAULT_LEASE,
             sweep_every: Duration::from_secs(1),
@@ -336,8 +370,11 @@ impl Stack {
             Arc::new(self.dispatcher.clone()),
         )
         .with_limits(self.limits);
+        let ttl = self.backend.ttl();
         let pipeline = Pipeline::start(self.backend.feed(processor))?;
         let (every, options) = self.sweep;
+        let (clock, retention) = (Arc::clone(&self.clock), self.retention);
+        let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
         let sweeper = Sweeper::new(
             Arc::clone(&self.store),
             Arc::new(LocalSender::new(self.sockets.clone())),
@@ -352,6 +389,14 @@ impl Stack {
                 ticks.tick().await;
                 if let Err(error) = sweeper.sweep().await {
                     tracing::error!(%error, "sweep failed");
+                }
+                if let Some(store) = &ttl {
+                    let now = clock.now();
+                    let expired = store.expire(now)
+                        + store.expire_ended(now.checked_sub_signed(retention).unwrap_or(now));
+                    if expired > 0 {
+                        tracing::debug!(expired, "expired");
+                    }
                 }
             }
         });
