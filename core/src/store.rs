@@ -58,6 +58,14 @@ impl Change {
         }
     }
 
+    /// The new image when this change asked a running request to cancel.
+    pub fn cancelled_while_running(&self) -> Option<&AsyncRequest> {
+        let new = self.new.as_deref()?;
+        let asked_before = self.old.as_ref().is_some_and(|old| old.cancel_requested);
+        (new.status == RequestStatus::Running && new.cancel_requested && !asked_before)
+            .then_some(new)
+    }
+
     /// The new image when this change made the request runnable (enqueued or re-driven).
     pub fn enqueued(&self) -> Option<&AsyncRequest> {
         let new = self.new.as_deref()?;

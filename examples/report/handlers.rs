@@ -37,6 +37,19 @@ pub(crate) struct Report {
 #[derive(Debug)]
 pub(crate) struct GenerateReport;
 
+/// The largest report, and the longest pause between its steps (a minute): a client cannot
+/// hold a job slot for longer than five of them.
+const MAX_ROWS: i32 = 1_000_000;
+const MAX_STEP_DELAY_MS: i32 = 60_000;
+
+/// Waits `step`, or stops at once when the request is cancelled.
+async fn pause(job: &JobContext, step: Duration) -> Result<(), JobError> {
+    tokio::select! {
+        () = tokio::time::sleep(step) => Ok(()),
+        () = job.cancelled() => Err(JobError::cancelled()),
+    }
+}
+
 impl Handler for GenerateReport {
     const ACTION: &'static str = "generateReport";
     type Input = GenerateReportInput;
@@ -49,10 +62,10 @@ impl Handler for GenerateReport {
     ) -> Result<Report, JobError> {
         let rows = input.rows.unwrap_or(1000);
         let step_delay_ms = input.step_delay_ms.unwrap_or(300);
-        if rows < 0 || step_delay_ms < 0 {
+        if !(0..=MAX_ROWS).contains(&rows) || !(0..=MAX_STEP_DELAY_MS).contains(&step_delay_ms) {
             return Err(JobError::permanent(
                 "BAD_INPUT",
-                "rows and stepDelayMs must not be negative",
+                format!("rows is 0 to {MAX_ROWS} and stepDelayMs 0 to {MAX_STEP_DELAY_MS}"),
             ));
         }
         let step = Duration::from_millis(step_delay_ms as u64);
@@ -66,10 +79,10 @@ impl Handler for GenerateReport {
             (0.95, "uploading".to_owned()),
         ];
         for (fraction, message) in steps {
-            tokio::time::sleep(step).await;
+            pause(&job, step).await?;
             job.progress(fraction, message).await?;
         }
-        tokio::time::sleep(step).await;
+        pause(&job, step).await?;
         Ok(Report {
             url: format!(
                 "https://reports.example.com/{}/{}-{}.csv",

@@ -13,7 +13,8 @@ use streamer_core::{
 };
 use streamer_gateway::Gateway;
 use streamer_processor::{
-    DEFAULT_LEASE, DEFAULT_TIME_LIMIT, Processor, SweepOptions, Sweeper, TaskDispatcher, Worker,
+    DEFAULT_CANCEL_GRACE, DEFAULT_LEASE, DEFAULT_TIME_LIMIT, Processor, SweepOptions, Sweeper,
+    TaskDispatcher, Worker,
 };
 use streamer_schema::{Handlers, Services};
 use tokio::net::TcpListener;
@@ -143,6 +144,8 @@ pub struct StackBuilder {
     ids: Arc<dyn IdGenerator>,
     connection_ids: Arc<dyn IdGenerator>,
     job_concurrency: usize,
+    tenant_job_share: Option<usize>,
+    cancel_grace: Duration,
     timeouts: Timeouts,
     socket_limits: SocketLimits,
     retention: Duration,
@@ -225,6 +228,20 @@ impl StackBuilder {
         self
     }
 
+    /// Runs at most `share` jobs of one tenant at once, instead of three quarters of the job
+    /// concurrency ([`streamer_processor::local::default_tenant_share`]).
+    pub fn with_tenant_job_share(mut self, share: usize) -> Self {
+        self.tenant_job_share = Some(share);
+        self
+    }
+
+    /// Gives a cancelled handler `grace` to stop before its attempt is dropped, instead of
+    /// [`DEFAULT_CANCEL_GRACE`].
+    pub fn with_cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
+        self
+    }
+
     /// Limits what clients may send and leave unread ([`SocketLimits`]) instead of API
     /// Gateway's limits.
     pub fn with_socket_limits(mut self, limits: SocketLimits) -> Self {
@@ -282,7 +299,11 @@ impl StackBuilder {
         let worker = Worker::new(Arc::clone(&store), Arc::clone(&self.clock), self.handlers)
             .with_lease(self.lease)
             .with_time_limit(self.time_limit);
-        let dispatcher = TaskDispatcher::new(worker, self.job_concurrency);
+        let worker = worker.with_cancel_grace(self.cancel_grace);
+        let share = self.tenant_job_share.unwrap_or_else(|| {
+            streamer_processor::local::default_tenant_share(self.job_concurrency)
+        });
+        let dispatcher = TaskDispatcher::with_tenant_share(worker, self.job_concurrency, share);
         let server = Server::new(gateway, sockets.clone(), self.connection_ids)
             .with_timeouts(self.timeouts)
             .with_socket_limits(self.socket_limits);
@@ -332,6 +353,8 @@ impl Stack {
             ids: Arc::new(RandomIds),
             connection_ids: Arc::new(RandomIds),
             job_concurrency: 64,
+            tenant_job_share: None,
+            cancel_grace: DEFAULT_CANCEL_GRACE,
             timeouts: Timeouts::default(),
             socket_limits: SocketLimits::default(),
             retention: DEFAULT_RETENTION,

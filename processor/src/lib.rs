@@ -20,4 +20,6 @@ pub use local::TaskDispatcher;
 pub use processor::{BatchOutcome, Dispatcher, Processor};
 pub use streamer_schema::JOB_BACKOFF;
 pub use sweeper::{SweepOptions, SweepReport, Sweeper};
-pub use worker::{DEFAULT_LEASE, DEFAULT_TIME_LIMIT, Outcome, Worker};
+pub use worker::{
+    CancelSignal, DEFAULT_CANCEL_GRACE, DEFAULT_LEASE, DEFAULT_TIME_LIMIT, Outcome, Worker,
+};

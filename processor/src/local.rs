@@ -10,11 +10,13 @@ use streamer_core::{AsyncRequest, Result};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
-use crate::{Dispatcher, Outcome, Worker};
+use crate::{CancelSignal, Dispatcher, Outcome, Worker};
 
-/// Runs each job in its own task, at most `limit` at once. Jobs waiting for a slot start
-/// highest priority first, in dispatch order within a priority; retries are re-dispatched
-/// after their backoff, with their priority.
+/// Runs each job in its own task, at most `limit` at once, and at most a tenant's share of
+/// them for one tenant, so that one tenant's backlog never holds every slot. Jobs waiting for
+/// a slot start highest priority first, in dispatch order within a priority, skipping
+/// tenants at their share; retries are re-dispatched after their backoff, with their
+/// priority. A cancelled job is signalled at once ([`CancelSignal`]).
 #[derive(Debug, Clone)]
 pub struct TaskDispatcher {
     inner: Arc<Inner>,
@@ -27,7 +29,9 @@ struct Inner {
     waiting: Mutex<Waiting>,
     /// Signalled when a job joins `waiting`.
     queued: Arc<Notify>,
-    running: Mutex<HashMap<String, AbortHandle>>,
+    running: Mutex<HashMap<String, Running>>,
+    /// Most jobs of one tenant at once.
+    tenant_share: usize,
     /// Started on the first dispatch, so that the dispatcher can be built outside a runtime.
     scheduler: std::sync::OnceLock<AbortHandle>,
 }
@@ -40,12 +44,50 @@ impl Drop for Inner {
     }
 }
 
+/// A job running in its task.
+#[derive(Debug)]
+struct Running {
+    task: AbortHandle,
+    cancel: CancelSignal,
+}
+
 /// Jobs waiting for a slot.
 #[derive(Debug, Default)]
 struct Waiting {
     jobs: BinaryHeap<Waiter>,
     /// Dispatches so far: the tie-break that keeps one priority first in, first out.
     dispatched: u64,
+    /// Jobs running now, by tenant.
+    running: HashMap<String, usize>,
+}
+
+impl Waiting {
+    /// The best waiting job whose tenant is under its share, taken off the queue and
+    /// counted as running.
+    fn next(&mut self, share: usize) -> Option<Waiter> {
+        let mut skipped = Vec::new();
+        let next = loop {
+            let Some(waiter) = self.jobs.pop() else {
+                break None;
+            };
+            if self.running.get(&waiter.tenant).copied().unwrap_or(0) < share {
+                *self.running.entry(waiter.tenant.clone()).or_default() += 1;
+                break Some(waiter);
+            }
+            skipped.push(waiter);
+        };
+        self.jobs.extend(skipped);
+        next
+    }
+
+    fn ended(&mut self, tenant: &str) {
+        if let Some(count) = self.running.get_mut(tenant) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.running.remove(tenant);
+            }
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -53,6 +95,7 @@ struct Waiter {
     priority: i32,
     sequence: u64,
     request_id: String,
+    tenant: String,
 }
 
 impl Ord for Waiter {
@@ -70,9 +113,21 @@ impl PartialOrd for Waiter {
     }
 }
 
+/// The share of the job slots one tenant may hold by default: three quarters, so that a
+/// quarter is always left to the others.
+pub fn default_tenant_share(limit: usize) -> usize {
+    (limit.max(1) * 3 / 4).max(1)
+}
+
 impl TaskDispatcher {
-    /// At most `limit` jobs run at once; the others wait for a slot.
+    /// At most `limit` jobs run at once, at most [`default_tenant_share`] of them one
+    /// tenant's; the others wait for a slot.
     pub fn new(worker: Worker, limit: usize) -> Self {
+        Self::with_tenant_share(worker, limit, default_tenant_share(limit))
+    }
+
+    /// At most `limit` jobs run at once, at most `share` of them one tenant's.
+    pub fn with_tenant_share(worker: Worker, limit: usize, share: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
                 worker,
@@ -80,6 +135,7 @@ impl TaskDispatcher {
                 waiting: Mutex::default(),
                 queued: Arc::new(Notify::new()),
                 running: Mutex::default(),
+                tenant_share: share.max(1),
                 scheduler: std::sync::OnceLock::new(),
             }),
         }
@@ -95,7 +151,7 @@ impl TaskDispatcher {
             .lock()
             .expect("tasks lock")
             .remove(request_id);
-        task.map(|task| task.abort()).is_some()
+        task.map(|running| running.task.abort()).is_some()
     }
 
     /// The ids of the jobs running now.
@@ -104,7 +160,7 @@ impl TaskDispatcher {
         running.keys().cloned().collect()
     }
 
-    fn enqueue(&self, request_id: String, priority: i32) {
+    fn enqueue(&self, request_id: String, priority: i32, tenant: String) {
         self.inner.scheduler.get_or_init(|| {
             // The scheduler holds only a weak reference: dropping the last dispatcher stops it.
             let inner = Arc::downgrade(&self.inner);
@@ -120,6 +176,7 @@ impl TaskDispatcher {
                 priority,
                 sequence,
                 request_id,
+                tenant,
             });
         }
         self.inner.queued.notify_one();
@@ -133,11 +190,13 @@ async fn schedule(inner: std::sync::Weak<Inner>, queued: Arc<Notify>, permits: A
             return;
         };
         let waiter = loop {
-            // Registered before the queue is read, so that no notification is missed.
+            // Registered before the queue is read, so that no notification is missed: a job
+            // that joins the queue or ends (its tenant under its share again) notifies.
             let notified = queued.notified();
             let next = {
                 let Some(this) = inner.upgrade() else { return };
-                this.waiting.lock().expect("queue lock").jobs.pop()
+                let share = this.tenant_share;
+                this.waiting.lock().expect("queue lock").next(share)
             };
             if let Some(waiter) = next {
                 break waiter;
@@ -154,21 +213,34 @@ fn start(dispatcher: TaskDispatcher, waiter: Waiter, permit: OwnedSemaphorePermi
     let Waiter {
         priority,
         request_id,
+        tenant,
         ..
     } = waiter;
+    let cancel = CancelSignal::default();
     // The task waits until its handle is registered, so that it can unregister itself.
     let (registered, ready) = tokio::sync::oneshot::channel::<()>();
     let this = dispatcher.clone();
     let id = request_id.clone();
+    let signal = cancel.clone();
+    // The slot and the tenant's share are given back however the task ends, killed too.
+    let slot = Slot {
+        dispatcher: dispatcher.clone(),
+        tenant: tenant.clone(),
+        _permit: permit,
+    };
     let task = tokio::spawn(async move {
         let _ = ready.await;
-        let outcome = this.inner.worker.run(&request_id).await;
-        drop(permit);
+        let outcome = this
+            .inner
+            .worker
+            .run_signalled(&request_id, None, signal)
+            .await;
+        drop(slot);
         {
             let mut running = this.inner.running.lock().expect("tasks lock");
             if running
                 .get(&request_id)
-                .is_some_and(|task| task.id() == tokio::task::id())
+                .is_some_and(|running| running.task.id() == tokio::task::id())
             {
                 running.remove(&request_id);
             }
@@ -176,25 +248,54 @@ fn start(dispatcher: TaskDispatcher, waiter: Waiter, permit: OwnedSemaphorePermi
         match outcome {
             Ok(Outcome::RetryAfter(delay)) => {
                 tokio::time::sleep(delay).await;
-                this.enqueue(request_id, priority);
+                this.enqueue(request_id, priority, tenant);
             }
             Err(error) => tracing::error!(%request_id, %error, "job run failed"),
             Ok(_) => {}
         }
     });
-    dispatcher
-        .inner
-        .running
-        .lock()
-        .expect("tasks lock")
-        .insert(id, task.abort_handle());
+    dispatcher.inner.running.lock().expect("tasks lock").insert(
+        id,
+        Running {
+            task: task.abort_handle(),
+            cancel,
+        },
+    );
     let _ = registered.send(());
+}
+
+/// A running job's slot: dropping it frees the slot and the tenant's share, and wakes the
+/// scheduler, which may have jobs of that tenant waiting.
+struct Slot {
+    dispatcher: TaskDispatcher,
+    tenant: String,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let inner = &self.dispatcher.inner;
+        inner
+            .waiting
+            .lock()
+            .expect("queue lock")
+            .ended(&self.tenant);
+        inner.queued.notify_one();
+    }
 }
 
 #[async_trait]
 impl Dispatcher for TaskDispatcher {
     async fn dispatch(&self, request: &AsyncRequest) -> Result<()> {
-        self.enqueue(request.id.clone(), request.priority);
+        self.enqueue(request.id.clone(), request.priority, request.tenant.clone());
+        Ok(())
+    }
+
+    async fn cancel(&self, request: &AsyncRequest) -> Result<()> {
+        let running = self.inner.running.lock().expect("tasks lock");
+        if let Some(running) = running.get(&request.id) {
+            running.cancel.cancel();
+        }
         Ok(())
     }
 }
@@ -208,6 +309,7 @@ mod tests {
             priority,
             sequence,
             request_id: format!("{priority}/{sequence}"),
+            tenant: String::new(),
         }
     }
 

@@ -17,6 +17,13 @@ use streamer_schema::{Delivery, Resolutions, deliver_resolving};
 pub trait Dispatcher: Send + Sync + std::fmt::Debug {
     /// Starts the job of this request.
     async fn dispatch(&self, request: &AsyncRequest) -> Result<()>;
+
+    /// Tells the running job of this request that a client cancelled it. A dispatcher that
+    /// cannot reach its jobs leaves it to the worker, which reads the cancel when it renews
+    /// its lease or reports progress.
+    async fn cancel(&self, _request: &AsyncRequest) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// At most this many pushes of one change are in flight at once.
@@ -121,6 +128,9 @@ impl Processor {
         }
         if let Some(request) = change.enqueued() {
             self.dispatcher.dispatch(request).await?;
+        }
+        if let Some(request) = change.cancelled_while_running() {
+            self.dispatcher.cancel(request).await?;
         }
         if let Some(state) = change.visible() {
             metrics::counter!(metric::REQUESTS, "status" => state.status.to_string()).increment(1);

@@ -2,7 +2,6 @@
 //! outcome.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,6 +27,36 @@ pub enum Outcome {
     Cancelled,
 }
 
+/// Tells a running attempt that a client cancelled its request: the handler's
+/// [`JobContext::cancelled`] resolves, its next progress report errs, and an attempt that
+/// has not ended within the worker's grace period is dropped.
+#[derive(Debug, Clone)]
+pub struct CancelSignal(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for CancelSignal {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl CancelSignal {
+    /// Cancels the attempt.
+    pub fn cancel(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Whether the attempt was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the attempt is cancelled.
+    pub async fn wait(&self) {
+        let mut cancelled = self.0.subscribe();
+        let _ = cancelled.wait_for(|cancelled| *cancelled).await;
+    }
+}
+
 /// Writes a running job's progress to the store, coalesced: at most one write per interval;
 /// a report within it waits (the latest one wins) and is written when the interval has
 /// passed, and before the attempt's outcome.
@@ -35,7 +64,7 @@ struct StoreSink {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     request_id: String,
-    cancelled: AtomicBool,
+    cancelled: CancelSignal,
     interval: Duration,
     coalesce: std::sync::Mutex<Coalesce>,
     // Wakes the flusher when a report is left waiting.
@@ -112,15 +141,12 @@ impl StoreSink {
         .await;
         match written {
             Ok((_, false)) => Ok(()),
-            Ok((_, true)) => {
-                self.cancelled.store(true, Ordering::Relaxed);
-                Err(JobError::cancelled())
-            }
-            Err(Error::Transition {
+            Ok((_, true))
+            | Err(Error::Transition {
                 status: RequestStatus::Cancelled,
                 ..
             }) => {
-                self.cancelled.store(true, Ordering::Relaxed);
+                self.cancelled.cancel();
                 Err(JobError::cancelled())
             }
             Err(error) => {
@@ -137,7 +163,7 @@ impl StoreSink {
 #[async_trait]
 impl ProgressSink for StoreSink {
     async fn progress(&self, fraction: f64, message: Option<String>) -> Result<(), JobError> {
-        if self.cancelled.load(Ordering::Relaxed) {
+        if self.cancelled.is_cancelled() {
             return Err(JobError::cancelled());
         }
         let now = tokio::time::Instant::now();
@@ -158,7 +184,11 @@ impl ProgressSink for StoreSink {
     }
 
     fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        self.cancelled.is_cancelled()
+    }
+
+    async fn cancelled(&self) {
+        self.cancelled.wait().await;
     }
 }
 
@@ -175,7 +205,11 @@ pub struct Worker {
     lease: Duration,
     time_limit: Duration,
     progress_interval: Duration,
+    cancel_grace: Duration,
 }
+
+/// How long a cancelled handler may take to stop by default before it is dropped.
+pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 /// Progress is written at most once per this interval by default (twenty writes a second).
 pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_millis(50);
@@ -201,7 +235,14 @@ impl Worker {
             lease: DEFAULT_LEASE,
             time_limit: DEFAULT_TIME_LIMIT,
             progress_interval: DEFAULT_PROGRESS_INTERVAL,
+            cancel_grace: DEFAULT_CANCEL_GRACE,
         }
+    }
+
+    /// Gives a cancelled handler `grace` to stop instead of [`DEFAULT_CANCEL_GRACE`].
+    pub fn with_cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
+        self
     }
 
     /// Writes progress at most once per `interval` instead of [`DEFAULT_PROGRESS_INTERVAL`].
@@ -242,6 +283,19 @@ impl Worker {
         request_id: &str,
         stop: Option<tokio::time::Instant>,
     ) -> Result<Outcome> {
+        self.run_signalled(request_id, stop, CancelSignal::default())
+            .await
+    }
+
+    /// [`Worker::run_until`], cancelled at once through `cancel` (the local dispatcher's,
+    /// which the processor signals when a client cancels); without it, a cancel reaches the
+    /// attempt at its next progress report or lease renewal.
+    pub async fn run_signalled(
+        &self,
+        request_id: &str,
+        stop: Option<tokio::time::Instant>,
+        cancel: CancelSignal,
+    ) -> Result<Outcome> {
         let now = tokio::time::Instant::now();
         let limit = now + self.time_limit;
         let deadline = match stop {
@@ -274,7 +328,7 @@ impl Worker {
             store: Arc::clone(&self.store),
             clock: Arc::clone(&self.clock),
             request_id: request_id.to_owned(),
-            cancelled: AtomicBool::new(false),
+            cancelled: cancel.clone(),
             interval: self.progress_interval,
             coalesce: std::sync::Mutex::default(),
             waiting: tokio::sync::Notify::new(),
@@ -300,9 +354,13 @@ impl Worker {
                     ))
                 }
             },
-            () = self.keep_lease(request_id, request.attempts) => {
+            () = self.keep_lease(request_id, request.attempts, &cancel) => {
                 tracing::warn!(request_id, attempt = request.attempts, "lease lost: handler stopped");
                 return Ok(Outcome::NotClaimed);
+            }
+            () = async { cancel.wait().await; tokio::time::sleep(self.cancel_grace).await } => {
+                tracing::info!(request_id, attempt = request.attempts, "cancelled handler dropped after its grace period");
+                Err(JobError::cancelled())
             }
             () = sink.flush_when_due() => unreachable!("flushing never ends"),
         };
@@ -314,8 +372,9 @@ impl Worker {
     }
 
     /// Renews the lease of `attempt` until it cannot: returns when the request no longer
-    /// runs that attempt (another worker took it over, or it ended).
-    async fn keep_lease(&self, request_id: &str, attempt: u32) {
+    /// runs that attempt (another worker took it over, or it ended). A cancel it reads on
+    /// the way is signalled to the attempt.
+    async fn keep_lease(&self, request_id: &str, attempt: u32, cancel: &CancelSignal) {
         let lease = self.lease();
         loop {
             tokio::time::sleep(self.lease / 3).await;
@@ -323,11 +382,16 @@ impl Worker {
                 if request.attempts != attempt {
                     return Err(Error::Conflict(format!("attempt {attempt} was superseded")));
                 }
-                request.renew(now, lease)
+                request.renew(now, lease)?;
+                Ok(request.cancel_requested)
             })
             .await;
             match renewed {
-                Ok(_) => {}
+                Ok((_, cancel_requested)) => {
+                    if cancel_requested {
+                        cancel.cancel();
+                    }
+                }
                 Err(Error::Conflict(_) | Error::Transition { .. } | Error::NotFound(_)) => return,
                 Err(error) => tracing::warn!(request_id, %error, "lease not renewed"),
             }

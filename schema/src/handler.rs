@@ -79,6 +79,10 @@ pub trait ProgressSink: Send + Sync {
     async fn progress(&self, fraction: f64, message: Option<String>) -> Result<(), JobError>;
     /// Whether a client asked to cancel.
     fn is_cancelled(&self) -> bool;
+    /// Resolves once a client asked to cancel (never, for a sink that cannot tell).
+    async fn cancelled(&self) {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// What a running handler knows about its job, and how it reports progress.
@@ -146,6 +150,13 @@ impl JobContext {
     /// Whether a client asked to cancel.
     pub fn is_cancelled(&self) -> bool {
         self.sink.is_cancelled()
+    }
+
+    /// Resolves as soon as a client asks to cancel: a handler that waits (a sleep, a call to
+    /// another service) selects on it to stop at once. A handler that does not stop within
+    /// the worker's grace period is dropped, and the request ends CANCELLED either way.
+    pub async fn cancelled(&self) {
+        self.sink.cancelled().await;
     }
 }
 
