@@ -2,7 +2,9 @@
 //! (`tests/fuzz_corpus.rs`), so every input ever found keeps being checked.
 
 use streamer_aws::stream::{StreamEvent, decode};
+use streamer_core::Limits;
 use streamer_core::protocol::{ClientMessage, Effect, ServerMessage, Session, receive};
+use streamer_schema::document::{Document, Refusal};
 
 /// The frame parser: any text parses or is refused, never panics; operation ids are never
 /// empty.
@@ -60,4 +62,29 @@ pub(crate) fn stream_record(data: &[u8]) {
         decoded.changes.len() + decoded.failures.len(),
         event.records.len()
     );
+}
+
+/// How long measuring one document may take, whatever it holds: the analysis is linear in
+/// the document's size, which the limits bound to 32 KiB.
+const DOCUMENT_BUDGET: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The document analysis (size, parse, depth, complexity, aliases, fragments) on any text:
+/// never panics, stays within its time budget, and refuses what is over the size limit
+/// before parsing it.
+pub(crate) fn document(text: &str) {
+    let limits = Limits::default();
+    let started = std::time::Instant::now();
+    let outcome = Document::prepare(text, None, None, &limits);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < DOCUMENT_BUDGET,
+        "{elapsed:?} for {} bytes",
+        text.len()
+    );
+    if text.len() > limits.max_document_bytes {
+        assert!(
+            matches!(&outcome, Err(Refusal::Limit(e)) if e.limit == "documentBytes"),
+            "an oversized document is refused for its size"
+        );
+    }
 }

@@ -67,8 +67,12 @@ impl Backend for DynamoDbBackend {
         self.store.clone()
     }
 
-    fn sender(&self, endpoint: &str, _sockets: &Sockets) -> Arc<dyn Sender> {
-        Arc::new(ApiGatewaySender::local(endpoint, self.sender_options))
+    fn sender(&self, endpoint: &str, access_key_id: &str, _sockets: &Sockets) -> Arc<dyn Sender> {
+        Arc::new(ApiGatewaySender::local(
+            endpoint,
+            access_key_id,
+            self.sender_options,
+        ))
     }
 
     async fn feed(self: Box<Self>, processor: Processor) {

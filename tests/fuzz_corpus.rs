@@ -1,4 +1,4 @@
-//! Replays the committed fuzz corpora (`fuzz/corpus/{frame,session,stream_record}`) through
+//! Replays the committed fuzz corpora (`fuzz/corpus/{frame,session,stream_record,document}`) through
 //! the checks the fuzz targets make, so every input fuzzing ever kept stays checked in the
 //! test command. Fuzzing itself: `fuzz/README.md`.
 
@@ -39,5 +39,14 @@ fn session_corpus() {
 fn stream_record_corpus() {
     for input in corpus("stream_record") {
         checks::stream_record(&input);
+    }
+}
+
+#[test]
+fn document_corpus() {
+    for input in corpus("document") {
+        if let Ok(text) = std::str::from_utf8(&input) {
+            checks::document(text);
+        }
     }
 }

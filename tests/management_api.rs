@@ -16,7 +16,7 @@ use streamer::core::{Backoff, Error, Sender};
 use support::TestServer;
 
 fn sender(endpoint: &str, options: SenderOptions) -> ApiGatewaySender {
-    ApiGatewaySender::local(endpoint, options)
+    ApiGatewaySender::local(endpoint, support::MANAGEMENT_KEY, options)
 }
 
 #[tokio::test]

@@ -104,8 +104,9 @@ impl ApiGatewaySender {
     }
 
     /// A sender on a local server's Management API at `endpoint` (`http://127.0.0.1:4000`),
-    /// with dummy credentials.
-    pub fn local(endpoint: &str, options: SenderOptions) -> Self {
+    /// signing with the access key id the server accepts (the local stack's own, which it
+    /// makes when it starts; see `StackBuilder::with_management_key`).
+    pub fn local(endpoint: &str, access_key_id: &str, options: SenderOptions) -> Self {
         let config = aws_sdk_apigatewaymanagement::Config::builder()
             .behavior_version(aws_sdk_apigatewaymanagement::config::BehaviorVersion::latest())
             .region(aws_sdk_apigatewaymanagement::config::Region::new(
@@ -113,7 +114,7 @@ impl ApiGatewaySender {
             ))
             .endpoint_url(endpoint)
             .credentials_provider(aws_sdk_apigatewaymanagement::config::Credentials::new(
-                "local",
+                access_key_id,
                 "local",
                 None,
                 None,

@@ -93,6 +93,8 @@ pub struct Server {
     connection_ids: Arc<dyn IdGenerator>,
     timeouts: Timeouts,
     limits: SocketLimits,
+    /// The access key id a Management API call must be signed with; `None` takes any.
+    management_key: Option<Arc<str>>,
 }
 
 impl Server {
@@ -104,7 +106,16 @@ impl Server {
             connection_ids,
             timeouts: Timeouts::default(),
             limits: SocketLimits::default(),
+            management_key: None,
         }
+    }
+
+    /// The Management API answers only calls signed (SigV4) with the access key id `key`,
+    /// as API Gateway answers only calls its IAM allows: a client that learns a connection
+    /// id cannot read, post to or close another's connection.
+    pub fn with_management_key(mut self, key: impl Into<String>) -> Self {
+        self.management_key = Some(Arc::from(key.into()));
+        self
     }
 
     /// With these limits on what clients send instead of API Gateway's.
@@ -376,12 +387,38 @@ const MAX_POST_BYTES: usize = 128 * 1024;
 
 /// The Management API: `POST`, `GET` and `DELETE /@connections/{id}` (the SDK percent-encodes
 /// the `@`, so the path is matched here rather than by the router).
+/// The access key id of a SigV4 `Authorization` header (`AWS4-HMAC-SHA256 Credential=KEY/…`).
+fn signing_key(headers: &HeaderMap) -> Option<&str> {
+    let authorization = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let credential = authorization
+        .strip_prefix("AWS4-HMAC-SHA256 ")?
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("Credential="))?;
+    credential.split('/').next()
+}
+
 async fn management(
     State(server): State<Server>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(key) = &server.management_key
+        && signing_key(&headers) != Some(&**key)
+    {
+        // As API Gateway answers a call IAM does not allow; the connection id is not echoed.
+        let body = serde_json::json!({ "message": "Forbidden" });
+        return (
+            StatusCode::FORBIDDEN,
+            [
+                ("x-amzn-errortype", "ForbiddenException"),
+                ("content-type", "application/json"),
+            ],
+            body.to_string(),
+        )
+            .into_response();
+    }
     let path = uri
         .path()
         .replace("%40", "@")

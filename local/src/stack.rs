@@ -37,8 +37,9 @@ pub trait Backend: Send + std::fmt::Debug + 'static {
     /// The store every part uses.
     fn store(&self) -> Arc<dyn Store>;
     /// The sender the processor pushes through: `endpoint` is the local server's Management
-    /// API (`http://127.0.0.1:4000`), `sockets` its open sockets.
-    fn sender(&self, endpoint: &str, sockets: &Sockets) -> Arc<dyn Sender>;
+    /// API (`http://127.0.0.1:4000`), which takes only calls signed with `access_key_id`;
+    /// `sockets` are its open sockets.
+    fn sender(&self, endpoint: &str, access_key_id: &str, sockets: &Sockets) -> Arc<dyn Sender>;
     /// Feeds `processor` with the store's changes until the stack stops.
     async fn feed(self: Box<Self>, processor: Processor);
     /// The store whose TTL the stack runs itself, as DynamoDB runs it for its tables: the
@@ -77,7 +78,7 @@ impl Backend for Embedded {
         self.store.clone()
     }
 
-    fn sender(&self, _endpoint: &str, sockets: &Sockets) -> Arc<dyn Sender> {
+    fn sender(&self, _endpoint: &str, _access_key_id: &str, sockets: &Sockets) -> Arc<dyn Sender> {
         Arc::new(LocalSender::new(sockets.clone()))
     }
 
@@ -146,6 +147,7 @@ pub struct StackBuilder {
     job_concurrency: usize,
     tenant_job_share: Option<usize>,
     cancel_grace: Duration,
+    management_key: Option<String>,
     timeouts: Timeouts,
     socket_limits: SocketLimits,
     retention: Duration,
@@ -256,6 +258,13 @@ impl StackBuilder {
         self
     }
 
+    /// The Management API takes only calls signed with the access key id `key`, instead of
+    /// one made at random when the stack is built.
+    pub fn with_management_key(mut self, key: impl Into<String>) -> Self {
+        self.management_key = Some(key.into());
+        self
+    }
+
     /// Builds the stack on the embedded store.
     ///
     /// # Errors
@@ -304,10 +313,16 @@ impl StackBuilder {
             streamer_processor::local::default_tenant_share(self.job_concurrency)
         });
         let dispatcher = TaskDispatcher::with_tenant_share(worker, self.job_concurrency, share);
+        // Never logged: whoever has it can post to any client.
+        let management_key = self
+            .management_key
+            .unwrap_or_else(|| format!("STREAMER{}", RandomIds.next_id().replace('-', "")));
         let server = Server::new(gateway, sockets.clone(), self.connection_ids)
             .with_timeouts(self.timeouts)
-            .with_socket_limits(self.socket_limits);
+            .with_socket_limits(self.socket_limits)
+            .with_management_key(management_key.clone());
         Ok(Stack {
+            management_key,
             retention: self.retention,
             limits: self.limits,
             clock: self.clock,
@@ -342,6 +357,7 @@ pub struct Stack {
     clock: Arc<dyn Clock>,
     sweep: (Duration, SweepOptions),
     retention: Duration,
+    management_key: String,
 }
 
 impl Stack {
@@ -355,6 +371,7 @@ impl Stack {
             job_concurrency: 64,
             tenant_job_share: None,
             cancel_grace: DEFAULT_CANCEL_GRACE,
+            management_key: None,
             timeouts: Timeouts::default(),
             socket_limits: SocketLimits::default(),
             retention: DEFAULT_RETENTION,
@@ -372,6 +389,11 @@ impl Stack {
         self.dispatcher.clone()
     }
 
+    /// The access key id the local Management API takes (a SigV4 `Credential`).
+    pub fn management_key(&self) -> &str {
+        &self.management_key
+    }
+
     /// The store the stack runs on.
     pub fn store(&self) -> Arc<dyn Store> {
         Arc::clone(&self.store)
@@ -385,7 +407,9 @@ impl Stack {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let endpoint = format!("http://{}", listener.local_addr()?);
-        let sender = self.backend.sender(&endpoint, &self.sockets);
+        let sender = self
+            .backend
+            .sender(&endpoint, &self.management_key, &self.sockets);
         let processor = Processor::new(
             self.schema,
             Arc::clone(&self.store),
