@@ -103,29 +103,45 @@ async fn management_api_posts_describes_and_deletes_connections(on: On) {
     let server = TestServer::start_on(on).await;
     let mut client = server.client().await;
     client.init().await;
-    // The connection ids are sequential in tests: this socket is conn-1.
+    // The connection ids are sequential in tests: this socket is conn-1. The local server
+    // checks the access key id of the SigV4 header, as IAM would check the caller.
+    let authorization = format!(
+        "AWS4-HMAC-SHA256 Credential={}/20260101/us-east-1/execute-api/aws4_request, SignedHeaders=host, Signature=0",
+        support::MANAGEMENT_KEY
+    );
+    let signed = [("authorization", authorization.as_str())];
     let frame = r#"{"type":"ping","payload":{"from":"management"}}"#;
-    let (status, _) = server.http("POST", "/%40connections/conn-1", frame).await;
+    let (status, _) = server
+        .http_with("POST", "/%40connections/conn-1", &signed, frame)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         client.recv().await,
         json!({ "type": "ping", "payload": { "from": "management" } })
     );
-    let (status, body) = server.http("GET", "/@connections/conn-1", "").await;
+    let (status, body) = server
+        .http_with("GET", "/@connections/conn-1", &signed, "")
+        .await;
     assert_eq!(status, 200);
     let description: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(description["identity"]["sourceIp"], "127.0.0.1");
     assert!(description["connectedAt"].is_string() && description["lastActiveAt"].is_string());
-    let (status, _) = server.http("DELETE", "/@connections/conn-1", "").await;
+    let (status, _) = server
+        .http_with("DELETE", "/@connections/conn-1", &signed, "")
+        .await;
     assert_eq!(status, 204);
     assert_eq!(
         client.recv().await["close"]["code"],
         1000,
         "deleted connections close normally, as on AWS"
     );
-    let (status, body) = server.http("POST", "/@connections/conn-1", "{}").await;
+    let (status, body) = server
+        .http_with("POST", "/@connections/conn-1", &signed, "{}")
+        .await;
     assert_eq!(status, 410, "{body}");
-    let (status, _) = server.http("GET", "/@connections/nope", "").await;
+    let (status, _) = server
+        .http_with("GET", "/@connections/nope", &signed, "")
+        .await;
     assert_eq!(status, 410);
 }
 

@@ -113,10 +113,10 @@ impl PartialOrd for Waiter {
     }
 }
 
-/// The share of the job slots one tenant may hold by default: three quarters, so that a
-/// quarter is always left to the others.
+/// The share of the job slots one tenant may hold by default: all of them (set a smaller
+/// share with [`TaskDispatcher::with_tenant_share`] where tenants compete).
 pub fn default_tenant_share(limit: usize) -> usize {
-    (limit.max(1) * 3 / 4).max(1)
+    limit.max(1)
 }
 
 impl TaskDispatcher {
