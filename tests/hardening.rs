@@ -538,3 +538,56 @@ async fn the_management_api_refuses_unsigned_and_foreign_calls() {
         .unwrap();
     assert_eq!(client.recv().await["payload"]["n"], 1);
 }
+
+/// Everything written to the log, as the local stack's formatter writes it.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn client_strings_are_logged_escaped() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .try_init()
+        .expect("the only subscriber of this test binary");
+    let server = TestServer::start_tuned(On::Embedded, |stack| {
+        stack
+            .with_clock(Arc::new(SystemClock))
+            .with_authenticator(Arc::new(JwtAuthenticator::hs256(SECRET)))
+    })
+    .await;
+    let forged = "\n2026-12-01T00:00:00.000000Z ERROR forged: line";
+    let mut client = server.client().await;
+    client
+        .init_as(&token(&format!("acme{forged}"), &format!("ann{forged}")))
+        .await;
+    let id = client.generate_report("m", 10).await;
+    let query = "subscription($id: ID!) { requestProgress(id: $id) { status } }";
+    client
+        .send(json!({ "id": format!("s{forged}"), "type": "subscribe", "payload": { "query": query, "variables": { "id": id } } }))
+        .await;
+    let first = client.recv().await;
+    assert_eq!(first["type"], "next", "{first}");
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    // The client's strings were logged (tenant, user, operation id), escaped on one line.
+    assert!(log.contains(r#"tenant="acme\n2026"#), "{log}");
+    assert!(log.contains(r#"operation_id="s\n2026"#), "{log}");
+    assert!(
+        !log.lines()
+            .any(|line| line.starts_with("2026-12-01T00:00:00.000000Z ERROR")),
+        "a forged line: {log}"
+    );
+}

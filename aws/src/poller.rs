@@ -188,7 +188,7 @@ impl StreamPoller {
             match self.stream_arn().await {
                 Ok(arn) => break arn,
                 Err(error) => {
-                    tracing::error!(table = %self.table, %error, "no stream to follow yet");
+                    tracing::error!(table = %self.table, error = ?error.to_string(), "no stream to follow yet");
                     tokio::time::sleep(self.options.refresh).await;
                 }
             }
@@ -225,7 +225,7 @@ impl StreamPoller {
                     first_round = false;
                 }
                 Err(error) => {
-                    tracing::error!(stream = %arn, %error, "describing the stream failed")
+                    tracing::error!(stream = %arn, error = ?error.to_string(), "describing the stream failed")
                 }
             }
             // Look again after a while, or at once when a shard has ended (its children may
@@ -365,7 +365,7 @@ impl StreamPoller {
                     Ok(None) => break,
                     Err(error) => {
                         failures += 1;
-                        tracing::error!(%shard, %error, "no shard iterator");
+                        tracing::error!(%shard, error = ?error.to_string(), "no shard iterator");
                         let delay = self.options.backoff.delay(failures, &mut rand::rng());
                         tokio::time::sleep(delay).await;
                         continue;

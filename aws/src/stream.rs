@@ -149,7 +149,7 @@ pub fn decode(event: &StreamEvent) -> Decoded {
         match result {
             Some(Ok(change)) => decoded.changes.push(change),
             Some(Err(error)) => {
-                tracing::error!(%sequence_number, item = ?id, %error, "stream record not decoded");
+                tracing::error!(%sequence_number, item = ?id, error = ?error.to_string(), "stream record not decoded");
                 match id {
                     Some(id) => blocked_items.push(id),
                     None => blocked_all = true,

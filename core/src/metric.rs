@@ -25,6 +25,8 @@ pub const DEAD_LETTERS: &str = "DeadLetters";
 pub const INTENDED_CLOSES: &str = "IntendedCloses";
 /// Counter: connections closed for not sending `connection_init` in time.
 pub const INIT_TIMEOUTS: &str = "InitTimeouts";
+/// Counter: jobs held back because their tenant was running its share of the job slots.
+pub const DISPATCH_DEFERRED: &str = "DispatchDeferred";
 
 /// The unit of a metric, for exporters.
 pub fn unit(name: &str) -> &'static str {

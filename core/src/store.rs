@@ -66,6 +66,15 @@ impl Change {
             .then_some(new)
     }
 
+    /// The new image when this change ended a run: the request was RUNNING and is not any
+    /// more (ended, retrying or re-queued), so that its slot is free.
+    pub fn left_running(&self) -> Option<&AsyncRequest> {
+        let old = self.old.as_deref()?;
+        let new = self.new.as_deref()?;
+        (old.status == RequestStatus::Running && new.status != RequestStatus::Running)
+            .then_some(new)
+    }
+
     /// The new image when this change made the request runnable (enqueued or re-driven).
     pub fn enqueued(&self) -> Option<&AsyncRequest> {
         let new = self.new.as_deref()?;

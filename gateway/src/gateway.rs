@@ -209,7 +209,7 @@ impl Gateway {
         match WsEvent::try_from(event) {
             Ok(event) => self.handle_event(event).await,
             Err(error) => {
-                tracing::error!(%error, "dropping event");
+                tracing::error!(error = ?error.to_string(), "dropping event");
                 response(400)
             }
         }
@@ -246,7 +246,7 @@ impl Gateway {
                 tracing::info!(%connection_id, ?status_code, ?reason, "disconnected");
                 metrics::counter!(metric::CONNECTIONS_CLOSED).increment(1);
                 if let Err(error) = prune_connection(&*self.store, &connection_id).await {
-                    tracing::error!(%connection_id, %error, "cleanup on disconnect failed; TTL will remove it");
+                    tracing::error!(%connection_id, error = ?error.to_string(), "cleanup on disconnect failed; TTL will remove it");
                 }
                 response(200)
             }
@@ -281,7 +281,7 @@ impl Gateway {
                 Ok(true) => {}
                 Ok(false) => return response(429),
                 Err(error) => {
-                    tracing::error!(%connection_id, %error, "could not count connections");
+                    tracing::error!(%connection_id, error = ?error.to_string(), "could not count connections");
                     return response(500);
                 }
             }
@@ -290,7 +290,7 @@ impl Gateway {
         connection.query = query;
         connection.principal = principal;
         if let Err(error) = self.store.put_connection(&connection).await {
-            tracing::error!(%connection_id, %error, "could not store the connection");
+            tracing::error!(%connection_id, error = ?error.to_string(), "could not store the connection");
             return response(500);
         }
         tracing::info!(%connection_id, "connected");
@@ -358,7 +358,7 @@ impl Gateway {
     async fn close(&self, connection_id: &str, close: &Close) {
         tracing::info!(%connection_id, code = close.code, reason = ?close.reason, "closing");
         if let Err(error) = self.sender.close(connection_id, close).await {
-            tracing::warn!(%connection_id, %error, "close failed");
+            tracing::warn!(%connection_id, error = ?error.to_string(), "close failed");
         }
     }
 

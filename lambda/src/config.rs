@@ -74,6 +74,9 @@ pub struct Config {
     /// `STREAMER_INIT_TIMEOUT_MS` (default 3000): how long a connection may wait before
     /// `connection_init` (sweeper).
     pub init_timeout: Duration,
+    /// `STREAMER_TENANT_JOB_SHARE` (optional): at most this many jobs of one tenant run at
+    /// once; the others wait QUEUED (processor, sweeper). Unset: no share.
+    pub tenant_job_share: Option<usize>,
     /// `STREAMER_AUTH`: `dev`, `jwt-hs256`, `jwt-rs256` or `authorizer` (gateway; required
     /// there, so that no deployment runs in development mode by omission).
     pub auth: Option<AuthMode>,
@@ -117,6 +120,20 @@ impl Config {
                     value,
                 })?,
         };
+        let tenant_job_share = match get("STREAMER_TENANT_JOB_SHARE") {
+            None => None,
+            Some(value) => Some(
+                value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&share| share > 0)
+                    .ok_or(ConfigError::Invalid {
+                        name: "STREAMER_TENANT_JOB_SHARE",
+                        expected: "a number of jobs above 0",
+                        value,
+                    })?,
+            ),
+        };
         let auth = match get("STREAMER_AUTH").as_deref() {
             None => None,
             Some("dev") => Some(AuthMode::Dev),
@@ -156,6 +173,7 @@ impl Config {
             metrics_namespace: get("STREAMER_METRICS_NAMESPACE")
                 .unwrap_or_else(|| "Streamer".to_owned()),
             init_timeout,
+            tenant_job_share,
         })
     }
 

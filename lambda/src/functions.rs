@@ -12,10 +12,12 @@ use aws_lambda_events::encodings::Body;
 use lambda_runtime::{Context, LambdaEvent, service_fn};
 use serde_json::Value;
 use streamer_aws::stream::{self, StreamEvent};
-use streamer_aws::{ApiGatewaySender, Aws, LambdaDispatcher, SenderOptions, Tables, WorkerEvent};
+use streamer_aws::{ApiGatewaySender, Aws, SenderOptions, Tables, WorkerEvent};
 use streamer_core::{Limits, RandomIds, Store, SystemClock};
 use streamer_gateway::Gateway;
-use streamer_processor::{Outcome, Processor, SweepOptions, Sweeper, Worker};
+use streamer_processor::{
+    Dispatcher, FairDispatcher, Outcome, Processor, SweepOptions, Sweeper, Worker,
+};
 use streamer_schema::{Handlers, Services};
 use tracing::Instrument;
 
@@ -65,12 +67,17 @@ impl Function {
             .sender(self.config.websocket_endpoint()?, SenderOptions::default()))
     }
 
-    /// The dispatcher to the configured worker function(s).
-    fn dispatcher(&self) -> Result<LambdaDispatcher, ConfigError> {
-        Ok(self.aws.dispatcher(
+    /// The dispatcher to the configured worker function(s), holding back the jobs of a
+    /// tenant that runs its share of them when a share is configured.
+    fn dispatcher(&self, store: &Arc<dyn Store>) -> Result<Arc<dyn Dispatcher>, ConfigError> {
+        let lambda: Arc<dyn Dispatcher> = Arc::new(self.aws.dispatcher(
             self.config.worker_function()?,
             self.config.priority_worker_function.as_deref(),
-        ))
+        ));
+        Ok(match self.config.tenant_job_share {
+            Some(share) => Arc::new(FairDispatcher::new(lambda, Arc::clone(store), share)),
+            None => lambda,
+        })
     }
 
     fn services(&self, store: Arc<dyn Store>) -> Services {
@@ -187,8 +194,8 @@ pub async fn run_processor(handlers: Arc<Handlers>) -> Result<(), Error> {
     // Stored documents were validated when subscribed.
     let schema = streamer_schema::build_for_stored_documents(handlers, services)?;
     let sender = function.sender()?;
-    let dispatcher = function.dispatcher()?;
-    let processor = Processor::new(schema, store, Arc::new(sender), Arc::new(dispatcher));
+    let dispatcher = function.dispatcher(&store)?;
+    let processor = Processor::new(schema, store, Arc::new(sender), dispatcher);
     let (function, processor) = (&function, &processor);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<StreamEvent>| async move {
@@ -249,15 +256,16 @@ pub async fn run_worker(handlers: Arc<Handlers>) -> Result<(), Error> {
 pub async fn run_sweeper(_handlers: Arc<Handlers>) -> Result<(), Error> {
     let function = Function::setup("sweeper").await?;
     let sender = function.sender()?;
-    let dispatcher = function.dispatcher()?;
+    let store = function.store();
+    let dispatcher = function.dispatcher(&store)?;
     let options = SweepOptions {
         init_timeout: function.config.init_timeout,
         ..SweepOptions::default()
     };
     let sweeper = Sweeper::new(
-        function.store(),
+        store,
         Arc::new(sender),
-        Arc::new(dispatcher),
+        dispatcher,
         Arc::new(SystemClock),
         options,
     );

@@ -43,7 +43,7 @@ impl axum::serve::Listener for GuardedListener {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of descriptors, typically: wait rather than spin.
-                    tracing::warn!(%error, "accept failed");
+                    tracing::warn!(error = ?error.to_string(), "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -56,7 +56,7 @@ impl axum::serve::Listener for GuardedListener {
             // Frames go out as soon as they are flushed, as API Gateway's do: no Nagle delay
             // behind an unacknowledged frame.
             if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "TCP_NODELAY not set");
+                tracing::debug!(error = ?error.to_string(), "TCP_NODELAY not set");
             }
             let stream = GuardedStream {
                 inner: stream,

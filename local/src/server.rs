@@ -290,7 +290,7 @@ async fn serve_socket(
             () = &mut init, if init_pending => {
                 init_pending = false;
                 if let Err(error) = server.gateway.close_if_uninitialised(&connection_id).await {
-                    tracing::error!(%connection_id, %error, "init timeout");
+                    tracing::error!(%connection_id, error = ?error.to_string(), "init timeout");
                 }
             }
             () = &mut idle => {

@@ -230,8 +230,8 @@ impl StackBuilder {
         self
     }
 
-    /// Runs at most `share` jobs of one tenant at once, instead of as many as the job
-    /// concurrency allows ([`streamer_processor::local::default_tenant_share`]).
+    /// Runs at most `share` jobs of one tenant at once, instead of three quarters of the job
+    /// concurrency ([`streamer_processor::local::default_tenant_share`]).
     pub fn with_tenant_job_share(mut self, share: usize) -> Self {
         self.tenant_job_share = Some(share);
         self
@@ -435,7 +435,7 @@ impl Stack {
             loop {
                 ticks.tick().await;
                 if let Err(error) = sweeper.sweep().await {
-                    tracing::error!(%error, "sweep failed");
+                    tracing::error!(error = ?error.to_string(), "sweep failed");
                 }
                 if let Some(store) = &ttl {
                     let now = clock.now();

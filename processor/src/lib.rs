@@ -10,12 +10,16 @@
 //!   outcome (retries with exponential backoff and full jitter).
 //! - [`sweeper`]: [`Sweeper`], periodic work: init timeouts, due retries, lost dispatches.
 //! - [`local`]: [`TaskDispatcher`], jobs as bounded tokio tasks.
+//! - [`fair`]: [`FairDispatcher`], a tenant's share of the job slots for dispatchers that
+//!   keep no queue of their own (the worker function on AWS).
 
+pub mod fair;
 pub mod local;
 pub mod processor;
 pub mod sweeper;
 pub mod worker;
 
+pub use fair::FairDispatcher;
 pub use local::TaskDispatcher;
 pub use processor::{BatchOutcome, Dispatcher, Processor};
 pub use streamer_schema::JOB_BACKOFF;

@@ -2,7 +2,7 @@
 //! function asynchronously.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -51,10 +51,13 @@ struct Running {
     cancel: CancelSignal,
 }
 
-/// Jobs waiting for a slot.
+/// Jobs waiting for a slot, by tenant, so that picking the next one costs one look at
+/// each waiting tenant however long any tenant's backlog is.
 #[derive(Debug, Default)]
 struct Waiting {
-    jobs: BinaryHeap<Waiter>,
+    jobs: HashMap<String, BinaryHeap<Waiter>>,
+    /// The ids in `jobs`: a job is waiting at most once, however often it is dispatched.
+    ids: HashSet<String>,
     /// Dispatches so far: the tie-break that keeps one priority first in, first out.
     dispatched: u64,
     /// Jobs running now, by tenant.
@@ -62,22 +65,40 @@ struct Waiting {
 }
 
 impl Waiting {
+    /// Queues a job unless it is waiting already; `false` when it was.
+    fn push(&mut self, request_id: String, priority: i32, tenant: String) -> bool {
+        if !self.ids.insert(request_id.clone()) {
+            return false;
+        }
+        self.dispatched += 1;
+        let sequence = self.dispatched;
+        self.jobs.entry(tenant.clone()).or_default().push(Waiter {
+            priority,
+            sequence,
+            request_id,
+            tenant,
+        });
+        true
+    }
+
     /// The best waiting job whose tenant is under its share, taken off the queue and
     /// counted as running.
     fn next(&mut self, share: usize) -> Option<Waiter> {
-        let mut skipped = Vec::new();
-        let next = loop {
-            let Some(waiter) = self.jobs.pop() else {
-                break None;
-            };
-            if self.running.get(&waiter.tenant).copied().unwrap_or(0) < share {
-                *self.running.entry(waiter.tenant.clone()).or_default() += 1;
-                break Some(waiter);
-            }
-            skipped.push(waiter);
-        };
-        self.jobs.extend(skipped);
-        next
+        let tenant = self
+            .jobs
+            .iter()
+            .filter(|(tenant, _)| self.running.get(*tenant).copied().unwrap_or(0) < share)
+            .filter_map(|(tenant, jobs)| Some((tenant, jobs.peek()?)))
+            .max_by(|(_, a), (_, b)| a.cmp(b))
+            .map(|(tenant, _)| tenant.clone())?;
+        let jobs = self.jobs.get_mut(&tenant)?;
+        let waiter = jobs.pop()?;
+        if jobs.is_empty() {
+            self.jobs.remove(&tenant);
+        }
+        self.ids.remove(&waiter.request_id);
+        *self.running.entry(tenant).or_default() += 1;
+        Some(waiter)
     }
 
     fn ended(&mut self, tenant: &str) {
@@ -113,10 +134,10 @@ impl PartialOrd for Waiter {
     }
 }
 
-/// The share of the job slots one tenant may hold by default: all of them (set a smaller
-/// share with [`TaskDispatcher::with_tenant_share`] where tenants compete).
+/// The share of the job slots one tenant may hold by default: three quarters of them, so
+/// that a quarter is always left for the others.
 pub fn default_tenant_share(limit: usize) -> usize {
-    limit.max(1)
+    (limit * 3 / 4).max(1)
 }
 
 impl TaskDispatcher {
@@ -168,16 +189,23 @@ impl TaskDispatcher {
             let permits = Arc::clone(&self.inner.permits);
             tokio::spawn(schedule(inner, queued, permits)).abort_handle()
         });
+        // A job already waiting or running is not queued twice: the sweeper dispatches what
+        // it finds due on every sweep, and the worker's claim would only refuse the copy
+        // after it had taken a slot.
+        if self
+            .inner
+            .running
+            .lock()
+            .expect("tasks lock")
+            .contains_key(&request_id)
+        {
+            return;
+        }
         {
             let mut waiting = self.inner.waiting.lock().expect("queue lock");
-            waiting.dispatched += 1;
-            let sequence = waiting.dispatched;
-            waiting.jobs.push(Waiter {
-                priority,
-                sequence,
-                request_id,
-                tenant,
-            });
+            if !waiting.push(request_id, priority, tenant) {
+                return;
+            }
         }
         self.inner.queued.notify_one();
     }
@@ -250,7 +278,9 @@ fn start(dispatcher: TaskDispatcher, waiter: Waiter, permit: OwnedSemaphorePermi
                 tokio::time::sleep(delay).await;
                 this.enqueue(request_id, priority, tenant);
             }
-            Err(error) => tracing::error!(%request_id, %error, "job run failed"),
+            Err(error) => {
+                tracing::error!(%request_id, error = ?error.to_string(), "job run failed")
+            }
             Ok(_) => {}
         }
     });
@@ -326,5 +356,32 @@ mod tests {
         .collect();
         let order: Vec<String> = std::iter::from_fn(|| jobs.pop().map(|w| w.request_id)).collect();
         assert_eq!(order, ["10/3", "10/5", "0/1", "0/4", "-5/2"]);
+    }
+
+    #[test]
+    fn a_tenant_at_its_share_waits_while_others_start() {
+        let mut waiting = Waiting::default();
+        for n in 0..100 {
+            assert!(waiting.push(format!("a{n}"), 100, "a".into()));
+        }
+        assert!(waiting.push("b0".into(), 0, "b".into()));
+        let started: Vec<String> =
+            std::iter::from_fn(|| waiting.next(2).map(|w| w.request_id)).collect();
+        // a's priority is higher, but it may hold only two slots.
+        assert_eq!(started, ["a0", "a1", "b0"]);
+        waiting.ended("a");
+        assert_eq!(waiting.next(2).map(|w| w.request_id).as_deref(), Some("a2"));
+        assert!(waiting.next(2).is_none());
+    }
+
+    #[test]
+    fn a_job_waits_once_however_often_it_is_dispatched() {
+        let mut waiting = Waiting::default();
+        assert!(waiting.push("x".into(), 0, "t".into()));
+        assert!(!waiting.push("x".into(), 0, "t".into()));
+        assert_eq!(waiting.next(8).map(|w| w.request_id).as_deref(), Some("x"));
+        assert!(waiting.next(8).is_none());
+        // Once started it may be queued again (a retry).
+        assert!(waiting.push("x".into(), 0, "t".into()));
     }
 }

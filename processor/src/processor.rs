@@ -24,6 +24,12 @@ pub trait Dispatcher: Send + Sync + std::fmt::Debug {
     async fn cancel(&self, _request: &AsyncRequest) -> Result<()> {
         Ok(())
     }
+
+    /// Tells the dispatcher that a run of this request ended, freeing its slot. A dispatcher
+    /// that holds jobs back ([`crate::FairDispatcher`]) starts one of the tenant's then.
+    async fn ended(&self, _request: &AsyncRequest) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// At most this many pushes of one change are in flight at once.
@@ -103,7 +109,7 @@ impl Processor {
                         continue;
                     }
                     if let Err(error) = this.handle(&change).await {
-                        tracing::error!(sequence_number = %change.sequence_number, %error, "change failed");
+                        tracing::error!(sequence_number = %change.sequence_number, error = ?error.to_string(), "change failed");
                         failed.push(change.sequence_number);
                     }
                 }
@@ -131,6 +137,9 @@ impl Processor {
         }
         if let Some(request) = change.cancelled_while_running() {
             self.dispatcher.cancel(request).await?;
+        }
+        if let Some(request) = change.left_running() {
+            self.dispatcher.ended(request).await?;
         }
         if let Some(state) = change.visible() {
             metrics::counter!(metric::REQUESTS, "status" => state.status.to_string()).increment(1);

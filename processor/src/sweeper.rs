@@ -102,7 +102,7 @@ impl Sweeper {
             {
                 Ok(()) | Err(Error::Gone(_)) => {}
                 Err(error) => {
-                    tracing::warn!(connection_id = %connection.id, %error, "init timeout: close failed");
+                    tracing::warn!(connection_id = %connection.id, error = ?error.to_string(), "init timeout: close failed");
                     continue;
                 }
             }

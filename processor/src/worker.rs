@@ -150,7 +150,7 @@ impl StoreSink {
                 Err(JobError::cancelled())
             }
             Err(error) => {
-                tracing::warn!(request_id = %self.request_id, %error, "progress write failed");
+                tracing::warn!(request_id = %self.request_id, error = ?error.to_string(), "progress write failed");
                 Err(JobError::retryable(
                     "PROGRESS_WRITE_FAILED",
                     "progress could not be recorded",
@@ -393,7 +393,9 @@ impl Worker {
                     }
                 }
                 Err(Error::Conflict(_) | Error::Transition { .. } | Error::NotFound(_)) => return,
-                Err(error) => tracing::warn!(request_id, %error, "lease not renewed"),
+                Err(error) => {
+                    tracing::warn!(request_id, error = ?error.to_string(), "lease not renewed")
+                }
             }
         }
     }

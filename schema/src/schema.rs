@@ -77,7 +77,7 @@ fn from_core(error: CoreError) -> async_graphql::Error {
             format!("a {status} request cannot {action}"),
         ),
         other => {
-            tracing::error!(error = %other, source = ?std::error::Error::source(&other), "store failed");
+            tracing::error!(error = ?other.to_string(), source = ?std::error::Error::source(&other), "store failed");
             client_error("INTERNAL", "internal error")
         }
     }
