@@ -105,9 +105,10 @@ async fn a_tenant_at_its_share_waits_while_others_start(on: On) {
         let mut request = of("a", &format!("a-run{n}"), t0);
         store.create_request(&request).await.unwrap();
         let queued = request.clone();
-        request.claim(t0, chrono::Duration::minutes(5)).unwrap();
+        request.claim(t0, chrono::Duration::minutes(5), 3).unwrap();
+        request.revision += 1;
         store
-            .update_request(&request, queued.version)
+            .update_request(&request, queued.revision)
             .await
             .unwrap();
         running.push(request);
@@ -139,7 +140,8 @@ async fn a_tenant_at_its_share_waits_while_others_start(on: On) {
     let mut done = before.clone();
     done.complete(json!({ "rows": 1 }), t0 + chrono::Duration::seconds(1))
         .unwrap();
-    store.update_request(&done, before.version).await.unwrap();
+    done.revision += 1;
+    store.update_request(&done, before.revision).await.unwrap();
     processor.handle(&modified(&before, &done)).await.unwrap();
     assert_eq!(started.take(), ["a-wait0"]);
 
@@ -151,10 +153,12 @@ async fn a_tenant_at_its_share_waits_while_others_start(on: On) {
         .claim(
             t0 + chrono::Duration::seconds(1),
             chrono::Duration::minutes(5),
+            3,
         )
         .unwrap();
+    claimed.revision += 1;
     store
-        .update_request(&claimed, queued.version)
+        .update_request(&claimed, queued.revision)
         .await
         .unwrap();
     clock.advance(chrono::Duration::minutes(2));

@@ -56,3 +56,36 @@ async fn a_killed_worker_s_job_runs_again_after_its_lease() {
     );
     assert_eq!(last["output"]["__typename"], "Report");
 }
+
+/// A job whose worker dies on every attempt (as one killed by running out of memory or
+/// time would) ends FAILED with `WORKER_LOST` once its attempts are spent, instead of
+/// running forever; a client may retry it.
+async fn a_job_whose_worker_always_dies_fails_worker_lost(on: On) {
+    let server = TestServer::start_tuned(on, |stack| {
+        stack
+            .with_clock(Arc::new(SystemClock))
+            .with_lease(Duration::from_millis(300))
+            .with_sweep_every(Duration::from_millis(50))
+    })
+    .await;
+    let mut client = server.client().await;
+    client.init().await;
+    // Steps of 100 ms; the running attempt is killed now, each later one 150 ms in.
+    let id = client.generate_report("m", 100).await;
+    server
+        .workers
+        .kill_every_attempt(&id, Duration::from_millis(150));
+    client.send(json!({ "id": "s", "type": "subscribe", "payload": { "query": PROGRESS, "variables": { "id": id } } })).await;
+    let frames = client.until_done("s").await;
+    let states = support::states(&frames);
+    let last = states.last().unwrap();
+    assert_eq!(last["status"], "FAILED", "{states:?}");
+    assert_eq!(last["error"]["code"], "WORKER_LOST");
+    assert_eq!(last["error"]["retryable"], true);
+    // generateReport has the default budget: three attempts, all lost.
+    assert_eq!(last["attempts"], 3);
+    let stored = server.store.get_request(&id).await.unwrap().unwrap();
+    assert_eq!((stored.status.as_str(), stored.attempts), ("FAILED", 3));
+}
+
+on_both_stores!(a_job_whose_worker_always_dies_fails_worker_lost);

@@ -257,22 +257,31 @@ async fn requests(store: &dyn Store) {
     );
     assert_eq!(store.get_request(&id).await.unwrap(), Some(request.clone()));
 
-    let read = request.version;
+    let read = request.clone();
     request.start(at(1)).unwrap();
-    store.update_request(&request, read).await.unwrap();
-    let mut stale = request.clone();
-    stale.report(0.5, Some("late".into()), at(2)).unwrap();
+    save(store, &mut request).await.unwrap();
+    let mut stale = read.clone();
+    stale.report(0.5, Some("late".into()), at(2)).unwrap_err();
+    stale.cancel(at(2)).unwrap();
     assert!(
-        matches!(
-            store.update_request(&stale, read).await,
-            Err(Error::Conflict(_))
-        ),
+        matches!(save(store, &mut stale).await, Err(Error::Conflict(_))),
         "a stale writer loses"
     );
-    let read = request.version;
+    // A write that keeps the version (a lease renewal) still moves the revision: a writer
+    // that read before it loses too, so that it cannot undo it.
+    let before_renewal = request.clone();
+    request.renew(at(2), chrono::Duration::seconds(30)).unwrap();
+    save(store, &mut request).await.unwrap();
+    let mut cancelling = before_renewal;
+    cancelling.cancel(at(2)).unwrap();
+    assert!(
+        matches!(save(store, &mut cancelling).await, Err(Error::Conflict(_))),
+        "a writer that read before a renewal loses"
+    );
     request.report(0.25, Some("a".into()), at(3)).unwrap();
-    store.update_request(&request, read).await.unwrap();
-    assert_eq!(store.get_request(&id).await.unwrap().unwrap().version, 3);
+    save(store, &mut request).await.unwrap();
+    let stored = store.get_request(&id).await.unwrap().unwrap();
+    assert_eq!((stored.version, stored.revision), (3, 3));
     assert!(matches!(
         store
             .update_request(&AsyncRequest::new(unique("x"), "a", json!(null), at(0)), 1)
@@ -290,7 +299,7 @@ async fn listing(store: &dyn Store) {
         store.create_request(&request).await.unwrap();
         if n % 2 == 0 {
             request.cancel(at(10 + n)).unwrap();
-            store.update_request(&request, 1).await.unwrap();
+            save(store, &mut request).await.unwrap();
         }
         ids.push(request.id);
     }
@@ -381,7 +390,7 @@ async fn tenants(store: &dyn Store) {
     );
     let mut done = store.get_request(&ids[0]).await.unwrap().unwrap();
     done.cancel(at(9)).unwrap();
-    store.update_request(&done, 1).await.unwrap();
+    save(store, &mut done).await.unwrap();
     assert_eq!(
         store.count_active_requests(&acme, 10).await.unwrap(),
         2,
@@ -459,6 +468,26 @@ async fn contract(store: &dyn Store) {
     requests(store).await;
     listing(store).await;
     tenants(store).await;
+    item_size(store).await;
+}
+
+/// A request item over DynamoDB's 400 KB is refused, and nothing is written.
+async fn item_size(store: &dyn Store) {
+    let mut request = AsyncRequest::new(unique("big"), "a", json!({}), at(0));
+    store.create_request(&request).await.unwrap();
+    request.start(at(1)).unwrap();
+    request
+        .complete(json!({ "text": "x".repeat(420 * 1024) }), at(2))
+        .unwrap();
+    assert!(
+        matches!(save(store, &mut request).await, Err(Error::Backend { .. })),
+        "refused"
+    );
+    let stored = store.get_request(&request.id).await.unwrap().unwrap();
+    assert_eq!(stored.status.as_str(), "QUEUED", "nothing written");
+    let big = AsyncRequest::new(unique("big"), "a", json!("x".repeat(420 * 1024)), at(0));
+    assert!(store.create_request(&big).await.is_err());
+    assert_eq!(store.get_request(&big.id).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -471,11 +500,21 @@ async fn write_history(store: &dyn Store, id: &str) {
     let mut request = AsyncRequest::new(id, "a", json!({}), at(0));
     store.create_request(&request).await.unwrap();
     request.start(at(1)).unwrap();
-    store.update_request(&request, 1).await.unwrap();
+    save(store, &mut request).await.unwrap();
     // A write that changes nothing yields no record.
-    store.update_request(&request, 2).await.unwrap();
+    store
+        .update_request(&request, request.revision)
+        .await
+        .unwrap();
     request.complete(json!(1), at(2)).unwrap();
-    store.update_request(&request, 2).await.unwrap();
+    save(store, &mut request).await.unwrap();
+}
+
+/// Writes `request` over the revision it was read at, as `modify_request` does.
+async fn save(store: &dyn Store, request: &mut AsyncRequest) -> streamer::core::Result<()> {
+    let read = request.revision;
+    request.revision += 1;
+    store.update_request(request, read).await
 }
 
 /// Asserts the changes of request `id`: one per visible write, in order, with both images.

@@ -510,20 +510,20 @@ impl Store for DynamoDbStore {
         output.item.map(request_from_item).transpose()
     }
 
-    async fn update_request(&self, request: &AsyncRequest, expected_version: u64) -> Result<()> {
+    async fn update_request(&self, request: &AsyncRequest, expected_revision: u64) -> Result<()> {
         let result = self
             .client
             .put_item()
             .table_name(&self.requests)
             .set_item(Some(request_item(request)?))
-            .condition_expression("version = :expected")
-            .expression_attribute_values(":expected", n(expected_version))
+            .condition_expression("revision = :expected")
+            .expression_attribute_values(":expected", n(expected_revision))
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
             Err(error) if condition_failed(&error) => Err(Error::Conflict(format!(
-                "request {} is not at version {expected_version}",
+                "request {} is not at revision {expected_revision}",
                 request.id
             ))),
             Err(error) => Err(Error::backend("updating a request", error)),

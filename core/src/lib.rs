@@ -45,7 +45,7 @@ pub use error::{Error, Result};
 pub use id::{IdGenerator, RandomIds, SequentialIds};
 pub use limits::{LimitExceeded, Limits};
 pub use memory::{MemorySender, MemoryStore};
-pub use request::{AsyncRequest, PRIORITIES, RequestError, RequestStatus};
+pub use request::{AsyncRequest, Claimed, PRIORITIES, RequestError, RequestStatus, WORKER_LOST};
 pub use sender::Sender;
 pub use store::{Change, ChangeKind, Claim, Finish, Page, RequestFilter, Store};
 pub use subscription::{Subscription, SubscriptionKey};

@@ -151,6 +151,36 @@ impl Tables {
     }
 }
 
+/// DynamoDB's largest item, which the embedded store holds requests to as well.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+/// Refuses a request item over [`MAX_ITEM_BYTES`] (measured as its JSON), as DynamoDB
+/// refuses one: nothing is written.
+fn within_item_size(request: &AsyncRequest) -> Result<()> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, request).map_err(|e| Error::backend("measuring", e))?;
+    if count.0 > MAX_ITEM_BYTES {
+        return Err(Error::backend(
+            format!("writing request {}", request.id),
+            std::io::Error::other(format!(
+                "item size {} bytes has exceeded the maximum allowed size of {MAX_ITEM_BYTES}",
+                count.0
+            )),
+        ));
+    }
+    Ok(())
+}
+
 /// The embedded store. Cheap operations under one std Mutex: no critical section awaits.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -408,6 +438,7 @@ impl Store for MemoryStore {
     }
 
     async fn create_request(&self, request: &AsyncRequest) -> Result<()> {
+        within_item_size(request)?;
         let request = Arc::new(request.clone());
         let mut tables = self.tables();
         if tables.requests.contains_key(&request.id) {
@@ -423,15 +454,16 @@ impl Store for MemoryStore {
         Ok(request.map(Arc::unwrap_or_clone))
     }
 
-    async fn update_request(&self, request: &AsyncRequest, expected_version: u64) -> Result<()> {
+    async fn update_request(&self, request: &AsyncRequest, expected_revision: u64) -> Result<()> {
+        within_item_size(request)?;
         let request = Arc::new(request.clone());
         let mut tables = self.tables();
         match tables.request(&request.id) {
-            Some(old) if old.version == expected_version => {}
+            Some(old) if old.revision == expected_revision => {}
             Some(old) => {
                 return Err(Error::Conflict(format!(
-                    "request {} is at version {}, not {expected_version}",
-                    request.id, old.version
+                    "request {} is at revision {}, not {expected_revision}",
+                    request.id, old.revision
                 )));
             }
             None => {

@@ -102,6 +102,10 @@ pub struct AsyncRequest {
     /// +1 on every change a client can see. Pushes carry it; subscribers never get an older
     /// version after a newer one.
     pub version: u64,
+    /// +1 on every write, visible or not: what each update is conditioned on, so that two
+    /// writers never overwrite each other (a lease renewal never undoes a cancel).
+    #[serde(default)]
+    pub revision: u64,
     /// Attempts started so far.
     pub attempts: u32,
     /// When it was enqueued.
@@ -148,6 +152,19 @@ fn anonymous() -> String {
     "anonymous".to_owned()
 }
 
+/// The error code of a request whose worker kept stopping without an outcome (killed by
+/// memory or its time limit) until its attempts ran out.
+pub const WORKER_LOST: &str = "WORKER_LOST";
+
+/// How a worker's [`AsyncRequest::claim`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// RUNNING: the new attempt is the claiming worker's.
+    Started,
+    /// The previous attempt's worker was lost and that was its last attempt: FAILED.
+    Lost,
+}
+
 /// The priorities a client may give a request.
 pub const PRIORITIES: std::ops::RangeInclusive<i32> = -100..=100;
 
@@ -172,6 +189,7 @@ impl AsyncRequest {
             progress: 0.0,
             message: None,
             version: 1,
+            revision: 0,
             attempts: 0,
             created_at: now,
             updated_at: now,
@@ -225,18 +243,42 @@ impl AsyncRequest {
         self.expires_at = (now + RETENTION).timestamp();
     }
 
-    /// A worker claims the request for a new attempt held until `now + lease`: from QUEUED
-    /// or RETRYING, or from RUNNING when the previous worker's lease has passed (it died; its
-    /// attempt counts).
-    pub fn claim(&mut self, now: DateTime<Utc>, lease: Duration) -> Result<()> {
+    /// A worker claims the request for a new attempt held until `now + lease`: from QUEUED,
+    /// from RETRYING once its next attempt is due, or from RUNNING when the previous
+    /// worker's lease has passed (it died: its attempt counts). When that lost attempt was
+    /// the last of `max_attempts`, the request ends FAILED with `WORKER_LOST` instead
+    /// ([`Claimed::Lost`]), which a client may retry.
+    pub fn claim(
+        &mut self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        max_attempts: u32,
+    ) -> Result<Claimed> {
         let abandoned = self.status == RequestStatus::Running
             && self.lease_until.is_some_and(|until| until < now);
         if abandoned {
+            if self.drive_attempts() >= max_attempts.max(1) {
+                self.status = RequestStatus::Failed;
+                self.error = Some(RequestError {
+                    code: WORKER_LOST.to_owned(),
+                    message: format!(
+                        "the worker running attempt {} stopped without an outcome, and it was the last attempt",
+                        self.attempts
+                    ),
+                    retryable: true,
+                });
+                self.touch(now);
+                return Ok(Claimed::Lost);
+            }
             self.status = RequestStatus::Queued;
+        }
+        if self.status == RequestStatus::Retrying && self.next_attempt_at.is_some_and(|at| at > now)
+        {
+            return Err(self.refuse("start before its next attempt is due"));
         }
         self.start(now)?;
         self.lease_until = Some(now + lease);
-        Ok(())
+        Ok(Claimed::Started)
     }
 
     /// Extends the running attempt's lease to `now + lease`. Not a visible change: the
@@ -507,5 +549,40 @@ mod tests {
             (RequestStatus::Queued, 2, 0, true),
             "attempts keep counting; the new drive has its whole budget"
         );
+    }
+
+    #[test]
+    fn a_lost_last_attempt_fails_the_request_and_a_retry_waits_until_due() {
+        let (mut r, clock) = queued();
+        let lease = Duration::seconds(10);
+        assert_eq!(r.claim(clock.now(), lease, 2).unwrap(), Claimed::Started);
+        // Its worker dies: the lease passes and the next claim starts attempt 2.
+        clock.advance(Duration::seconds(11));
+        assert_eq!(r.claim(clock.now(), lease, 2).unwrap(), Claimed::Started);
+        assert_eq!(r.attempts, 2);
+        // That worker dies too: attempt 2 was the last.
+        clock.advance(Duration::seconds(11));
+        let version = r.version;
+        assert_eq!(r.claim(clock.now(), lease, 2).unwrap(), Claimed::Lost);
+        assert_eq!(r.status, RequestStatus::Failed);
+        assert_eq!(r.version, version + 1);
+        let error = r.error.clone().unwrap();
+        assert_eq!((error.code.as_str(), error.retryable), (WORKER_LOST, true));
+        assert!(r.claim(clock.now(), lease, 2).is_err(), "it is over");
+
+        // A retry is claimed only once due, however often it is dispatched.
+        let (mut r, clock) = queued();
+        r.claim(clock.now(), lease, 3).unwrap();
+        let error = RequestError {
+            code: "X".into(),
+            message: "x".into(),
+            retryable: true,
+        };
+        r.retry_at(error, clock.now() + Duration::seconds(5), clock.now())
+            .unwrap();
+        assert!(r.claim(clock.now(), lease, 3).is_err(), "not due");
+        assert_eq!(r.status, RequestStatus::Retrying);
+        clock.advance(Duration::seconds(5));
+        assert_eq!(r.claim(clock.now(), lease, 3).unwrap(), Claimed::Started);
     }
 }

@@ -201,9 +201,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_request(&self, request: &AsyncRequest) -> Result<()>;
     /// Reads a request.
     async fn get_request(&self, id: &str) -> Result<Option<AsyncRequest>>;
-    /// Replaces a request if its stored version is still `expected_version`, else
-    /// [`Error::Conflict`].
-    async fn update_request(&self, request: &AsyncRequest, expected_version: u64) -> Result<()>;
+    /// Replaces a request if its stored revision is still `expected_revision`, else
+    /// [`Error::Conflict`]. The caller has moved `request.revision` on
+    /// ([`modify_request`] does).
+    async fn update_request(&self, request: &AsyncRequest, expected_revision: u64) -> Result<()>;
     /// Lists requests, oldest first.
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Page>;
 
@@ -244,8 +245,9 @@ pub async fn modify_request<T>(
             .get_request(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("request {id}")))?;
-        let expected = request.version;
+        let expected = request.revision;
         let outcome = change(&mut request, clock.now())?;
+        request.revision = expected + 1;
         match store.update_request(&request, expected).await {
             Ok(()) => return Ok((request, outcome)),
             Err(Error::Conflict(_)) => continue,

@@ -25,5 +25,6 @@ pub use processor::{BatchOutcome, Dispatcher, Processor};
 pub use streamer_schema::JOB_BACKOFF;
 pub use sweeper::{SweepOptions, SweepReport, Sweeper};
 pub use worker::{
-    CancelSignal, DEFAULT_CANCEL_GRACE, DEFAULT_LEASE, DEFAULT_TIME_LIMIT, Outcome, Worker,
+    CancelSignal, DEFAULT_CANCEL_GRACE, DEFAULT_LEASE, DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_TIME_LIMIT, Outcome, RESULT_TOO_LARGE, Worker,
 };

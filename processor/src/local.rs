@@ -32,6 +32,8 @@ struct Inner {
     running: Mutex<HashMap<String, Running>>,
     /// Most jobs of one tenant at once.
     tenant_share: usize,
+    /// Jobs whose every attempt is killed this long after it starts (fault injection).
+    doomed: Mutex<HashMap<String, std::time::Duration>>,
     /// Started on the first dispatch, so that the dispatcher can be built outside a runtime.
     scheduler: std::sync::OnceLock<AbortHandle>,
 }
@@ -157,6 +159,7 @@ impl TaskDispatcher {
                 queued: Arc::new(Notify::new()),
                 running: Mutex::default(),
                 tenant_share: share.max(1),
+                doomed: Mutex::default(),
                 scheduler: std::sync::OnceLock::new(),
             }),
         }
@@ -173,6 +176,18 @@ impl TaskDispatcher {
             .expect("tasks lock")
             .remove(request_id);
         task.map(|running| running.task.abort()).is_some()
+    }
+
+    /// Kills every later attempt of `request_id`'s job `after` it starts, and the one
+    /// running now at once, as a worker that runs out of memory or time on that job would
+    /// stop: no outcome is ever written. For fault injection.
+    pub fn kill_every_attempt(&self, request_id: &str, after: std::time::Duration) {
+        self.inner
+            .doomed
+            .lock()
+            .expect("doomed lock")
+            .insert(request_id.to_owned(), after);
+        self.kill(request_id);
     }
 
     /// The ids of the jobs running now.
@@ -258,21 +273,27 @@ fn start(dispatcher: TaskDispatcher, waiter: Waiter, permit: OwnedSemaphorePermi
     };
     let task = tokio::spawn(async move {
         let _ = ready.await;
-        let outcome = this
+        let doomed = this
             .inner
-            .worker
-            .run_signalled(&request_id, None, signal)
-            .await;
-        drop(slot);
-        {
-            let mut running = this.inner.running.lock().expect("tasks lock");
-            if running
-                .get(&request_id)
-                .is_some_and(|running| running.task.id() == tokio::task::id())
-            {
-                running.remove(&request_id);
+            .doomed
+            .lock()
+            .expect("doomed lock")
+            .get(&request_id)
+            .copied();
+        let run = this.inner.worker.run_signalled(&request_id, None, signal);
+        let outcome = match doomed {
+            None => run.await,
+            Some(after) => {
+                let Ok(outcome) = tokio::time::timeout(after, run).await else {
+                    tracing::warn!(%request_id, "attempt killed (fault injection)");
+                    this.unregister(&request_id);
+                    return;
+                };
+                outcome
             }
-        }
+        };
+        drop(slot);
+        this.unregister(&request_id);
         match outcome {
             Ok(Outcome::RetryAfter(delay)) => {
                 tokio::time::sleep(delay).await;
@@ -292,6 +313,19 @@ fn start(dispatcher: TaskDispatcher, waiter: Waiter, permit: OwnedSemaphorePermi
         },
     );
     let _ = registered.send(());
+}
+
+impl TaskDispatcher {
+    /// Forgets the running task of `request_id` if it is the current task.
+    fn unregister(&self, request_id: &str) {
+        let mut running = self.inner.running.lock().expect("tasks lock");
+        if running
+            .get(request_id)
+            .is_some_and(|running| running.task.id() == tokio::task::id())
+        {
+            running.remove(request_id);
+        }
+    }
 }
 
 /// A running job's slot: dropping it frees the slot and the tenant's share, and wakes the

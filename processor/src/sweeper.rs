@@ -247,7 +247,7 @@ mod tests {
         // A running request whose worker stopped renewing its lease is dispatched again.
         let mut running = AsyncRequest::new("running", "a", json!({}), clock.now());
         running
-            .claim(clock.now(), chrono::Duration::seconds(10))
+            .claim(clock.now(), chrono::Duration::seconds(10), 3)
             .unwrap();
         store.create_request(&running).await.unwrap();
         assert_eq!(

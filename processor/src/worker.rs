@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use streamer_core::store::modify_request;
 use streamer_core::{
-    AsyncRequest, Backoff, Clock, Error, RequestError, RequestStatus, Result, Store, metric,
+    AsyncRequest, Backoff, Claimed, Clock, Error, RequestError, RequestStatus, Result, Store,
+    metric,
 };
 use streamer_schema::{Handlers, JOB_BACKOFF, JobContext, JobError, ProgressSink};
 
@@ -206,7 +207,15 @@ pub struct Worker {
     time_limit: Duration,
     progress_interval: Duration,
     cancel_grace: Duration,
+    max_result_bytes: usize,
 }
+
+/// The largest output a request keeps by default, as JSON: with the largest input
+/// (`payloadBytes`, 64 KiB) and the rest of its state it stays under DynamoDB's 400 KB item.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 256 * 1024;
+
+/// The error code of an output over the result limit.
+pub const RESULT_TOO_LARGE: &str = "RESULT_TOO_LARGE";
 
 /// How long a cancelled handler may take to stop by default before it is dropped.
 pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -236,7 +245,15 @@ impl Worker {
             time_limit: DEFAULT_TIME_LIMIT,
             progress_interval: DEFAULT_PROGRESS_INTERVAL,
             cancel_grace: DEFAULT_CANCEL_GRACE,
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
         }
+    }
+
+    /// Keeps outputs of at most `bytes` (as JSON) instead of [`DEFAULT_MAX_RESULT_BYTES`];
+    /// a larger one fails its request with `RESULT_TOO_LARGE`.
+    pub fn with_max_result_bytes(mut self, bytes: usize) -> Self {
+        self.max_result_bytes = bytes;
+        self
     }
 
     /// Gives a cancelled handler `grace` to stop instead of [`DEFAULT_CANCEL_GRACE`].
@@ -307,13 +324,28 @@ impl Worker {
             None => limit,
         };
         let lease = self.lease();
+        let handlers = &self.handlers;
         let claimed = modify_request(&*self.store, &*self.clock, request_id, |request, now| {
-            request.claim(now, lease)
+            let budget = handlers
+                .get(&request.action)
+                .map_or(1, |handler| handler.max_attempts());
+            request.claim(now, lease, budget)
         })
         .await;
         let request = match claimed {
-            Ok((request, ())) => request,
-            Err(Error::Transition { .. } | Error::NotFound(_)) => return Ok(Outcome::NotClaimed),
+            Ok((request, Claimed::Started)) => request,
+            Ok((request, Claimed::Lost)) => {
+                tracing::warn!(
+                    request_id,
+                    attempts = request.attempts,
+                    "worker lost on the last attempt: failed"
+                );
+                metrics::counter!(metric::DEAD_LETTERS).increment(1);
+                return Ok(Outcome::Failed);
+            }
+            Err(Error::Transition { .. } | Error::NotFound(_)) => {
+                return self.not_claimed(request_id).await;
+            }
             Err(other) => return Err(other),
         };
         tracing::info!(request_id, action = %request.action, attempt = request.attempts, "job started");
@@ -364,6 +396,7 @@ impl Worker {
             }
             () = sink.flush_when_due() => unreachable!("flushing never ends"),
         };
+        let result = result.and_then(|output| self.within_result_limit(output));
         // The latest report is written before the outcome.
         let _ = sink.flush().await;
         metrics::histogram!(metric::JOB_DURATION).record(started.elapsed().as_secs_f64() * 1000.0);
@@ -374,6 +407,46 @@ impl Worker {
     /// Renews the lease of `attempt` until it cannot: returns when the request no longer
     /// runs that attempt (another worker took it over, or it ended). A cancel it reads on
     /// the way is signalled to the attempt.
+    /// The output, or a permanent `RESULT_TOO_LARGE` when it is over the bytes a request
+    /// can keep (a DynamoDB item holds 400 KB, input and state included): an output that
+    /// cannot be written would otherwise fail every attempt in full.
+    fn within_result_limit(
+        &self,
+        output: serde_json::Value,
+    ) -> Result<serde_json::Value, JobError> {
+        let bytes = serde_json::to_vec(&output).map_or(usize::MAX, |encoded| encoded.len());
+        if bytes > self.max_result_bytes {
+            return Err(JobError::permanent(
+                RESULT_TOO_LARGE,
+                format!(
+                    "the output is {bytes} bytes, over the {} a request can keep",
+                    self.max_result_bytes
+                ),
+            ));
+        }
+        Ok(output)
+    }
+
+    /// Why a claim was refused: a retry that is not due yet comes back when it is (a
+    /// duplicate or early dispatch); anything else is not this worker's.
+    async fn not_claimed(&self, request_id: &str) -> Result<Outcome> {
+        let now = self.clock.now();
+        let due = self
+            .store
+            .get_request(request_id)
+            .await?
+            .and_then(|request| {
+                (request.status == RequestStatus::Retrying)
+                    .then_some(request.next_attempt_at)
+                    .flatten()
+                    .filter(|at| *at > now)
+            });
+        Ok(match due {
+            Some(at) => Outcome::RetryAfter((at - now).to_std().unwrap_or_default()),
+            None => Outcome::NotClaimed,
+        })
+    }
+
     async fn keep_lease(&self, request_id: &str, attempt: u32, cancel: &CancelSignal) {
         let lease = self.lease();
         loop {
