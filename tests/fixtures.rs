@@ -85,6 +85,8 @@ fn recorded_images_are_the_items_the_store_writes() {
             let status = fields["status"]["S"].as_str().unwrap().to_owned();
             fields.insert("tenant".into(), json!({ "S": "dev" }));
             fields.insert("owner".into(), json!({ "S": "anonymous" }));
+            // Recorded before requests carried a revision: it reads as 0.
+            fields.insert("revision".into(), json!({ "N": "0" }));
             fields.insert("listPartition".into(), json!({ "S": "dev" }));
             fields.insert(
                 "statusPartition".into(),

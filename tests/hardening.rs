@@ -557,12 +557,14 @@ impl std::io::Write for Captured {
 async fn client_strings_are_logged_escaped() {
     let captured = Captured::default();
     let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::INFO)
-        .try_init()
-        .expect("the only subscriber of this test binary");
+    // This thread's subscriber: the test's runtime, and so the gateway, runs on it.
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::INFO)
+            .finish(),
+    );
     let server = TestServer::start_tuned(On::Embedded, |stack| {
         stack
             .with_clock(Arc::new(SystemClock))

@@ -37,7 +37,45 @@ fn key(request_id: &str, connection_id: &str, operation_id: &str) -> Subscriptio
     }
 }
 
+/// The sweeper's delete: only a connection that still awaits `connection_init` goes.
+async fn conditional_delete(store: &dyn Store) {
+    let (silent, polite) = (unique("conn"), unique("conn"));
+    for id in [&silent, &polite] {
+        store
+            .put_connection(&Connection::new(id, at(0)))
+            .await
+            .unwrap();
+    }
+    store
+        .acknowledge_connection(&polite, None, &Principal::new(unique("tenant"), "ann"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .delete_connection_awaiting_init(&silent)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_connection(&silent).await.unwrap(), None);
+    assert!(
+        !store
+            .delete_connection_awaiting_init(&polite)
+            .await
+            .unwrap(),
+        "acknowledged since the index was read: it stays"
+    );
+    assert!(store.get_connection(&polite).await.unwrap().is_some());
+    assert!(
+        !store
+            .delete_connection_awaiting_init(&silent)
+            .await
+            .unwrap(),
+        "gone"
+    );
+}
+
 async fn connections(store: &dyn Store) {
+    conditional_delete(store).await;
     let id = unique("conn");
     assert_eq!(store.get_connection(&id).await.unwrap(), None);
     let mut connection = Connection::new(&id, at(0));

@@ -264,6 +264,23 @@ impl Store for DynamoDbStore {
         output.attributes.map(connection_from_item).transpose()
     }
 
+    async fn delete_connection_awaiting_init(&self, id: &str) -> Result<bool> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.connections)
+            .key("id", s(id))
+            .condition_expression("phase = :awaiting")
+            .expression_attribute_values(":awaiting", to_attribute(Phase::AwaitingInit)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if condition_failed(&error) => Ok(false),
+            Err(error) => Err(Error::backend("deleting a connection awaiting init", error)),
+        }
+    }
+
     async fn add_operation(
         &self,
         connection_id: &str,

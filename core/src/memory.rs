@@ -302,6 +302,18 @@ impl Store for MemoryStore {
         Ok(connection.map(Arc::unwrap_or_clone))
     }
 
+    async fn delete_connection_awaiting_init(&self, id: &str) -> Result<bool> {
+        let mut tables = self.tables();
+        let awaiting = tables
+            .connections
+            .get(id)
+            .is_some_and(|c| c.phase == crate::connection::Phase::AwaitingInit);
+        if awaiting {
+            tables.remove_connection(id);
+        }
+        Ok(awaiting)
+    }
+
     async fn connections_awaiting_init(
         &self,
         before: DateTime<Utc>,

@@ -152,6 +152,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<()>;
     /// Deletes a connection, returning it as it was.
     async fn delete_connection(&self, id: &str) -> Result<Option<Connection>>;
+    /// Deletes a connection only if it still awaits `connection_init` (a conditional
+    /// delete, so that one acknowledged since an index was read stays): `true` when it did.
+    async fn delete_connection_awaiting_init(&self, id: &str) -> Result<bool>;
     /// Marks an operation active on a connection: [`Error::Conflict`] when the id is already
     /// active (4409), [`Error::NotFound`] when the connection is gone.
     async fn add_operation(

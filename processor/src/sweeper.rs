@@ -95,6 +95,15 @@ impl Sweeper {
             .connections_awaiting_init(init_deadline, self.options.limit)
             .await?
         {
+            // The index lags: a connection acknowledged since it was read is not touched.
+            // Its item goes first, conditionally; the socket is closed only after that.
+            if !self
+                .store
+                .delete_connection_awaiting_init(&connection.id)
+                .await?
+            {
+                continue;
+            }
             match self
                 .sender
                 .close(&connection.id, &Close::init_timeout())
@@ -103,31 +112,26 @@ impl Sweeper {
                 Ok(()) | Err(Error::Gone(_)) => {}
                 Err(error) => {
                     tracing::warn!(connection_id = %connection.id, error = ?error.to_string(), "init timeout: close failed");
-                    continue;
                 }
             }
-            self.store.delete_connection(&connection.id).await?;
             metrics::counter!(metric::INIT_TIMEOUTS).increment(1);
             tracing::info!(connection_id = %connection.id, "closed: no connection_init in time");
             report.init_timeouts += 1;
         }
         for request in self.listed(RequestStatus::Retrying).await? {
             if request.next_attempt_at.is_some_and(|at| at <= now) {
-                self.dispatcher.dispatch(&request).await?;
-                report.retries += 1;
+                report.retries += usize::from(self.dispatch(&request).await);
             }
         }
         let grace = chrono::Duration::from_std(self.options.queued_grace).unwrap_or_default();
         for request in self.listed(RequestStatus::Queued).await? {
             if request.updated_at + grace <= now {
-                self.dispatcher.dispatch(&request).await?;
-                report.requeued += 1;
+                report.requeued += usize::from(self.dispatch(&request).await);
             }
         }
         for request in self.listed(RequestStatus::Running).await? {
             if request.lease_expired(now) {
-                self.dispatcher.dispatch(&request).await?;
-                report.abandoned += 1;
+                report.abandoned += usize::from(self.dispatch(&request).await);
             }
         }
         if report != SweepReport::default() {
@@ -137,6 +141,18 @@ impl Sweeper {
     }
 
     /// Up to `limit` requests in `status`, oldest first.
+    /// Dispatches one request; a failure is logged and the sweep goes on (the next sweep
+    /// finds the request again). `true` when it was dispatched.
+    async fn dispatch(&self, request: &AsyncRequest) -> bool {
+        match self.dispatcher.dispatch(request).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(request_id = %request.id, error = ?error.to_string(), "sweep: dispatch failed");
+                false
+            }
+        }
+    }
+
     async fn listed(&self, status: RequestStatus) -> Result<Vec<AsyncRequest>> {
         let mut found = Vec::new();
         let mut after = None;

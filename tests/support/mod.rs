@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chrono::SubsecRound;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use streamer::core::{ManualClock, SequentialIds, Store};
+use streamer::core::{SequentialIds, Store};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
@@ -114,11 +113,9 @@ impl TestServer {
             .try_init();
         let builder = app
             .local()
-            // Today, not a fixed date: DynamoDB Local deletes items whose TTL has passed.
-            .with_clock(Arc::new(ManualClock::new(
-                chrono::Utc::now().trunc_subsecs(0),
-                chrono::Duration::milliseconds(1),
-            )))
+            // Real time: backoffs and leases are waited for in it, and DynamoDB Local
+            // deletes items whose TTL has passed.
+            .with_clock(Arc::new(streamer::core::SystemClock))
             .with_ids(Arc::new(SequentialIds::new("req")))
             .with_connection_ids(Arc::new(SequentialIds::new("conn")))
             .with_management_key(MANAGEMENT_KEY);
