@@ -41,7 +41,7 @@ async fn posts_reach_the_socket_oversized_ones_are_refused_deletes_close_1000_th
         "x".repeat(128 * 1024)
     );
     match sender.post("conn-1", &oversized).await {
-        Err(Error::Backend { context, .. }) => assert!(context.contains("too_large"), "{context}"),
+        Err(Error::TooLarge(id)) => assert_eq!(id, "conn-1"),
         other => panic!("expected a too-large failure, got {other:?}"),
     }
     sender
@@ -217,4 +217,72 @@ async fn posts_in_flight_are_bounded() {
         4,
         "at most four at once, and four used"
     );
+}
+
+/// With a fifth of the Management API's calls failing with a 500, the processor's pushes
+/// (through `ApiGatewaySender`, on DynamoDB Local) are retried: each subscriber gets every
+/// state in order, the terminal one once and last, and its `complete`; no connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_management_api_failures_are_retried_and_lose_nothing() {
+    let server = TestServer::start_tuned(support::On::DynamoDb, |stack| {
+        stack.with_management_faults(0.2)
+    })
+    .await;
+    let mut client = server.client().await;
+    client.init().await;
+    for n in 0..3 {
+        let id = client.generate_report(&format!("m{n}"), 20).await;
+        let subscription = format!("s{n}");
+        client.send(json!({ "id": subscription, "type": "subscribe", "payload": { "query": support::PROGRESS, "variables": { "id": id } } })).await;
+        let frames = client.until_done(&subscription).await;
+        assert!(
+            frames.iter().all(|f| f.get("close").is_none()),
+            "{frames:?}"
+        );
+        assert_eq!(frames.last().unwrap()["type"], "complete");
+        let states = support::states(&frames);
+        let versions: Vec<u64> = states
+            .iter()
+            .map(|s| s["version"].as_u64().unwrap())
+            .collect();
+        assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+        let terminal = states.iter().filter(|s| s["status"] == "COMPLETED").count();
+        assert_eq!(terminal, 1, "{states:?}");
+        assert_eq!(states.last().unwrap()["status"], "COMPLETED");
+    }
+}
+
+/// A 500 from the Management API is tried again; one that does not end is an error after
+/// the last attempt, and the connection is not closed by it.
+#[tokio::test]
+async fn server_errors_are_retried_then_reported() {
+    let flaky = TestServer::start_tuned(support::On::Embedded, |stack| {
+        stack.with_management_faults(0.5)
+    })
+    .await;
+    let mut client = flaky.client().await;
+    client.init().await;
+    let retrying = sender(&format!("http://{}", flaky.addr), quick(12, 8));
+    // Twenty posts at a 50 % failure rate: each passes within its twelve tries.
+    for n in 0..20 {
+        let frame = json!({ "type": "ping", "payload": { "n": n } }).to_string();
+        retrying
+            .post("conn-1", &frame)
+            .await
+            .expect("retried until it passed");
+        assert_eq!(client.recv().await["payload"]["n"], n);
+    }
+    let broken = TestServer::start_tuned(support::On::Embedded, |stack| {
+        stack.with_management_faults(1.0)
+    })
+    .await;
+    let mut client = broken.client().await;
+    client.init().await;
+    let giving_up = sender(&format!("http://{}", broken.addr), quick(3, 8));
+    match giving_up.post("conn-1", "{}").await {
+        Err(Error::Backend { context, .. }) => assert!(context.contains("other"), "{context}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    client.send(json!({ "type": "ping" })).await;
+    assert_eq!(client.recv().await["type"], "pong", "still open");
 }

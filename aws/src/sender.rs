@@ -62,12 +62,12 @@ impl PushFailure {
     }
 }
 
-/// How a sender retries throttled posts.
+/// How a sender retries throttled and transiently failing posts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SenderOptions {
     /// At most this many posts are in flight at once.
     pub max_in_flight: usize,
-    /// A throttled post is tried at most this many times in all.
+    /// A throttled or transiently failing post is tried at most this many times in all.
     pub max_attempts: u32,
     /// Delays between those tries.
     pub backoff: Backoff,
@@ -147,14 +147,17 @@ impl Sender for ApiGatewaySender {
                 return Ok(());
             };
             let failure = PushFailure::of(&error);
-            if !(failure == PushFailure::Throttled && attempt < self.options.max_attempts) {
+            // Throttling and transient failures (5xx, timeouts, the network) are tried again.
+            let transient = matches!(failure, PushFailure::Throttled | PushFailure::Other);
+            if !(transient && attempt < self.options.max_attempts) {
                 metrics::counter!(metric::PUSHES_FAILED, "kind" => failure.as_str()).increment(1);
             }
             match failure {
                 PushFailure::Gone => return Err(Error::Gone(connection_id.to_owned())),
-                PushFailure::Throttled if attempt < self.options.max_attempts => {
+                PushFailure::TooLarge => return Err(Error::TooLarge(connection_id.to_owned())),
+                _ if transient && attempt < self.options.max_attempts => {
                     let delay = self.options.backoff.delay(attempt, &mut rand::rng());
-                    tracing::debug!(%connection_id, attempt, ?delay, "post throttled, retrying");
+                    tracing::debug!(%connection_id, attempt, ?delay, failure = failure.as_str(), "post failed, retrying");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }

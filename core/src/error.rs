@@ -17,6 +17,9 @@ pub enum Error {
     /// The connection no longer exists (HTTP 410 from the Management API).
     #[error("connection {0} is gone")]
     Gone(String),
+    /// The Management API refused a frame as too large for the connection (HTTP 413).
+    #[error("the frame for connection {0} is too large")]
+    TooLarge(String),
     /// A request was asked to make a move its status does not allow.
     #[error("request {id} cannot {action} while {status}")]
     Transition {

@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 /// The limits, each with its documented default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest frame sent to a client: 128 KiB, API Gateway's limit. A result over it is
+    /// Largest frame sent to a client: 120 KiB, a margin under API Gateway's 128 KB message
+    /// limit (the Management API answers a larger post with 413). A result over it is
     /// answered with an `error` for its operation.
     pub max_message_bytes: usize,
     /// Deepest selection nesting of a document: 12.
@@ -41,7 +42,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_message_bytes: 128 * 1024,
+            max_message_bytes: 120 * 1024,
             max_depth: 12,
             max_complexity: 1000,
             max_aliases: 30,

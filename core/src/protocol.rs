@@ -262,6 +262,14 @@ impl ServerMessage {
         }
     }
 
+    /// The operation a frame answers, if it answers one.
+    pub fn operation_id(&self) -> Option<&str> {
+        match self {
+            Self::Next { id, .. } | Self::Error { id, .. } | Self::Complete { id } => Some(id),
+            _ => None,
+        }
+    }
+
     /// The frame text.
     pub fn to_text(&self) -> String {
         serde_json::to_string(self).expect("server messages always serialize")

@@ -343,10 +343,33 @@ impl Gateway {
         Ok(None)
     }
 
-    /// Posts one frame, never over the message size limit (see [`bounded`]).
+    /// Posts one frame, never over the message size limit (see [`bounded`]). A reply that
+    /// cannot be delivered (after the sender's own retries) never closes the connection by
+    /// itself: one refused as too large becomes an `error` for its operation, any other
+    /// failure is logged. Only a gone connection is an error here.
     async fn post(&self, connection_id: &str, message: &ServerMessage) -> Result<()> {
         match bounded(message, self.limits.max_message_bytes) {
-            Some(text) => self.sender.post(connection_id, &text).await,
+            Some(text) => match self.sender.post(connection_id, &text).await {
+                Ok(()) => Ok(()),
+                Err(Error::Gone(id)) => Err(Error::Gone(id)),
+                Err(Error::TooLarge(_)) => {
+                    tracing::warn!(%connection_id, bytes = text.len(), "reply refused as too large");
+                    if let Some(id) = message.operation_id() {
+                        let error = ServerMessage::error(
+                            id,
+                            "the answer is larger than the connection accepts",
+                        );
+                        if let Some(text) = bounded(&error, self.limits.max_message_bytes) {
+                            let _ = self.sender.post(connection_id, &text).await;
+                        }
+                    }
+                    Ok(())
+                }
+                Err(error) => {
+                    tracing::warn!(%connection_id, error = ?error.to_string(), "reply not delivered; the connection stays open");
+                    Ok(())
+                }
+            },
             None => {
                 let close = Close::bad_request("the answer would be over the message size limit");
                 self.close(connection_id, &close).await;

@@ -95,6 +95,8 @@ pub struct Server {
     limits: SocketLimits,
     /// The access key id a Management API call must be signed with; `None` takes any.
     management_key: Option<Arc<str>>,
+    /// The share of Management API calls answered with a 500, as a faulty stage would.
+    management_faults: f64,
 }
 
 impl Server {
@@ -107,7 +109,16 @@ impl Server {
             timeouts: Timeouts::default(),
             limits: SocketLimits::default(),
             management_key: None,
+            management_faults: 0.0,
         }
+    }
+
+    /// Answers `rate` (0.0 to 1.0) of the Management API's posts and deletes with a 500
+    /// `InternalServerErrorException`, at random, as API Gateway sometimes does. For fault
+    /// injection; 0 by default.
+    pub fn with_management_faults(mut self, rate: f64) -> Self {
+        self.management_faults = rate.clamp(0.0, 1.0);
+        self
     }
 
     /// The Management API answers only calls signed (SigV4) with the access key id `key`,
@@ -442,6 +453,21 @@ async fn management(
         )
             .into_response()
     };
+    if matches!(method, Method::POST | Method::DELETE)
+        && server.management_faults > 0.0
+        && rand::random::<f64>() < server.management_faults
+    {
+        let body = serde_json::json!({ "message": "Internal server error" });
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [
+                ("x-amzn-errortype", "InternalServerErrorException"),
+                ("content-type", "application/json"),
+            ],
+            body.to_string(),
+        )
+            .into_response();
+    }
     match method {
         Method::POST if body.len() > MAX_POST_BYTES => (
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -150,6 +150,7 @@ pub struct StackBuilder {
     management_key: Option<String>,
     timeouts: Timeouts,
     socket_limits: SocketLimits,
+    management_faults: f64,
     retention: Duration,
     limits: Limits,
     lease: Duration,
@@ -251,6 +252,14 @@ impl StackBuilder {
         self
     }
 
+    /// Answers `rate` of the local Management API's posts and deletes with a 500, at random
+    /// ([`Server::with_management_faults`]); the senders that call it (on DynamoDB Local)
+    /// must retry them.
+    pub fn with_management_faults(mut self, rate: f64) -> Self {
+        self.management_faults = rate;
+        self
+    }
+
     /// Keeps ended requests (and their history) for `retention` on the embedded store
     /// instead of [`DEFAULT_RETENTION`].
     pub fn with_retention(mut self, retention: Duration) -> Self {
@@ -320,6 +329,7 @@ impl StackBuilder {
         let server = Server::new(gateway, sockets.clone(), self.connection_ids)
             .with_timeouts(self.timeouts)
             .with_socket_limits(self.socket_limits)
+            .with_management_faults(self.management_faults)
             .with_management_key(management_key.clone());
         Ok(Stack {
             management_key,
@@ -374,6 +384,7 @@ impl Stack {
             management_key: None,
             timeouts: Timeouts::default(),
             socket_limits: SocketLimits::default(),
+            management_faults: 0.0,
             retention: DEFAULT_RETENTION,
             limits: Limits::default(),
             lease: DEFAULT_LEASE,

@@ -255,6 +255,27 @@ pub async fn deliver_resolving(
                 prune_connection(store, &key.connection_id).await?;
                 return Ok(Delivery::Gone);
             }
+            Err(Error::TooLarge(_)) => {
+                // API Gateway refused the frame as too large: retrying cannot help. The
+                // operation ends with an `error` saying why, as a result over the limit does.
+                if claimed.is_some() {
+                    store.delete_subscription(key).await?;
+                    store
+                        .remove_operation(&key.connection_id, &key.operation_id)
+                        .await?;
+                }
+                let error = ServerMessage::error(
+                    &key.operation_id,
+                    "the result is larger than the connection accepts",
+                );
+                match sender.post(&key.connection_id, &error.to_text()).await {
+                    Ok(()) | Err(Error::Gone(_)) => {}
+                    Err(other) => {
+                        tracing::warn!(connection_id = %key.connection_id, error = ?other.to_string(), "the too-large error was not delivered");
+                    }
+                }
+                return Ok(Delivery::TooLarge);
+            }
             Err(other) => {
                 // Undone, so that the retried change delivers this state again.
                 if let Some((version, before)) = claimed {
