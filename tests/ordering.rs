@@ -276,3 +276,42 @@ async fn failed_posts_are_delivered_when_the_change_is_retried() {
     }
     assert!(store.subscriptions("r").await.unwrap().is_empty());
 }
+
+/// A pusher that died holding a subscription (a processor killed mid fan-out) leaves a hold
+/// of up to 10 s. The next change of that request waits it out within its invocation and is
+/// delivered, instead of failing and spending the stream's retries.
+#[tokio::test]
+async fn a_dead_pusher_s_hold_is_waited_out_not_failed() {
+    let store = Arc::new(MemoryStore::new());
+    let services = Services {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        ids: Arc::new(RandomIds),
+        limits: Limits::default(),
+        access: streamer::core::Access::default(),
+    };
+    let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
+    let sender = Arc::new(SlowSender::default());
+    let subscription = following("c", "o");
+    store.put_subscription(&subscription).await.unwrap();
+    // The dead pusher claimed version 1 and held the subscription for 1.5 s more.
+    let now = streamer::schema::now_ms();
+    store
+        .claim_push(&subscription.key, 1, now, now + 1_500)
+        .await
+        .unwrap();
+    let processor = Processor::new(schema, store.clone(), sender.clone(), Arc::new(NoJobs));
+    let states = history();
+    let started = std::time::Instant::now();
+    let outcome = processor.handle_batch(changes(&states[1..2])).await;
+    assert!(outcome.failures.is_empty(), "{outcome:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_000),
+        "it waited"
+    );
+    let arrived = sender.arrived.lock().unwrap().clone();
+    assert_eq!(
+        versions(&arrived.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>()),
+        [2]
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_graphql::dynamic::Schema;
 use async_trait::async_trait;
@@ -31,6 +32,11 @@ pub trait Dispatcher: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 }
+
+/// How long a change waits for another push's hold on one of its subscriptions before it
+/// fails (a hold lasts at most `PUSH_HOLD_MS`, 10 s), and how often it looks again.
+const HOLD_WAIT_MS: u64 = 11_000;
+const HOLD_POLL_MS: u64 = 50;
 
 /// At most this many pushes of one change are in flight at once.
 const FAN_OUT_CONCURRENCY: usize = 64;
@@ -146,10 +152,19 @@ impl Processor {
             // Kept before it is pushed: a subscriber that resumes finds every version it
             // missed in the history, or gets it from this fan-out.
             self.store.record_history(state).await?;
-            let deliveries = self.fan_out(state).await?;
+            let mut deliveries = self.fan_out(state).await?;
+            // Another push to a subscription is in flight, or its pusher died holding it:
+            // the hold is waited out here (it lasts at most `PUSH_HOLD_MS`), so that a dead
+            // pusher's hold does not use up the stream's retries. This change must not
+            // overtake that push: past the wait it fails and the stream delivers it again.
+            let waiting_until = tokio::time::Instant::now() + Duration::from_millis(HOLD_WAIT_MS);
+            while deliveries.contains(&Delivery::Busy)
+                && tokio::time::Instant::now() < waiting_until
+            {
+                tokio::time::sleep(Duration::from_millis(HOLD_POLL_MS)).await;
+                deliveries = self.fan_out(state).await?;
+            }
             if deliveries.contains(&Delivery::Busy) {
-                // Another push to a subscription is in flight: this change goes again later,
-                // so that it cannot overtake that push.
                 return Err(streamer_core::Error::Conflict(format!(
                     "a push of request {} is in flight",
                     state.id
