@@ -20,6 +20,7 @@
 //!   like a DynamoDB stream record.
 //! - [`limits`]: [`Limits`] on what one client may ask, with clear errors.
 //! - [`memory`]: [`MemoryStore`], the embedded store with its own ordered change feed.
+//! - [`lag`]: [`LaggingIndexes`], index queries answered late, as DynamoDB's indexes are.
 //! - [`metric`]: the names of the metrics the other crates record.
 
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod connection;
 mod error;
 pub mod id;
+pub mod lag;
 pub mod limits;
 pub mod memory;
 pub mod metric;
@@ -43,6 +45,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use connection::{Connection, Phase};
 pub use error::{Error, Result};
 pub use id::{IdGenerator, RandomIds, SequentialIds};
+pub use lag::LaggingIndexes;
 pub use limits::{LimitExceeded, Limits};
 pub use memory::{MemorySender, MemoryStore};
 pub use request::{AsyncRequest, Claimed, PRIORITIES, RequestError, RequestStatus, WORKER_LOST};

@@ -151,6 +151,7 @@ pub struct StackBuilder {
     timeouts: Timeouts,
     socket_limits: SocketLimits,
     management_faults: f64,
+    index_lag: Option<Duration>,
     retention: Duration,
     limits: Limits,
     lease: Duration,
@@ -260,6 +261,16 @@ impl StackBuilder {
         self
     }
 
+    /// Answers index queries (connections awaiting init, request listings, quota counts)
+    /// `lag` late, as DynamoDB's eventually consistent indexes can ([`LaggingIndexes`]).
+    /// For tests; off by default.
+    ///
+    /// [`LaggingIndexes`]: streamer_core::LaggingIndexes
+    pub fn with_index_lag(mut self, lag: Duration) -> Self {
+        self.index_lag = Some(lag);
+        self
+    }
+
     /// Keeps ended requests (and their history) for `retention` on the embedded store
     /// instead of [`DEFAULT_RETENTION`].
     pub fn with_retention(mut self, retention: Duration) -> Self {
@@ -292,7 +303,10 @@ impl StackBuilder {
         self,
         backend: impl Backend,
     ) -> Result<Stack, async_graphql::dynamic::SchemaError> {
-        let store = backend.store();
+        let store = match self.index_lag {
+            Some(lag) => Arc::new(streamer_core::LaggingIndexes::new(backend.store(), lag)),
+            None => backend.store(),
+        };
         let services = Services {
             store: Arc::clone(&store),
             clock: Arc::clone(&self.clock),
@@ -385,6 +399,7 @@ impl Stack {
             timeouts: Timeouts::default(),
             socket_limits: SocketLimits::default(),
             management_faults: 0.0,
+            index_lag: None,
             retention: DEFAULT_RETENTION,
             limits: Limits::default(),
             lease: DEFAULT_LEASE,
