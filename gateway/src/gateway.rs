@@ -643,6 +643,20 @@ impl Gateway {
             principal: connection.principal.clone(),
         };
         self.store.put_subscription(&subscription).await?;
+        // On AWS a connection's frames are separate invocations that may overlap: a
+        // `complete` for this id, or the `$disconnect`, may have run while the subscription
+        // was stored. Read again (strongly consistent): if the operation is no longer the
+        // connection's, nobody will remove the subscription, so it goes now.
+        let still = self.store.get_connection(&connection.id).await?;
+        if still
+            .as_ref()
+            .and_then(|c| c.operations.get(&id))
+            .is_none_or(|request_id| *request_id != target.request_id)
+        {
+            self.store.delete_subscription(&subscription.key).await?;
+            tracing::info!(connection_id = %connection.id, operation_id = ?id, "subscription dropped: completed or disconnected meanwhile");
+            return Ok(None);
+        }
         tracing::info!(connection_id = %connection.id, operation_id = ?id, request_id = ?target.request_id, "subscribed");
         metrics::counter!(metric::SUBSCRIPTIONS_STARTED).increment(1);
         match self.store.get_request(&target.request_id).await? {

@@ -97,6 +97,8 @@ pub struct Server {
     management_key: Option<Arc<str>>,
     /// The share of Management API calls answered with a 500, as a faulty stage would.
     management_faults: f64,
+    /// Each frame of a connection handled as soon as it arrives, not after the one before.
+    concurrent_frames: bool,
 }
 
 impl Server {
@@ -110,7 +112,17 @@ impl Server {
             limits: SocketLimits::default(),
             management_key: None,
             management_faults: 0.0,
+            concurrent_frames: false,
         }
+    }
+
+    /// Hands each frame of a connection to the gateway as soon as it arrives, without
+    /// waiting for the one before, and the `$disconnect` without waiting for them: on AWS
+    /// each frame is its own Lambda invocation, and they may overlap. For tests; off by
+    /// default (frames one at a time, in order).
+    pub fn with_concurrent_frames(mut self, concurrent: bool) -> Self {
+        self.concurrent_frames = concurrent;
+        self
     }
 
     /// Answers `rate` (0.0 to 1.0) of the Management API's posts and deletes with a 500
@@ -272,7 +284,8 @@ async fn upgrade(
     })
 }
 
-/// Frames in go to the gateway one at a time, in order, as `$default` events; frames out go
+/// Frames in go to the gateway one at a time, in order, as `$default` events (or all at once,
+/// [`Server::with_concurrent_frames`]); frames out go
 /// through the socket's [`Outbox`]. A close from the server ends both, and so do the timers:
 /// no `connection_init` in time (4408), nothing from the client for the idle timeout, or the
 /// connection's lifetime over (1001, as API Gateway).
@@ -339,27 +352,35 @@ async fn serve_socket(
                 };
                 server.sockets.touch(&connection_id, Utc::now());
                 idle.as_mut().reset(tokio::time::Instant::now() + timeouts.idle);
-                server.gateway.handle(events::message(&connection_id, frame, connected_at)).await;
+                let event = events::message(&connection_id, frame, connected_at);
+                if server.concurrent_frames {
+                    let gateway = server.gateway.clone();
+                    tokio::spawn(async move { gateway.handle(event).await });
+                } else {
+                    server.gateway.handle(event).await;
+                }
             }
         }
     };
     server.sockets.remove(&connection_id);
     outbox.finish();
+    let disconnect = events::disconnect(&connection_id, status_code, reason, connected_at);
+    // With concurrent frames the `$disconnect` does not wait for the socket's last frames
+    // out either, so that it overlaps the frames still being handled.
+    let disconnected = server.concurrent_frames.then(|| {
+        let gateway = server.gateway.clone();
+        let event = disconnect.clone();
+        tokio::spawn(async move { gateway.handle(event).await })
+    });
     if tokio::time::timeout(std::time::Duration::from_secs(1), writer)
         .await
         .is_err()
     {
         tracing::debug!(%connection_id, "writer did not finish in time");
     }
-    server
-        .gateway
-        .handle(events::disconnect(
-            &connection_id,
-            status_code,
-            reason,
-            connected_at,
-        ))
-        .await;
+    if disconnected.is_none() {
+        server.gateway.handle(disconnect).await;
+    }
 }
 
 /// The close for a frame the socket refused to read: 1009 for one over the size limits, 1007

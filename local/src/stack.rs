@@ -152,6 +152,7 @@ pub struct StackBuilder {
     socket_limits: SocketLimits,
     management_faults: f64,
     index_lag: Option<Duration>,
+    concurrent_frames: bool,
     retention: Duration,
     limits: Limits,
     lease: Duration,
@@ -261,6 +262,13 @@ impl StackBuilder {
         self
     }
 
+    /// Hands a connection's frames to the gateway concurrently, as API Gateway's separate
+    /// invocations can run ([`Server::with_concurrent_frames`]). For tests; off by default.
+    pub fn with_concurrent_frames(mut self) -> Self {
+        self.concurrent_frames = true;
+        self
+    }
+
     /// Answers index queries (connections awaiting init, request listings, quota counts)
     /// `lag` late, as DynamoDB's eventually consistent indexes can ([`LaggingIndexes`]).
     /// For tests; off by default.
@@ -344,6 +352,7 @@ impl StackBuilder {
             .with_timeouts(self.timeouts)
             .with_socket_limits(self.socket_limits)
             .with_management_faults(self.management_faults)
+            .with_concurrent_frames(self.concurrent_frames)
             .with_management_key(management_key.clone());
         Ok(Stack {
             management_key,
@@ -400,6 +409,7 @@ impl Stack {
             socket_limits: SocketLimits::default(),
             management_faults: 0.0,
             index_lag: None,
+            concurrent_frames: false,
             retention: DEFAULT_RETENTION,
             limits: Limits::default(),
             lease: DEFAULT_LEASE,

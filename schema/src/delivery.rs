@@ -253,6 +253,9 @@ pub async fn deliver_resolving(
             Ok(()) => {}
             Err(Error::Gone(_)) => {
                 prune_connection(store, &key.connection_id).await?;
+                // Also when the connection's item went first (its `$disconnect` overlapped
+                // the subscribe that stored this subscription): it is pruned with it.
+                store.delete_subscription(key).await?;
                 return Ok(Delivery::Gone);
             }
             Err(Error::TooLarge(_)) => {
