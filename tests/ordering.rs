@@ -134,6 +134,18 @@ fn following(connection_id: &str, operation_id: &str) -> Subscription {
     }
 }
 
+/// The example app's schema over `store`.
+fn schema_on(store: &Arc<MemoryStore>) -> streamer::async_graphql::dynamic::Schema {
+    let services = Services {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        ids: Arc::new(RandomIds),
+        limits: Limits::default(),
+        access: streamer::core::Access::default(),
+    };
+    streamer::schema::build(handlers::app().handlers(), services).unwrap()
+}
+
 /// Handles `batch` until no change fails, as an event source retries failed records.
 async fn until_done(processor: Processor, mut batch: Vec<Change>) {
     for _ in 0..500 {
@@ -243,14 +255,7 @@ async fn concurrent_fan_outs_and_a_retried_batch_keep_versions_increasing() {
 #[tokio::test]
 async fn failed_posts_are_delivered_when_the_change_is_retried() {
     let store = Arc::new(MemoryStore::new());
-    let services = Services {
-        store: store.clone(),
-        clock: Arc::new(SystemClock),
-        ids: Arc::new(RandomIds),
-        limits: Limits::default(),
-        access: streamer::core::Access::default(),
-    };
-    let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
+    let schema = schema_on(&store);
     let sender = Arc::new(SlowSender {
         failing: 0.3,
         ..SlowSender::default()
@@ -283,14 +288,7 @@ async fn failed_posts_are_delivered_when_the_change_is_retried() {
 #[tokio::test]
 async fn a_dead_pusher_s_hold_is_waited_out_not_failed() {
     let store = Arc::new(MemoryStore::new());
-    let services = Services {
-        store: store.clone(),
-        clock: Arc::new(SystemClock),
-        ids: Arc::new(RandomIds),
-        limits: Limits::default(),
-        access: streamer::core::Access::default(),
-    };
-    let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
+    let schema = schema_on(&store);
     let sender = Arc::new(SlowSender::default());
     let subscription = following("c", "o");
     store.put_subscription(&subscription).await.unwrap();
