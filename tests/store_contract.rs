@@ -103,7 +103,7 @@ async fn connections(store: &dyn Store) {
     let principal = Principal::new(unique("tenant"), "ann");
     assert_eq!(
         store
-            .count_connections(&principal.tenant, 10)
+            .count_connections(&principal.tenant, at(0), 10)
             .await
             .unwrap(),
         0
@@ -114,11 +114,22 @@ async fn connections(store: &dyn Store) {
         .unwrap();
     assert_eq!(
         store
-            .count_connections(&principal.tenant, 10)
+            .count_connections(&principal.tenant, at(0), 10)
             .await
             .unwrap(),
         1,
         "an authenticated connection counts for its tenant"
+    );
+    // Past its TTL (its `$disconnect` was lost), it no longer counts, though still readable.
+    let expired = Connection::new(&id, at(0)).expires_at;
+    let after_ttl = DateTime::from_timestamp(expired + 1, 0).unwrap();
+    assert_eq!(
+        store
+            .count_connections(&principal.tenant, after_ttl, 10)
+            .await
+            .unwrap(),
+        0,
+        "an expired connection does not count"
     );
     assert!(!waiting(at(1)).await.contains(&id), "initialised");
     assert!(

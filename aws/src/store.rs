@@ -633,15 +633,23 @@ impl Store for DynamoDbStore {
         Ok(Page { items, next })
     }
 
-    async fn count_connections(&self, tenant: &str, up_to: usize) -> Result<usize> {
+    async fn count_connections(
+        &self,
+        tenant: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        up_to: usize,
+    ) -> Result<usize> {
         let query = self
             .client
             .query()
             .table_name(&self.connections)
             .index_name(CONNECTIONS_BY_TENANT.name)
             .key_condition_expression("#tenant = :tenant")
+            .filter_expression("#expires > :now")
             .expression_attribute_names("#tenant", CONNECTIONS_BY_TENANT.partition_key)
+            .expression_attribute_names("#expires", "expiresAt")
             .expression_attribute_values(":tenant", s(tenant))
+            .expression_attribute_values(":now", n(now.timestamp()))
             .projection_expression("id");
         Ok(query_up_to(query, up_to, "counting connections")
             .await?

@@ -221,8 +221,13 @@ impl Store for LaggingIndexes {
         self.view.list_requests(filter).await
     }
 
-    async fn count_connections(&self, tenant: &str, up_to: usize) -> Result<usize> {
-        self.view.count_connections(tenant, up_to).await
+    async fn count_connections(
+        &self,
+        tenant: &str,
+        now: DateTime<Utc>,
+        up_to: usize,
+    ) -> Result<usize> {
+        self.view.count_connections(tenant, now, up_to).await
     }
 
     async fn count_active_requests(&self, tenant: &str, up_to: usize) -> Result<usize> {

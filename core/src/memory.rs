@@ -565,13 +565,25 @@ impl Store for MemoryStore {
         Ok(Page { items, next })
     }
 
-    async fn count_connections(&self, tenant: &str, up_to: usize) -> Result<usize> {
+    async fn count_connections(
+        &self,
+        tenant: &str,
+        now: DateTime<Utc>,
+        up_to: usize,
+    ) -> Result<usize> {
         let tables = self.tables();
-        Ok(tables
-            .tenant_connections
-            .get(tenant)
-            .map_or(0, HashSet::len)
-            .min(up_to))
+        let now = now.timestamp();
+        Ok(tables.tenant_connections.get(tenant).map_or(0, |ids| {
+            ids.iter()
+                .filter(|id| {
+                    tables
+                        .connections
+                        .get(*id)
+                        .is_some_and(|c| c.expires_at > now)
+                })
+                .take(up_to)
+                .count()
+        }))
     }
 
     async fn count_active_requests(&self, tenant: &str, up_to: usize) -> Result<usize> {

@@ -212,8 +212,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Page>;
 
     /// How many connections of `tenant` are authenticated now, counting no further than
-    /// `up_to` (a quota needs no more).
-    async fn count_connections(&self, tenant: &str, up_to: usize) -> Result<usize>;
+    /// `up_to` (a quota needs no more). A connection whose TTL passed before `now` does not
+    /// count: its `$disconnect` was lost, and DynamoDB keeps an expired item readable until
+    /// it deletes it, typically within days.
+    async fn count_connections(
+        &self,
+        tenant: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        up_to: usize,
+    ) -> Result<usize>;
     /// How many of `tenant`'s requests are QUEUED, RUNNING or RETRYING, counting no further
     /// than `up_to`.
     async fn count_active_requests(&self, tenant: &str, up_to: usize) -> Result<usize>;

@@ -188,7 +188,7 @@ impl Gateway {
         let max = self.limits.max_tenant_connections;
         let open = self
             .store
-            .count_connections(&principal.tenant, max + 1)
+            .count_connections(&principal.tenant, self.clock.now(), max + 1)
             .await?;
         let others = open.saturating_sub(usize::from(counted));
         if others >= max {
