@@ -11,9 +11,9 @@ use serde_json::json;
 use streamer::core::SystemClock;
 use support::{On, PROGRESS, TestServer};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_worker_s_job_runs_again_after_its_lease() {
-    let server = TestServer::start_tuned(On::Embedded, |stack| {
+/// A stack whose leases last 300 ms and whose sweeper runs every 50 ms, and a client of it.
+async fn short_leases(on: On) -> (TestServer, support::Client) {
+    let server = TestServer::start_tuned(on, |stack| {
         stack
             .with_clock(Arc::new(SystemClock))
             .with_lease(Duration::from_millis(300))
@@ -22,6 +22,12 @@ async fn a_killed_worker_s_job_runs_again_after_its_lease() {
     .await;
     let mut client = server.client().await;
     client.init().await;
+    (server, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_job_runs_again_after_its_lease() {
+    let (server, mut client) = short_leases(On::Embedded).await;
     // Four steps of 150 ms.
     let id = client.generate_report("m", 150).await;
     client.send(json!({ "id": "s", "type": "subscribe", "payload": { "query": PROGRESS, "variables": { "id": id } } })).await;
@@ -61,15 +67,7 @@ async fn a_killed_worker_s_job_runs_again_after_its_lease() {
 /// time would) ends FAILED with `WORKER_LOST` once its attempts are spent, instead of
 /// running forever; a client may retry it.
 async fn a_job_whose_worker_always_dies_fails_worker_lost(on: On) {
-    let server = TestServer::start_tuned(on, |stack| {
-        stack
-            .with_clock(Arc::new(SystemClock))
-            .with_lease(Duration::from_millis(300))
-            .with_sweep_every(Duration::from_millis(50))
-    })
-    .await;
-    let mut client = server.client().await;
-    client.init().await;
+    let (server, mut client) = short_leases(on).await;
     // Steps of 100 ms; the running attempt is killed now, each later one 150 ms in.
     let id = client.generate_report("m", 100).await;
     server

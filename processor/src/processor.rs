@@ -1,7 +1,7 @@
 //! The processor: the ordered change feed of requests in, jobs dispatched and every visible
 //! change fanned out to the request's subscriptions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +9,9 @@ use async_graphql::dynamic::Schema;
 use async_trait::async_trait;
 use futures::{StreamExt, stream};
 use streamer_core::store::{Change, ChangeKind};
-use streamer_core::{AsyncRequest, Limits, Result, Sender, Store, metric};
+use streamer_core::{
+    AsyncRequest, Limits, Result, Sender, Store, Subscription, SubscriptionKey, metric,
+};
 use streamer_schema::{Delivery, Resolutions, deliver_resolving};
 
 /// Starts a job somewhere else, without waiting for it: locally a task, on AWS an
@@ -152,18 +154,11 @@ impl Processor {
             // Kept before it is pushed: a subscriber that resumes finds every version it
             // missed in the history, or gets it from this fan-out.
             self.store.record_history(state).await?;
-            let mut deliveries = self.fan_out(state).await?;
             // Another push to a subscription is in flight, or its pusher died holding it:
             // the hold is waited out here (it lasts at most `PUSH_HOLD_MS`), so that a dead
             // pusher's hold does not use up the stream's retries. This change must not
             // overtake that push: past the wait it fails and the stream delivers it again.
-            let waiting_until = tokio::time::Instant::now() + Duration::from_millis(HOLD_WAIT_MS);
-            while deliveries.contains(&Delivery::Busy)
-                && tokio::time::Instant::now() < waiting_until
-            {
-                tokio::time::sleep(Duration::from_millis(HOLD_POLL_MS)).await;
-                deliveries = self.fan_out(state).await?;
-            }
+            let deliveries = self.fan_out_waiting(state).await?;
             if deliveries.contains(&Delivery::Busy) {
                 return Err(streamer_core::Error::Conflict(format!(
                     "a push of request {} is in flight",
@@ -185,6 +180,19 @@ impl Processor {
     /// Pushes one state to every subscription of its request.
     pub async fn fan_out(&self, state: &Arc<AsyncRequest>) -> Result<Vec<Delivery>> {
         let subscriptions = self.store.subscriptions(&state.id).await?;
+        let delivered = self.deliver_each(state, subscriptions).await?;
+        Ok(delivered
+            .into_iter()
+            .map(|(_, delivery)| delivery)
+            .collect())
+    }
+
+    /// Pushes one state to each of `subscriptions`, with the outcome of each.
+    async fn deliver_each(
+        &self,
+        state: &Arc<AsyncRequest>,
+        subscriptions: Vec<Arc<Subscription>>,
+    ) -> Result<Vec<(SubscriptionKey, Delivery)>> {
         // Subscribers sharing a document get one resolution of this state.
         let resolutions = Arc::new(if subscriptions.len() > 1 {
             Resolutions::shared()
@@ -195,7 +203,7 @@ impl Processor {
             let (this, state, resolutions) =
                 (self.clone(), Arc::clone(state), Arc::clone(&resolutions));
             async move {
-                deliver_resolving(
+                let delivery = deliver_resolving(
                     &this.schema,
                     &*this.store,
                     &*this.sender,
@@ -204,13 +212,47 @@ impl Processor {
                     &this.limits,
                     &resolutions,
                 )
-                .await
+                .await?;
+                Ok((subscription.key.clone(), delivery))
             }
         });
-        let results: Vec<Result<Delivery>> = stream::iter(pushes)
+        let results: Vec<Result<(SubscriptionKey, Delivery)>> = stream::iter(pushes)
             .buffer_unordered(FAN_OUT_CONCURRENCY)
             .collect()
             .await;
         results.into_iter().collect()
+    }
+
+    /// Pushes one state to every subscription of its request, waiting out (up to
+    /// `HOLD_WAIT_MS`) the holds of pushes in flight; only the held subscriptions are tried
+    /// again.
+    async fn fan_out_waiting(&self, state: &Arc<AsyncRequest>) -> Result<Vec<Delivery>> {
+        let subscriptions = self.store.subscriptions(&state.id).await?;
+        let mut delivered = self.deliver_each(state, subscriptions).await?;
+        let waiting_until = tokio::time::Instant::now() + Duration::from_millis(HOLD_WAIT_MS);
+        loop {
+            let held: HashSet<SubscriptionKey> = delivered
+                .iter()
+                .filter(|(_, delivery)| *delivery == Delivery::Busy)
+                .map(|(key, _)| key.clone())
+                .collect();
+            if held.is_empty() || tokio::time::Instant::now() >= waiting_until {
+                return Ok(delivered
+                    .into_iter()
+                    .map(|(_, delivery)| delivery)
+                    .collect());
+            }
+            tokio::time::sleep(Duration::from_millis(HOLD_POLL_MS)).await;
+            delivered.retain(|(key, _)| !held.contains(key));
+            // Read again: a held subscription's last version has moved, or it is gone.
+            let again = self
+                .store
+                .subscriptions(&state.id)
+                .await?
+                .into_iter()
+                .filter(|subscription| held.contains(&subscription.key))
+                .collect();
+            delivered.extend(self.deliver_each(state, again).await?);
+        }
     }
 }
