@@ -1,8 +1,7 @@
 //! Soak: 1,000 requests whose handler fails at random (retryably and for good) while
 //! workers are killed at random mid-job, with index queries 300 ms behind the tables (as
-//! DynamoDB's eventually consistent indexes can be, so that the sweeper acts on stale
-//! listings) and each connection's frames handled concurrently (as API Gateway's separate
-//! invocations can be). Every request ends in exactly one terminal state,
+//! DynamoDB's eventually consistent indexes can be), so that the sweeper acts on stale
+//! listings. Every request ends in exactly one terminal state,
 //! every subscriber receives that state once, as its last, and no request ever runs twice
 //! at the same time.
 
@@ -161,7 +160,6 @@ async fn a_thousand_requests_through_failures_and_kills_each_end_once() {
             .with_lease(Duration::from_millis(300))
             .with_sweep_every(Duration::from_millis(50))
             .with_index_lag(Duration::from_millis(300))
-            .with_concurrent_frames()
     })
     .await;
     // Kills a running job now and then until told to stop.
