@@ -322,7 +322,13 @@ impl Client {
     /// Runs a query or mutation as operation `id`; returns its `next` payload's `data`.
     pub async fn execute(&mut self, id: &str, query: &str, variables: Value) -> Value {
         self.send(json!({ "type": "subscribe", "id": id, "payload": { "query": query, "variables": variables } })).await;
-        let frames = self.until_done(id).await;
+        // Pushes to other operations of this connection may arrive meanwhile.
+        let frames: Vec<Value> = self
+            .until_done(id)
+            .await
+            .into_iter()
+            .filter(|frame| frame["id"] == id)
+            .collect();
         assert_eq!(frames.len(), 2, "next then complete: {frames:?}");
         assert_eq!(frames[0]["type"], "next");
         assert!(
