@@ -11,7 +11,7 @@ use streamer_aws::{
     Tables,
 };
 use streamer_core::{Sender, Store};
-use streamer_local::{Backend, Sockets};
+use streamer_local::{Backend, ManagementCredentials, Sockets};
 use streamer_processor::Processor;
 
 /// The local stack's backend on DynamoDB at an endpoint.
@@ -67,10 +67,16 @@ impl Backend for DynamoDbBackend {
         self.store.clone()
     }
 
-    fn sender(&self, endpoint: &str, access_key_id: &str, _sockets: &Sockets) -> Arc<dyn Sender> {
+    fn sender(
+        &self,
+        endpoint: &str,
+        credentials: &ManagementCredentials,
+        _sockets: &Sockets,
+    ) -> Arc<dyn Sender> {
         Arc::new(ApiGatewaySender::local(
             endpoint,
-            access_key_id,
+            &credentials.access_key_id,
+            &credentials.secret_access_key,
             self.sender_options,
         ))
     }

@@ -519,18 +519,44 @@ async fn the_management_api_refuses_unsigned_and_foreign_calls() {
         assert_eq!(status, 403, "{method}: {body}");
         assert!(!body.contains("conn-1"), "{body}");
     }
-    // Signed with another key.
-    let foreign = streamer::aws::ApiGatewaySender::local(
-        &format!("http://{}", server.addr),
-        "SOMEONEELSE",
-        streamer::aws::SenderOptions::default(),
-    );
+    // Signed with another key id, or with the stack's key id and another secret.
     use streamer::core::Sender;
-    assert!(foreign.post("conn-1", r#"{"type":"ping"}"#).await.is_err());
+    for (key, secret) in [
+        ("SOMEONEELSE", support::MANAGEMENT_SECRET),
+        (support::MANAGEMENT_KEY, "a-guessed-secret"),
+    ] {
+        let foreign = streamer::aws::ApiGatewaySender::local(
+            &format!("http://{}", server.addr),
+            key,
+            secret,
+            streamer::aws::SenderOptions::default(),
+        );
+        assert!(foreign.post("conn-1", r#"{"type":"ping"}"#).await.is_err());
+        assert!(
+            foreign
+                .close("conn-1", &streamer::core::protocol::Close::internal())
+                .await
+                .is_err()
+        );
+    }
+    // The stack's key id with a made-up signature.
+    let (status, body) = server
+        .http_with(
+            "POST",
+            "/@connections/conn-1",
+            &[
+                ("authorization", "AWS4-HMAC-SHA256 Credential=STREAMERTESTKEY/20260101/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=00"),
+                ("x-amz-date", "20260101T000000Z"),
+            ],
+            "{\"type\":\"next\"}",
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
     // The stack's own key still works, and the client got nothing forged.
     let own = streamer::aws::ApiGatewaySender::local(
         &format!("http://{}", server.addr),
         support::MANAGEMENT_KEY,
+        support::MANAGEMENT_SECRET,
         streamer::aws::SenderOptions::default(),
     );
     own.post("conn-1", r#"{"type":"ping","payload":{"n":1}}"#)

@@ -16,7 +16,12 @@ use streamer::core::{Backoff, Error, Sender};
 use support::TestServer;
 
 fn sender(endpoint: &str, options: SenderOptions) -> ApiGatewaySender {
-    ApiGatewaySender::local(endpoint, support::MANAGEMENT_KEY, options)
+    ApiGatewaySender::local(
+        endpoint,
+        support::MANAGEMENT_KEY,
+        support::MANAGEMENT_SECRET,
+        options,
+    )
 }
 
 #[tokio::test]

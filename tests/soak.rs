@@ -160,6 +160,7 @@ async fn a_thousand_requests_through_failures_and_kills_each_end_once() {
             .with_lease(Duration::from_millis(300))
             .with_sweep_every(Duration::from_millis(50))
             .with_index_lag(Duration::from_millis(300))
+            .with_concurrent_frames()
     })
     .await;
     // Kills a running job now and then until told to stop.

@@ -104,9 +104,14 @@ impl ApiGatewaySender {
     }
 
     /// A sender on a local server's Management API at `endpoint` (`http://127.0.0.1:4000`),
-    /// signing with the access key id the server accepts (the local stack's own, which it
-    /// makes when it starts; see `StackBuilder::with_management_key`).
-    pub fn local(endpoint: &str, access_key_id: &str, options: SenderOptions) -> Self {
+    /// signing (SigV4) with the credentials the server accepts (the local stack's own, which
+    /// it makes when it starts; see `StackBuilder::with_management_credentials`).
+    pub fn local(
+        endpoint: &str,
+        access_key_id: &str,
+        secret_access_key: &str,
+        options: SenderOptions,
+    ) -> Self {
         let config = aws_sdk_apigatewaymanagement::Config::builder()
             .behavior_version(aws_sdk_apigatewaymanagement::config::BehaviorVersion::latest())
             .region(aws_sdk_apigatewaymanagement::config::Region::new(
@@ -115,7 +120,7 @@ impl ApiGatewaySender {
             .endpoint_url(endpoint)
             .credentials_provider(aws_sdk_apigatewaymanagement::config::Credentials::new(
                 access_key_id,
-                "local",
+                secret_access_key,
                 None,
                 None,
                 "streamer-local",

@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 
 use crate::events::{self, Frame};
 use crate::listener::{GuardedListener, Peer};
+use crate::sigv4::ManagementCredentials;
 use crate::sockets::{Outbox, Outgoing, Socket, Sockets};
 
 /// The timers of a connection.
@@ -93,8 +94,8 @@ pub struct Server {
     connection_ids: Arc<dyn IdGenerator>,
     timeouts: Timeouts,
     limits: SocketLimits,
-    /// The access key id a Management API call must be signed with; `None` takes any.
-    management_key: Option<Arc<str>>,
+    /// The credentials a Management API call must be signed with; `None` takes any.
+    management_credentials: Option<Arc<ManagementCredentials>>,
     /// The share of Management API calls answered with a 500, as a faulty stage would.
     management_faults: f64,
     /// Each frame of a connection handled as soon as it arrives, not after the one before.
@@ -110,7 +111,7 @@ impl Server {
             connection_ids,
             timeouts: Timeouts::default(),
             limits: SocketLimits::default(),
-            management_key: None,
+            management_credentials: None,
             management_faults: 0.0,
             concurrent_frames: false,
         }
@@ -133,11 +134,11 @@ impl Server {
         self
     }
 
-    /// The Management API answers only calls signed (SigV4) with the access key id `key`,
-    /// as API Gateway answers only calls its IAM allows: a client that learns a connection
-    /// id cannot read, post to or close another's connection.
-    pub fn with_management_key(mut self, key: impl Into<String>) -> Self {
-        self.management_key = Some(Arc::from(key.into()));
+    /// The Management API answers only calls signed (SigV4) with `credentials`, as API
+    /// Gateway answers only calls its IAM allows: a client that learns a connection id
+    /// cannot read, post to or close another's connection.
+    pub fn with_management_credentials(mut self, credentials: ManagementCredentials) -> Self {
+        self.management_credentials = Some(Arc::new(credentials));
         self
     }
 
@@ -419,16 +420,6 @@ const MAX_POST_BYTES: usize = 128 * 1024;
 
 /// The Management API: `POST`, `GET` and `DELETE /@connections/{id}` (the SDK percent-encodes
 /// the `@`, so the path is matched here rather than by the router).
-/// The access key id of a SigV4 `Authorization` header (`AWS4-HMAC-SHA256 Credential=KEY/…`).
-fn signing_key(headers: &HeaderMap) -> Option<&str> {
-    let authorization = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let credential = authorization
-        .strip_prefix("AWS4-HMAC-SHA256 ")?
-        .split(',')
-        .find_map(|part| part.trim().strip_prefix("Credential="))?;
-    credential.split('/').next()
-}
-
 async fn management(
     State(server): State<Server>,
     method: Method,
@@ -436,9 +427,11 @@ async fn management(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(key) = &server.management_key
-        && signing_key(&headers) != Some(&**key)
+    if let Some(credentials) = &server.management_credentials
+        && let Err(refused) =
+            crate::sigv4::verify(credentials, &method, &uri, &headers, &body, Utc::now())
     {
+        tracing::warn!(error = %refused, "Management API call refused");
         // As API Gateway answers a call IAM does not allow; the connection id is not echoed.
         let body = serde_json::json!({ "message": "Forbidden" });
         return (

@@ -20,7 +20,7 @@ use streamer_schema::{Handlers, Services};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::{LocalSender, Server, SocketLimits, Sockets, Timeouts};
+use crate::{LocalSender, ManagementCredentials, Server, SocketLimits, Sockets, Timeouts};
 
 /// How long the embedded store keeps a request after it ended: a day. Items past their TTL
 /// attribute (a week after their last change, as on DynamoDB) go too.
@@ -37,9 +37,14 @@ pub trait Backend: Send + std::fmt::Debug + 'static {
     /// The store every part uses.
     fn store(&self) -> Arc<dyn Store>;
     /// The sender the processor pushes through: `endpoint` is the local server's Management
-    /// API (`http://127.0.0.1:4000`), which takes only calls signed with `access_key_id`;
-    /// `sockets` are its open sockets.
-    fn sender(&self, endpoint: &str, access_key_id: &str, sockets: &Sockets) -> Arc<dyn Sender>;
+    /// API (`http://127.0.0.1:4000`), which takes only calls signed (SigV4) with
+    /// `credentials`; `sockets` are its open sockets.
+    fn sender(
+        &self,
+        endpoint: &str,
+        credentials: &ManagementCredentials,
+        sockets: &Sockets,
+    ) -> Arc<dyn Sender>;
     /// Feeds `processor` with the store's changes until the stack stops.
     async fn feed(self: Box<Self>, processor: Processor);
     /// The store whose TTL the stack runs itself, as DynamoDB runs it for its tables: the
@@ -78,7 +83,12 @@ impl Backend for Embedded {
         self.store.clone()
     }
 
-    fn sender(&self, _endpoint: &str, _access_key_id: &str, sockets: &Sockets) -> Arc<dyn Sender> {
+    fn sender(
+        &self,
+        _endpoint: &str,
+        _credentials: &ManagementCredentials,
+        sockets: &Sockets,
+    ) -> Arc<dyn Sender> {
         Arc::new(LocalSender::new(sockets.clone()))
     }
 
@@ -147,7 +157,7 @@ pub struct StackBuilder {
     job_concurrency: usize,
     tenant_job_share: Option<usize>,
     cancel_grace: Duration,
-    management_key: Option<String>,
+    management_credentials: Option<ManagementCredentials>,
     timeouts: Timeouts,
     socket_limits: SocketLimits,
     management_faults: f64,
@@ -286,10 +296,10 @@ impl StackBuilder {
         self
     }
 
-    /// The Management API takes only calls signed with the access key id `key`, instead of
-    /// one made at random when the stack is built.
-    pub fn with_management_key(mut self, key: impl Into<String>) -> Self {
-        self.management_key = Some(key.into());
+    /// The Management API takes only calls signed (SigV4) with `credentials`, instead of
+    /// a key made at random when the stack is built.
+    pub fn with_management_credentials(mut self, credentials: ManagementCredentials) -> Self {
+        self.management_credentials = Some(credentials);
         self
     }
 
@@ -345,17 +355,24 @@ impl StackBuilder {
         });
         let dispatcher = TaskDispatcher::with_tenant_share(worker, self.job_concurrency, share);
         // Never logged: whoever has it can post to any client.
-        let management_key = self
-            .management_key
-            .unwrap_or_else(|| format!("STREAMER{}", RandomIds.next_id().replace('-', "")));
+        let management_credentials =
+            self.management_credentials
+                .unwrap_or_else(|| ManagementCredentials {
+                    access_key_id: format!("STREAMER{}", RandomIds.next_id().replace('-', "")),
+                    secret_access_key: format!(
+                        "{}{}",
+                        RandomIds.next_id().replace('-', ""),
+                        RandomIds.next_id().replace('-', "")
+                    ),
+                });
         let server = Server::new(gateway, sockets.clone(), self.connection_ids)
             .with_timeouts(self.timeouts)
             .with_socket_limits(self.socket_limits)
             .with_management_faults(self.management_faults)
             .with_concurrent_frames(self.concurrent_frames)
-            .with_management_key(management_key.clone());
+            .with_management_credentials(management_credentials.clone());
         Ok(Stack {
-            management_key,
+            management_credentials,
             retention: self.retention,
             limits: self.limits,
             clock: self.clock,
@@ -390,7 +407,7 @@ pub struct Stack {
     clock: Arc<dyn Clock>,
     sweep: (Duration, SweepOptions),
     retention: Duration,
-    management_key: String,
+    management_credentials: ManagementCredentials,
 }
 
 impl Stack {
@@ -404,7 +421,7 @@ impl Stack {
             job_concurrency: 64,
             tenant_job_share: None,
             cancel_grace: DEFAULT_CANCEL_GRACE,
-            management_key: None,
+            management_credentials: None,
             timeouts: Timeouts::default(),
             socket_limits: SocketLimits::default(),
             management_faults: 0.0,
@@ -425,9 +442,9 @@ impl Stack {
         self.dispatcher.clone()
     }
 
-    /// The access key id the local Management API takes (a SigV4 `Credential`).
-    pub fn management_key(&self) -> &str {
-        &self.management_key
+    /// The credentials a call to the local Management API must be signed (SigV4) with.
+    pub fn management_credentials(&self) -> &ManagementCredentials {
+        &self.management_credentials
     }
 
     /// The store the stack runs on.
@@ -445,7 +462,7 @@ impl Stack {
         let endpoint = format!("http://{}", listener.local_addr()?);
         let sender = self
             .backend
-            .sender(&endpoint, &self.management_key, &self.sockets);
+            .sender(&endpoint, &self.management_credentials, &self.sockets);
         let processor = Processor::new(
             self.schema,
             Arc::clone(&self.store),

@@ -68,6 +68,16 @@ macro_rules! on_both_stores {
 
 /// The access key id the test stacks' Management API takes.
 pub const MANAGEMENT_KEY: &str = "STREAMERTESTKEY";
+/// The secret key its calls are signed with.
+pub const MANAGEMENT_SECRET: &str = "streamer-test-secret";
+
+/// The credentials of the test stacks' Management API.
+pub fn management_credentials() -> streamer::local::ManagementCredentials {
+    streamer::local::ManagementCredentials {
+        access_key_id: MANAGEMENT_KEY.to_owned(),
+        secret_access_key: MANAGEMENT_SECRET.to_owned(),
+    }
+}
 
 /// The example app on the local stack, on a free port.
 pub struct TestServer {
@@ -118,7 +128,7 @@ impl TestServer {
             .with_clock(Arc::new(streamer::core::SystemClock))
             .with_ids(Arc::new(SequentialIds::new("req")))
             .with_connection_ids(Arc::new(SequentialIds::new("conn")))
-            .with_management_key(MANAGEMENT_KEY);
+            .with_management_credentials(management_credentials());
         let builder = tune(builder);
         let stack = match on {
             On::Embedded => builder.build(),
