@@ -174,6 +174,57 @@ async fn lists_count_by_their_size_and_answers_stay_under_the_message_size() {
     assert!(body.len() < 400, "{body}");
 }
 
+/// Results are weighed before they are built: once the results an execution selected are
+/// over the message size, the rest are errors, not a large answer built and then refused.
+#[tokio::test]
+async fn results_stop_being_built_once_over_the_message_size() {
+    let server = TestServer::start_with(
+        On::Embedded,
+        Limits {
+            max_message_bytes: 4096,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let mut client = server.client().await;
+    client.init().await;
+    // Five reports whose URLs hold a 600-byte date: about 3.2 KB of results together.
+    let from = "2026-01-01".repeat(60);
+    for n in 0..5 {
+        let data = client
+            .execute(
+                &format!("m{n}"),
+                "mutation($from: String!) { generateReport(input: {from: $from, to: \"2026-01-31\", stepDelayMs: 1}) { id } }",
+                json!({ "from": from }),
+            )
+            .await;
+        let id = data["generateReport"]["id"].as_str().unwrap().to_owned();
+        client.wait_for_status(&id, "COMPLETED").await;
+    }
+    // Four times each: 12.8 KB selected, three times the 4 KiB limit. Without the budget
+    // the answer refused would be at least that; with it, building stops near 4 KiB and what
+    // is refused is that and one short error per result left out.
+    let query = "{ requests(first: 5) { edges { node { a: result b: result c: result d: output { ... on Report { url } } } } } }";
+    let (status, body) = server.http("POST", "/graphql", &post(query)).await;
+    assert_eq!(status, 200, "{body}");
+    client
+        .send(json!({ "id": "q", "type": "subscribe", "payload": { "query": query } }))
+        .await;
+    let frames: Vec<Value> = client
+        .until_done("q")
+        .await
+        .into_iter()
+        .filter(|frame| frame["id"] == "q")
+        .collect();
+    assert_eq!(frames[0]["type"], "error", "{frames:?}");
+    let http: Value = serde_json::from_str(&body).unwrap();
+    for error in [&http["errors"][0], &frames[0]["payload"][0]] {
+        assert_eq!(error["extensions"]["limit"], "messageBytes", "{error}");
+        let built = error["extensions"]["actual"].as_u64().unwrap();
+        assert!((4096..9000).contains(&built), "{error}");
+    }
+}
+
 /// Frames: what API Gateway refuses closes the connection with its code; what the server
 /// would echo stays under the message size.
 #[tokio::test]

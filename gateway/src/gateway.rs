@@ -16,7 +16,7 @@ use streamer_core::{
 };
 use streamer_schema::document::{Document, Refusal};
 use streamer_schema::execute::{self, OperationKind};
-use streamer_schema::{Services, deliver, next_or_error, prune_connection};
+use streamer_schema::{ResultBudget, Services, deliver, next_or_error, prune_connection};
 
 use crate::event::WsEvent;
 
@@ -544,6 +544,7 @@ impl Gateway {
         if document.kind() == Some(OperationKind::Subscription) {
             return self.subscribe(connection, id, payload, request).await;
         }
+        let request = request.data(ResultBudget::new(self.limits.max_message_bytes));
         let result = self.schema.execute(request).await;
         let messages = if is_request_error(&result) {
             vec![ServerMessage::Error {
@@ -844,7 +845,8 @@ impl Gateway {
         }
         let request = document
             .request(&request.query, operation_name, variables)
-            .data(principal);
+            .data(principal)
+            .data(ResultBudget::new(self.limits.max_message_bytes));
         let mut result = self.schema.execute(request).await;
         if result.errors.len() > MAX_ERRORS {
             result.errors.truncate(MAX_ERRORS);

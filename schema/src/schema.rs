@@ -137,8 +137,82 @@ fn request_of<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<&'a AsyncR
 
 /// A field of `AsyncRequest` computed from the request alone.
 fn request_field(name: &str, ty: TypeRef, get: fn(&AsyncRequest) -> Option<GqlValue>) -> Field {
+    let budgeted = name == "result";
     Field::new(name, ty, move |ctx| {
-        FieldFuture::new(async move { Ok(request_of(&ctx).map(get)?.map(FieldValue::value)) })
+        FieldFuture::new(async move {
+            let request = request_of(&ctx)?;
+            if budgeted {
+                spend_on_result(&ctx, request)?;
+            }
+            Ok(get(request).map(FieldValue::value))
+        })
+    })
+}
+
+/// How many bytes of request results (`result`, `output`) one execution may still build.
+/// An answer is held to the message size limit only once it is built; a few hundred bytes
+/// of query asking for a hundred requests' results under many aliases would build far more
+/// than that first. With a budget in the request's data, each result is weighed before it
+/// is built, and once the budget is spent the field is an error instead.
+#[derive(Debug)]
+pub struct ResultBudget {
+    max: usize,
+    spent: std::sync::atomic::AtomicUsize,
+}
+
+impl ResultBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            spent: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Adds `bytes` to what was spent; the limit exceeded once that is over the budget.
+    fn spend(&self, bytes: usize) -> Result<(), LimitExceeded> {
+        let spent = self
+            .spent
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed)
+            .saturating_add(bytes);
+        LimitExceeded::check(
+            "messageBytes",
+            "the size in bytes of the results selected",
+            spent,
+            self.max,
+        )
+    }
+}
+
+/// The JSON size of a value, without building its text.
+fn json_size(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+/// Charges `request`'s result to the execution's [`ResultBudget`], if it has one.
+fn spend_on_result(ctx: &ResolverContext<'_>, request: &AsyncRequest) -> async_graphql::Result<()> {
+    let (Some(budget), Some(result)) = (ctx.data_opt::<ResultBudget>(), &request.result) else {
+        return Ok(());
+    };
+    budget.spend(json_size(result)).map_err(|exceeded| {
+        async_graphql::Error::new(exceeded.to_string()).extend_with(|_, e| {
+            e.set("code", "LIMIT_EXCEEDED");
+            e.set("limit", exceeded.limit);
+            e.set("max", exceeded.max);
+            e.set("actual", exceeded.actual);
+        })
     })
 }
 
@@ -253,6 +327,7 @@ fn async_request_type() -> Object {
             |ctx| {
                 FieldFuture::new(async move {
                     let request = request_of(&ctx)?;
+                    spend_on_result(&ctx, request)?;
                     let handlers = ctx.data::<Arc<Handlers>>()?;
                     let (Some(result), Some(handler)) =
                         (&request.result, handlers.get(&request.action))
