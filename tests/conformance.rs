@@ -27,8 +27,8 @@ async fn connection_params_are_kept_with_the_connection(on: On) {
         .unwrap()
         .unwrap();
     assert_eq!(
-        connection.init_payload,
-        Some(json!({ "token": "t", "n": 1 }))
+        connection.init_payload.as_deref(),
+        Some(&json!({ "token": "t", "n": 1 }))
     );
 }
 

@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn item_shapes_of_the_three_tables() {
         let mut connection = Connection::new("conn-1", at(0));
-        connection.init_payload = Some(json!({}));
+        connection.init_payload = Some(json!({}).into());
         connection.operations.insert("op-1".into(), "req-1".into());
         let subscription = Subscription {
             key: SubscriptionKey {

@@ -32,8 +32,9 @@ pub struct Connection {
     pub phase: Phase,
     /// When the socket opened.
     pub connected_at: DateTime<Utc>,
-    /// The `connection_init` payload, once received.
-    pub init_payload: Option<Value>,
+    /// The `connection_init` payload, once received (at most `initPayloadBytes`). Shared:
+    /// every frame reads the connection, and the payload is not copied for it.
+    pub init_payload: Option<std::sync::Arc<Value>>,
     /// The `$connect` query string, kept because later events do not carry it.
     #[serde(default)]
     pub query: BTreeMap<String, String>,

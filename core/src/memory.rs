@@ -287,7 +287,7 @@ impl Store for MemoryStore {
             )));
         }
         connection.phase = Phase::Acknowledged;
-        connection.init_payload = payload;
+        connection.init_payload = payload.map(Arc::new);
         connection.principal = Some(principal.clone());
         tables
             .tenant_connections
