@@ -59,6 +59,13 @@ impl DynamoDbBackend {
             sender_options: SenderOptions::default(),
         })
     }
+
+    /// Posts (every part's) with `options` instead of the defaults.
+    #[must_use]
+    pub fn with_sender_options(mut self, options: SenderOptions) -> Self {
+        self.sender_options = options;
+        self
+    }
 }
 
 #[async_trait]

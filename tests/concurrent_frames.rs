@@ -33,3 +33,47 @@ async fn a_disconnect_overlapping_a_subscribe_leaves_no_subscription(on: On) {
 }
 
 on_both_stores!(a_disconnect_overlapping_a_subscribe_leaves_no_subscription);
+
+/// A `complete` sent right after its `subscribe`, handled concurrently with it: whichever
+/// runs first, no subscription is left pushing to the operation the client ended, and the
+/// id is free again afterwards.
+async fn a_complete_overtaking_its_subscribe_leaves_no_subscription(on: On) {
+    let server = TestServer::start_tuned(on, |stack| stack.with_concurrent_frames()).await;
+    let mut client = server.client().await;
+    client.init().await;
+    let id = client.generate_report("m", 2_000).await;
+    for n in 0..40 {
+        let op = format!("s{n}");
+        client.send(json!({ "id": op, "type": "subscribe", "payload": { "query": PROGRESS, "variables": { "id": id } } })).await;
+        client.send(json!({ "id": op, "type": "complete" })).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let left: Vec<String> = server
+        .store
+        .subscriptions(&id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.key.operation_id.clone())
+        .collect();
+    assert!(left.is_empty(), "{} left behind: {left:?}", left.len());
+    let connection = server
+        .store
+        .get_connection("conn-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(connection.subscriptions().count(), 0, "{connection:?}");
+    // The ids can be used again.
+    client.clear();
+    client.send(json!({ "id": "s0", "type": "subscribe", "payload": { "query": PROGRESS, "variables": { "id": id } } })).await;
+    loop {
+        let frame = client.recv().await;
+        assert!(frame.get("close").is_none(), "{frame}");
+        if frame["id"] == "s0" && frame["type"] == "next" {
+            break;
+        }
+    }
+}
+
+on_both_stores!(a_complete_overtaking_its_subscribe_leaves_no_subscription);

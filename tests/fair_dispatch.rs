@@ -40,7 +40,7 @@ impl Dispatcher for Started {
 
 async fn store_on(on: On) -> Arc<dyn Store> {
     match on {
-        On::Embedded => Arc::new(MemoryStore::new()),
+        On::Embedded | On::ManagementApi => Arc::new(MemoryStore::new()),
         On::DynamoDb => {
             let store = streamer::aws::DynamoDbStore::local(
                 &support::dynamodb_endpoint(),

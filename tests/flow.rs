@@ -103,46 +103,77 @@ async fn management_api_posts_describes_and_deletes_connections(on: On) {
     let server = TestServer::start_on(on).await;
     let mut client = server.client().await;
     client.init().await;
-    // The connection ids are sequential in tests: this socket is conn-1. The local server
-    // checks the access key id of the SigV4 header, as IAM would check the caller.
-    let authorization = format!(
-        "AWS4-HMAC-SHA256 Credential={}/20260101/us-east-1/execute-api/aws4_request, SignedHeaders=host, Signature=0",
-        support::MANAGEMENT_KEY
-    );
-    let signed = [("authorization", authorization.as_str())];
+    // The connection ids are sequential in tests: this socket is conn-1. The AWS SDK's own
+    // client, signing (SigV4) with the stack's credentials, as a function's role would.
+    use aws_sdk_apigatewaymanagement::{Client, config};
+    let client_config = config::Config::builder()
+        .behavior_version(config::BehaviorVersion::latest())
+        .region(config::Region::new("us-east-1"))
+        .endpoint_url(format!("http://{}", server.addr))
+        .credentials_provider(config::Credentials::new(
+            support::MANAGEMENT_KEY,
+            support::MANAGEMENT_SECRET,
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    let management = Client::from_conf(client_config);
     let frame = r#"{"type":"ping","payload":{"from":"management"}}"#;
-    let (status, _) = server
-        .http_with("POST", "/%40connections/conn-1", &signed, frame)
-        .await;
-    assert_eq!(status, 200);
+    management
+        .post_to_connection()
+        .connection_id("conn-1")
+        .data(frame.as_bytes().to_vec().into())
+        .send()
+        .await
+        .expect("posted");
     assert_eq!(
         client.recv().await,
         json!({ "type": "ping", "payload": { "from": "management" } })
     );
-    let (status, body) = server
-        .http_with("GET", "/@connections/conn-1", &signed, "")
-        .await;
-    assert_eq!(status, 200);
-    let description: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(description["identity"]["sourceIp"], "127.0.0.1");
-    assert!(description["connectedAt"].is_string() && description["lastActiveAt"].is_string());
-    let (status, _) = server
-        .http_with("DELETE", "/@connections/conn-1", &signed, "")
-        .await;
-    assert_eq!(status, 204);
+    let description = management
+        .get_connection()
+        .connection_id("conn-1")
+        .send()
+        .await
+        .expect("described");
+    assert_eq!(
+        description.identity().and_then(|i| i.source_ip()),
+        Some("127.0.0.1")
+    );
+    assert!(description.connected_at().is_some() && description.last_active_at().is_some());
+    management
+        .delete_connection()
+        .connection_id("conn-1")
+        .send()
+        .await
+        .expect("deleted");
     assert_eq!(
         client.recv().await["close"]["code"],
         1000,
         "deleted connections close normally, as on AWS"
     );
-    let (status, body) = server
-        .http_with("POST", "/@connections/conn-1", &signed, "{}")
+    fn gone<E>(
+        error: &aws_sdk_apigatewaymanagement::error::SdkError<
+            E,
+            aws_sdk_apigatewaymanagement::config::http::HttpResponse,
+        >,
+    ) -> bool {
+        error.raw_response().map(|r| r.status().as_u16()) == Some(410)
+    }
+    let posted = management
+        .post_to_connection()
+        .connection_id("conn-1")
+        .data(b"{}".to_vec().into())
+        .send()
         .await;
-    assert_eq!(status, 410, "{body}");
-    let (status, _) = server
-        .http_with("GET", "/@connections/nope", &signed, "")
+    assert!(posted.as_ref().is_err_and(gone), "{posted:?}");
+    let described = management
+        .get_connection()
+        .connection_id("nope")
+        .send()
         .await;
-    assert_eq!(status, 410);
+    assert!(described.as_ref().is_err_and(gone), "{described:?}");
 }
 
 async fn a_gone_connection_is_pruned_with_its_subscriptions(on: On) {

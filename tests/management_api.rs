@@ -161,6 +161,7 @@ fn quick(max_attempts: u32, max_in_flight: usize) -> SenderOptions {
         max_in_flight,
         max_attempts,
         backoff: Backoff::new(Duration::from_millis(5), Duration::from_millis(20)),
+        attempt_timeout: Duration::from_millis(100),
     }
 }
 

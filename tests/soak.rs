@@ -1,7 +1,9 @@
 //! Soak: 1,000 requests whose handler fails at random (retryably and for good) while
 //! workers are killed at random mid-job, with index queries 300 ms behind the tables (as
 //! DynamoDB's eventually consistent indexes can be), so that the sweeper acts on stale
-//! listings. Every request ends in exactly one terminal state,
+//! listings; each connection's frames handled concurrently (as API Gateway's separate
+//! invocations); and every post going through the local Management API, 5 % of whose calls
+//! fail (a 500, or a hang the client gives up on). Every request ends in exactly one terminal state,
 //! every subscriber receives that state once, as its last, and no request ever runs twice
 //! at the same time.
 
@@ -149,7 +151,7 @@ async fn enqueue_and_follow(client: &mut Client, first_seed: usize) -> HashMap<S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_requests_through_failures_and_kills_each_end_once() {
     let app = streamer::App::new().register(Chaos);
-    let server = TestServer::start_app(app, On::Embedded, |stack| {
+    let server = TestServer::start_app(app, On::ManagementApi, |stack| {
         stack
             .with_clock(Arc::new(SystemClock))
             .with_job_concurrency(16)
@@ -161,6 +163,7 @@ async fn a_thousand_requests_through_failures_and_kills_each_end_once() {
             .with_sweep_every(Duration::from_millis(50))
             .with_index_lag(Duration::from_millis(300))
             .with_concurrent_frames()
+            .with_management_faults(0.05)
     })
     .await;
     // Kills a running job now and then until told to stop.

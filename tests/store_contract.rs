@@ -166,7 +166,10 @@ async fn connections(store: &dyn Store) {
 
     let stored = store.get_connection(&id).await.unwrap().unwrap();
     assert_eq!(stored.phase, streamer::core::Phase::Acknowledged);
-    assert_eq!(stored.init_payload.as_deref(), Some(&json!({ "auth": "x" })));
+    assert_eq!(
+        stored.init_payload.as_deref(),
+        Some(&json!({ "auth": "x" }))
+    );
     assert_eq!(stored.principal.as_ref(), Some(&principal));
     assert_eq!(
         stored.operations.into_iter().collect::<Vec<_>>(),

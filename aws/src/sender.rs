@@ -71,6 +71,9 @@ pub struct SenderOptions {
     pub max_attempts: u32,
     /// Delays between those tries.
     pub backoff: Backoff,
+    /// A call that has not answered within this is abandoned and counts as a transient
+    /// failure (a push is usually answered in tens of milliseconds).
+    pub attempt_timeout: Duration,
 }
 
 impl Default for SenderOptions {
@@ -79,6 +82,7 @@ impl Default for SenderOptions {
             max_in_flight: 128,
             max_attempts: 6,
             backoff: Backoff::new(Duration::from_millis(25), Duration::from_secs(2)),
+            attempt_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -131,6 +135,12 @@ impl ApiGatewaySender {
     }
 }
 
+/// How one call failed: an answer that is an error, or no answer in time.
+enum AttemptError<E> {
+    Sdk(Box<SdkError<E, HttpResponse>>),
+    TimedOut(tokio::time::error::Elapsed),
+}
+
 #[async_trait]
 impl Sender for ApiGatewaySender {
     async fn post(&self, connection_id: &str, data: &str) -> Result<()> {
@@ -141,17 +151,21 @@ impl Sender for ApiGatewaySender {
             .map_err(|e| Error::backend("waiting to post", e))?;
         let mut attempt = 1;
         loop {
-            let result = self
+            let call = self
                 .client
                 .post_to_connection()
                 .connection_id(connection_id)
                 .data(Blob::new(data.as_bytes()))
-                .send()
-                .await;
-            let Err(error) = result else {
-                return Ok(());
+                .send();
+            let error = match tokio::time::timeout(self.options.attempt_timeout, call).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(error)) => AttemptError::Sdk(Box::new(error)),
+                Err(elapsed) => AttemptError::TimedOut(elapsed),
             };
-            let failure = PushFailure::of(&error);
+            let failure = match &error {
+                AttemptError::Sdk(error) => PushFailure::of(error),
+                AttemptError::TimedOut(_) => PushFailure::Other,
+            };
             // Throttling and transient failures (5xx, timeouts, the network) are tried again.
             let transient = matches!(failure, PushFailure::Throttled | PushFailure::Other);
             if !(transient && attempt < self.options.max_attempts) {
@@ -167,20 +181,26 @@ impl Sender for ApiGatewaySender {
                     attempt += 1;
                 }
                 _ => {
-                    tracing::warn!(
-                        %connection_id,
-                        failure = failure.as_str(),
-                        attempts = attempt,
-                        error = %aws_sdk_apigatewaymanagement::error::DisplayErrorContext(&error),
-                        "post failed"
+                    let context = format!(
+                        "posting to connection {connection_id} ({})",
+                        failure.as_str()
                     );
-                    return Err(Error::backend(
-                        format!(
-                            "posting to connection {connection_id} ({})",
-                            failure.as_str()
-                        ),
-                        error,
-                    ));
+                    return Err(match error {
+                        AttemptError::Sdk(error) => {
+                            tracing::warn!(
+                                %connection_id,
+                                failure = failure.as_str(),
+                                attempts = attempt,
+                                error = %aws_sdk_apigatewaymanagement::error::DisplayErrorContext(&error),
+                                "post failed"
+                            );
+                            Error::backend(context, *error)
+                        }
+                        AttemptError::TimedOut(elapsed) => {
+                            tracing::warn!(%connection_id, attempts = attempt, "post timed out");
+                            Error::backend(context, elapsed)
+                        }
+                    });
                 }
             }
         }

@@ -63,4 +63,30 @@ impl Connection {
             expires_at: (connected_at + RETENTION).timestamp(),
         }
     }
+
+    /// The operations with a subscription, operation id → request id, without the marks of
+    /// early `complete`s.
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.operations
+            .iter()
+            .filter(|(_, request_id)| completed_early_at(request_id).is_none())
+    }
+
+    /// How many early `complete`s are marked.
+    pub fn completed_early(&self) -> usize {
+        self.operations.len() - self.subscriptions().count()
+    }
+}
+
+/// The mark an early `complete` leaves in [`Connection::operations`] in place of a request
+/// id: on AWS a connection's frames run as separate invocations, and a client's `complete`
+/// may be handled before the `subscribe` it ends. The subscribe finds the mark and stores
+/// nothing. No request id starts with `#`.
+pub fn completed_early_mark(at_ms: i64) -> String {
+    format!("#completed@{at_ms}")
+}
+
+/// When an early `complete` was marked, if `request_id` is such a mark.
+pub fn completed_early_at(request_id: &str) -> Option<i64> {
+    request_id.strip_prefix("#completed@")?.parse().ok()
 }

@@ -323,6 +323,13 @@ pub enum Effect {
         /// The operation id.
         id: String,
     },
+    /// A `complete` for an operation the session does not know: its `subscribe` may still be
+    /// on its way (on AWS frames of one connection can run at once), or it already ended.
+    /// Nothing is sent back.
+    CompleteUnknown {
+        /// The operation id.
+        id: String,
+    },
 }
 
 /// The outcome of one step.
@@ -388,11 +395,11 @@ pub fn step(session: &Session, message: ClientMessage) -> Step {
             }
         }
         ClientMessage::Complete { id } => {
-            // A client `complete` is never echoed; an unknown id is ignored.
+            // A client `complete` is never echoed.
             let effects = if next.operations.remove(&id) {
                 vec![Effect::Unsubscribe { id }]
             } else {
-                vec![]
+                vec![Effect::CompleteUnknown { id }]
             };
             Step {
                 session: next,
@@ -496,11 +503,12 @@ mod tests {
     }
 
     #[test]
-    fn complete_for_an_unknown_id_is_ignored() {
+    fn complete_for_an_unknown_id_sends_nothing_and_is_left_to_the_caller() {
         assert_eq!(
             receive(&acked(), r#"{"type":"complete","id":"nope"}"#),
             Step {
                 session: acked(),
+                effects: vec![Effect::CompleteUnknown { id: "nope".into() }],
                 ..Step::default()
             }
         );

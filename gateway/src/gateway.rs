@@ -71,6 +71,14 @@ fn is_request_error(response: &async_graphql::Response) -> bool {
         && response.errors.iter().all(|e| e.path.is_empty())
 }
 
+/// At most this many early `complete`s are marked per connection: a client sending
+/// `complete` for ids it never used cannot grow its connection's item.
+const MAX_COMPLETED_EARLY: usize = 16;
+
+/// How long the mark of an early `complete` stops a `subscribe` of the same id: frames of
+/// one connection overlap by far less; a later subscribe reusing the id is a new operation.
+const COMPLETED_EARLY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How many errors of one operation go back to the client, and how long each message may be:
 /// a document of ten thousand bad directives must not come back as ten thousand errors.
 const MAX_ERRORS: usize = 10;
@@ -154,6 +162,13 @@ impl Gateway {
     #[must_use]
     pub fn with_resolving_schema(mut self, schema: Schema) -> Self {
         self.resolving = schema;
+        self
+    }
+
+    /// Posts through `sender` instead of the one it was made with.
+    #[must_use]
+    pub fn with_sender(mut self, sender: Arc<dyn Sender>) -> Self {
+        self.sender = sender;
         self
     }
 
@@ -403,7 +418,10 @@ impl Gateway {
         }
         let session = Session {
             acknowledged: connection.phase == Phase::Acknowledged,
-            operations: connection.operations.keys().cloned().collect(),
+            operations: connection
+                .subscriptions()
+                .map(|(id, _)| id.clone())
+                .collect(),
         };
         let step = protocol::receive(&session, body);
         for effect in step.effects {
@@ -414,6 +432,10 @@ impl Gateway {
                 }
                 Effect::Unsubscribe { id } => {
                     self.unsubscribe(&connection, &id).await?;
+                    None
+                }
+                Effect::CompleteUnknown { id } => {
+                    self.complete_unknown(&connection, &id).await?;
                     None
                 }
             };
@@ -490,6 +512,77 @@ impl Gateway {
             Err(Error::Conflict(_)) => Ok(Some(Close::too_many_inits())),
             Err(other) => Err(other),
         }
+    }
+
+    /// A `complete` for an operation this frame's read of the connection does not know.
+    /// Its `subscribe` may be running at this moment: a mark left in its place makes that
+    /// subscribe store nothing. If the subscribe stored its operation meanwhile, the
+    /// operation is ended as usual. At most [`MAX_COMPLETED_EARLY`] marks per connection.
+    async fn complete_unknown(&self, connection: &Connection, operation_id: &str) -> Result<()> {
+        if operation_id.chars().count() > self.limits.max_operation_id
+            || connection.completed_early() >= MAX_COMPLETED_EARLY
+        {
+            return Ok(());
+        }
+        let mark = streamer_core::completed_early_mark(self.clock.now().timestamp_millis());
+        match self
+            .store
+            .add_operation(&connection.id, operation_id, &mark)
+            .await
+        {
+            Ok(()) | Err(Error::NotFound(_)) => Ok(()),
+            Err(Error::Conflict(_)) => {
+                // Stored meanwhile (or marked by another `complete`): read it again.
+                match self.store.get_connection(&connection.id).await? {
+                    Some(current) if current.subscriptions().any(|(id, _)| id == operation_id) => {
+                        self.unsubscribe(&current, operation_id).await
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Claims `operation_id` for a subscription to `request_id`. `Ok(false)` when the client
+    /// completed it before this subscribe was handled (the mark is taken away, nothing is
+    /// stored); a mark older than [`COMPLETED_EARLY_FOR`] is stale and replaced.
+    async fn claim_operation(
+        &self,
+        connection_id: &str,
+        operation_id: &str,
+        request_id: &str,
+    ) -> Result<bool> {
+        for _ in 0..2 {
+            match self
+                .store
+                .add_operation(connection_id, operation_id, request_id)
+                .await
+            {
+                Ok(()) => return Ok(true),
+                Err(Error::Conflict(conflict)) => {
+                    let marked = self
+                        .store
+                        .get_connection(connection_id)
+                        .await?
+                        .and_then(|c| c.operations.get(operation_id).cloned())
+                        .and_then(|value| streamer_core::completed_early_at(&value));
+                    let Some(at_ms) = marked else {
+                        return Err(Error::Conflict(conflict));
+                    };
+                    self.store
+                        .remove_operation(connection_id, operation_id)
+                        .await?;
+                    let age = self.clock.now().timestamp_millis() - at_ms;
+                    if age < COMPLETED_EARLY_FOR.as_millis() as i64 {
+                        tracing::info!(%connection_id, operation_id = ?operation_id, "not subscribed: completed before its subscribe was handled");
+                        return Ok(false);
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(false)
     }
 
     async fn unsubscribe(&self, connection: &Connection, operation_id: &str) -> Result<()> {
@@ -596,7 +689,7 @@ impl Gateway {
         if let Err(exceeded) = LimitExceeded::check(
             "subscriptions",
             "the number of active subscriptions",
-            connection.operations.len() + 1,
+            connection.subscriptions().count() + 1,
             self.limits.max_subscriptions,
         ) {
             return self.refuse(&connection.id, id, &exceeded).await;
@@ -615,11 +708,11 @@ impl Gateway {
             return Ok(None);
         }
         match self
-            .store
-            .add_operation(&connection.id, &id, &target.request_id)
+            .claim_operation(&connection.id, &id, &target.request_id)
             .await
         {
-            Ok(()) => {}
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
             // A concurrent subscribe with the same id won.
             Err(Error::Conflict(_)) => return Ok(Some(Close::subscriber_exists(&id))),
             Err(other) => return Err(other),
@@ -848,6 +941,9 @@ impl Gateway {
             .data(principal)
             .data(ResultBudget::new(self.limits.max_message_bytes));
         let mut result = self.schema.execute(request).await;
+        if let Some(error) = streamer_schema::over_result_budget(&result) {
+            return errors(200, error);
+        }
         if result.errors.len() > MAX_ERRORS {
             result.errors.truncate(MAX_ERRORS);
         }

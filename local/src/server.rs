@@ -117,6 +117,12 @@ impl Server {
         }
     }
 
+    /// The gateway posts through `sender` (the stack's, once it knows the server's address).
+    pub(crate) fn with_gateway_sender(mut self, sender: Arc<dyn streamer_core::Sender>) -> Self {
+        self.gateway = self.gateway.with_sender(sender);
+        self
+    }
+
     /// Hands each frame of a connection to the gateway as soon as it arrives, without
     /// waiting for the one before, and the `$disconnect` without waiting for them: on AWS
     /// each frame is its own Lambda invocation, and they may overlap. For tests; off by
@@ -126,8 +132,9 @@ impl Server {
         self
     }
 
-    /// Answers `rate` (0.0 to 1.0) of the Management API's posts and deletes with a 500
-    /// `InternalServerErrorException`, at random, as API Gateway sometimes does. For fault
+    /// Fails `rate` (0.0 to 1.0) of the Management API's posts and deletes, at random, as
+    /// API Gateway sometimes does: half of them with a 500 `InternalServerErrorException`,
+    /// half by hanging for 2 s and then answering 504. Neither delivers the frame. For fault
     /// injection; 0 by default.
     pub fn with_management_faults(mut self, rate: f64) -> Self {
         self.management_faults = rate.clamp(0.0, 1.0);
@@ -415,6 +422,9 @@ fn going_away() -> streamer_core::protocol::Close {
     }
 }
 
+/// How long a Management API call that faults by hanging hangs.
+const MANAGEMENT_FAULT_HANG: Duration = Duration::from_secs(2);
+
 /// The largest frame `PostToConnection` takes, as on API Gateway (128 KB).
 const MAX_POST_BYTES: usize = 128 * 1024;
 
@@ -471,6 +481,18 @@ async fn management(
         && server.management_faults > 0.0
         && rand::random::<f64>() < server.management_faults
     {
+        // Half the faults are a 500 at once, half a call that hangs and then times out
+        // (a caller waiting less has long given up); neither delivers anything.
+        if rand::random::<bool>() {
+            tokio::time::sleep(MANAGEMENT_FAULT_HANG).await;
+            let body = serde_json::json!({ "message": "Endpoint request timed out" });
+            return (
+                StatusCode::GATEWAY_TIMEOUT,
+                [("content-type", "application/json")],
+                body.to_string(),
+            )
+                .into_response();
+        }
         let body = serde_json::json!({ "message": "Internal server error" });
         return (
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -29,9 +29,8 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// How many times a failed change is handled again before it is given up (and logged).
 const CHANGE_ATTEMPTS: u32 = 5;
 
-/// Where a local stack keeps its state, how changes reach its processor, and how the
-/// processor reaches the sockets. The gateway always answers through the server itself, as
-/// an integration answers inside API Gateway.
+/// Where a local stack keeps its state, how changes reach its processor, and how its parts
+/// reach the sockets: straight to them, or through the local Management API, as on AWS.
 #[async_trait]
 pub trait Backend: Send + std::fmt::Debug + 'static {
     /// The store every part uses.
@@ -45,6 +44,18 @@ pub trait Backend: Send + std::fmt::Debug + 'static {
         credentials: &ManagementCredentials,
         sockets: &Sockets,
     ) -> Arc<dyn Sender>;
+    /// The sender the gateway replies and the sweeper closes through (arguments as for
+    /// [`Backend::sender`]). By default straight to the sockets, which keeps the protocol's
+    /// close codes: API Gateway cannot send them (a connection deleted through the
+    /// Management API closes 1000).
+    fn replies(
+        &self,
+        _endpoint: &str,
+        _credentials: &ManagementCredentials,
+        sockets: &Sockets,
+    ) -> Arc<dyn Sender> {
+        Arc::new(LocalSender::new(sockets.clone()))
+    }
     /// Feeds `processor` with the store's changes until the stack stops.
     async fn feed(self: Box<Self>, processor: Processor);
     /// The store whose TTL the stack runs itself, as DynamoDB runs it for its tables: the
@@ -264,9 +275,9 @@ impl StackBuilder {
         self
     }
 
-    /// Answers `rate` of the local Management API's posts and deletes with a 500, at random
-    /// ([`Server::with_management_faults`]); the senders that call it (on DynamoDB Local)
-    /// must retry them.
+    /// Fails `rate` of the local Management API's posts and deletes, at random, with a 500
+    /// or a hang ([`Server::with_management_faults`]); the senders that call it (every part,
+    /// on a backend that posts through it) must retry them.
     pub fn with_management_faults(mut self, rate: f64) -> Self {
         self.management_faults = rate;
         self
@@ -463,6 +474,10 @@ impl Stack {
         let sender = self
             .backend
             .sender(&endpoint, &self.management_credentials, &self.sockets);
+        let replies = self
+            .backend
+            .replies(&endpoint, &self.management_credentials, &self.sockets);
+        let server = self.server.with_gateway_sender(Arc::clone(&replies));
         let processor = Processor::new(
             self.schema,
             Arc::clone(&self.store),
@@ -477,7 +492,7 @@ impl Stack {
         let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
         let sweeper = Sweeper::new(
             Arc::clone(&self.store),
-            Arc::new(LocalSender::new(self.sockets.clone())),
+            replies,
             Arc::new(self.dispatcher),
             self.clock,
             options,
@@ -500,7 +515,7 @@ impl Stack {
                 }
             }
         });
-        let served = self.server.run(listener, shutdown).await;
+        let served = server.run(listener, shutdown).await;
         drop(pipeline);
         sweeping.abort();
         served

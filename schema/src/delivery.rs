@@ -317,6 +317,12 @@ pub fn next_or_error(
     response: &async_graphql::Response,
     limits: &Limits,
 ) -> ServerMessage {
+    if let Some(error) = crate::schema::over_result_budget(response) {
+        return ServerMessage::Error {
+            id: id.to_owned(),
+            payload: vec![error],
+        };
+    }
     let next = ServerMessage::Next {
         id: id.to_owned(),
         payload: serde_json::to_value(response).unwrap_or_default(),
@@ -366,7 +372,7 @@ pub async fn prune_connection(
     let Some(connection) = store.delete_connection(connection_id).await? else {
         return Ok(None);
     };
-    for (operation_id, request_id) in &connection.operations {
+    for (operation_id, request_id) in connection.subscriptions() {
         let key = SubscriptionKey {
             request_id: request_id.clone(),
             connection_id: connection_id.to_owned(),

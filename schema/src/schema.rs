@@ -176,13 +176,30 @@ impl ResultBudget {
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed)
             .saturating_add(bytes);
         LimitExceeded::check(
-            "messageBytes",
+            RESULT_BUDGET_LIMIT,
             "the size in bytes of the results selected",
             spent,
             self.max,
         )
     }
 }
+
+/// The error of a response whose results went over its [`ResultBudget`]: the answer as a
+/// whole is over the message size limit, and is refused as one that was built whole would
+/// be, with `LIMIT_EXCEEDED` (`messageBytes`).
+pub fn over_result_budget(response: &async_graphql::Response) -> Option<Value> {
+    let error = response.errors.iter().find(|e| {
+        e.extensions.as_ref().and_then(|x| x.get("limit"))
+            == Some(&GqlValue::from(RESULT_BUDGET_LIMIT))
+    })?;
+    Some(serde_json::json!({
+        "message": error.message,
+        "extensions": error.extensions,
+    }))
+}
+
+/// The limit a [`ResultBudget`] error names.
+const RESULT_BUDGET_LIMIT: &str = "messageBytes";
 
 /// The JSON size of a value, without building its text.
 fn json_size(value: &Value) -> usize {

@@ -30,8 +30,63 @@ pub enum On {
     /// The embedded store and its in-process feed.
     Embedded,
     /// DynamoDB Local (`STREAMER_DYNAMODB_ENDPOINT`, started by the test command): its stream
-    /// polled, pushes through the Management API over HTTP.
+    /// polled, every post through the Management API over HTTP.
     DynamoDb,
+    /// The embedded store, with every post (the gateway's replies, the processor's pushes,
+    /// the sweeper's closes) through the local Management API over HTTP, as on AWS, by the
+    /// SDK client, which gives up on a call after [`ATTEMPT_TIMEOUT`]: what the Management
+    /// API's faults need to reach.
+    ManagementApi,
+}
+
+/// How long the test stacks' Management API clients wait for a call: longer than a call to
+/// the local server takes on a loaded machine, shorter than a faulty call hangs.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The embedded store whose parts post through the local Management API.
+#[derive(Debug)]
+struct ThroughManagementApi(streamer::local::Embedded);
+
+#[async_trait::async_trait]
+impl streamer::local::Backend for ThroughManagementApi {
+    fn store(&self) -> Arc<dyn Store> {
+        streamer::local::Backend::store(&self.0)
+    }
+
+    fn sender(
+        &self,
+        endpoint: &str,
+        credentials: &streamer::local::ManagementCredentials,
+        _sockets: &streamer::local::Sockets,
+    ) -> Arc<dyn streamer::core::Sender> {
+        let options = streamer::aws::SenderOptions {
+            attempt_timeout: ATTEMPT_TIMEOUT,
+            ..streamer::aws::SenderOptions::default()
+        };
+        Arc::new(streamer::aws::ApiGatewaySender::local(
+            endpoint,
+            &credentials.access_key_id,
+            &credentials.secret_access_key,
+            options,
+        ))
+    }
+
+    fn replies(
+        &self,
+        endpoint: &str,
+        credentials: &streamer::local::ManagementCredentials,
+        sockets: &streamer::local::Sockets,
+    ) -> Arc<dyn streamer::core::Sender> {
+        self.sender(endpoint, credentials, sockets)
+    }
+
+    async fn feed(self: Box<Self>, processor: streamer::processor::Processor) {
+        streamer::local::Backend::feed(Box::new(self.0), processor).await;
+    }
+
+    fn ttl(&self) -> Option<Arc<streamer::core::MemoryStore>> {
+        streamer::local::Backend::ttl(&self.0)
+    }
 }
 
 /// The DynamoDB Local endpoint the test command started.
@@ -132,11 +187,18 @@ impl TestServer {
         let builder = tune(builder);
         let stack = match on {
             On::Embedded => builder.build(),
+            On::ManagementApi => {
+                builder.build_on(ThroughManagementApi(streamer::local::Embedded::new()))
+            }
             On::DynamoDb => {
                 let backend =
                     streamer::DynamoDbBackend::connect(&dynamodb_endpoint(), unique_tables())
                         .await
-                        .expect("tables on DynamoDB Local");
+                        .expect("tables on DynamoDB Local")
+                        .with_sender_options(streamer::aws::SenderOptions {
+                            attempt_timeout: ATTEMPT_TIMEOUT,
+                            ..streamer::aws::SenderOptions::default()
+                        });
                 builder.build_on(backend)
             }
         }
