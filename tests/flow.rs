@@ -234,3 +234,30 @@ on_both_stores!(
     management_api_posts_describes_and_deletes_connections,
     a_gone_connection_is_pruned_with_its_subscriptions,
 );
+
+/// With the default settings there is no quota: a burst of 1,000 enqueues from one client,
+/// sent within a second, is accepted whole.
+#[tokio::test]
+async fn a_burst_of_a_thousand_enqueues_is_accepted_with_the_defaults() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client.init().await;
+    let started = std::time::Instant::now();
+    for n in 0..1000 {
+        client.send(json!({ "id": format!("m{n}"), "type": "subscribe", "payload": { "query": "mutation { flakyImport(input: {failTimes: 0}) { id } }" } })).await;
+    }
+    let sent = started.elapsed();
+    let mut accepted = 0;
+    while accepted < 1000 {
+        let frame = client.recv().await;
+        match frame["type"].as_str() {
+            Some("next") => {
+                assert!(frame["payload"]["errors"].is_null(), "{frame}");
+                accepted += 1;
+            }
+            Some("complete") => {}
+            _ => panic!("refused after {accepted}: {frame}"),
+        }
+    }
+    assert!(sent < std::time::Duration::from_secs(1), "sent in {sent:?}");
+}

@@ -313,10 +313,6 @@ async fn one_tenant_cannot_hold_every_job_slot(on: On) {
             .with_job_concurrency(8)
             .with_tenant_job_share(6)
             .with_cancel_grace(Duration::from_millis(500))
-            .with_limits(Limits {
-                max_tenant_enqueues_per_second: 1000,
-                ..Limits::default()
-            })
     })
     .await;
     let mut a = server.client().await;

@@ -286,7 +286,13 @@ async fn each_function_calls_exactly_what_its_role_allows() {
         store,
         clock: clock.clone(),
         ids: Arc::new(RandomIds),
-        limits: Limits::default(),
+        // The quotas the template sets: counting them is part of what the gateway calls.
+        limits: Limits {
+            max_tenant_connections: Some(1000),
+            max_tenant_active_requests: Some(10_000),
+            max_tenant_enqueues_per_second: Some(1000),
+            ..Limits::default()
+        },
         access: streamer::core::Access::default(),
     };
     let handlers = handlers::app().handlers();

@@ -155,10 +155,6 @@ async fn a_thousand_requests_through_failures_and_kills_each_end_once() {
         stack
             .with_clock(Arc::new(SystemClock))
             .with_job_concurrency(16)
-            .with_limits(streamer::core::Limits {
-                max_tenant_enqueues_per_second: 100_000,
-                ..streamer::core::Limits::default()
-            })
             .with_lease(Duration::from_millis(300))
             .with_sweep_every(Duration::from_millis(50))
             .with_index_lag(Duration::from_millis(300))

@@ -70,7 +70,7 @@ on_both_stores!(tenant_b_cannot_touch_tenant_a_s_request);
 #[tokio::test]
 async fn a_quota_exceeded_names_itself_and_spares_other_work() {
     let limits = Limits {
-        max_tenant_active_requests: 2,
+        max_tenant_active_requests: Some(2),
         ..Limits::default()
     };
     let server = start(On::Embedded, limits).await;
@@ -92,6 +92,109 @@ async fn a_quota_exceeded_names_itself_and_spares_other_work() {
     // The tenant's accepted work runs to its end, and then there is room again.
     ann.wait_for_status(&first, "COMPLETED").await;
     ann.flaky_import("m4", 0).await;
+}
+
+/// The connection quota: a tenant's connection over it is closed at `connection_init` with
+/// 4403; another tenant connects; a closed connection makes room.
+#[tokio::test]
+async fn the_connection_quota_holds_per_tenant() {
+    let limits = Limits {
+        max_tenant_connections: Some(2),
+        ..Limits::default()
+    };
+    let server = start(On::Embedded, limits).await;
+    let mut first = server.client().await;
+    first.init_as(&token("acme", "ann", 600, SECRET)).await;
+    let mut second = server.client().await;
+    second.init_as(&token("acme", "ann", 600, SECRET)).await;
+    let mut third = server.client().await;
+    third
+        .send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", token("acme", "ann", 600, SECRET)) } }))
+        .await;
+    let refused = third.recv().await;
+    assert_eq!(refused["close"]["code"], 4403, "{refused}");
+    assert!(
+        refused["close"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("connection quota"),
+        "{refused}"
+    );
+    let mut other = server.client().await;
+    other.init_as(&token("globex", "bob", 600, SECRET)).await;
+    // Closing one makes room (the `$disconnect` deletes it).
+    drop(first);
+    for attempt in 0.. {
+        let mut again = server.client().await;
+        again
+            .send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", token("acme", "ann", 600, SECRET)) } }))
+            .await;
+        if again.recv().await == json!({ "type": "connection_ack" }) {
+            break;
+        }
+        assert!(attempt < 50, "no room after a connection closed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(second);
+}
+
+/// The enqueue-rate quota: within one second, the enqueues over it are refused with
+/// `QUOTA_EXCEEDED` (`enqueueRate`) and store nothing; another tenant is not held back.
+#[tokio::test]
+async fn the_enqueue_rate_quota_holds_per_tenant() {
+    let limits = Limits {
+        max_tenant_enqueues_per_second: Some(5),
+        ..Limits::default()
+    };
+    let server = start(On::Embedded, limits).await;
+    let mut ann = server.client().await;
+    ann.init_as(&token("acme", "ann", 600, SECRET)).await;
+    let enqueue = "mutation { flakyImport(input: {failTimes: 0}) { id } }";
+    for n in 0..20 {
+        ann.send(
+            json!({ "id": format!("m{n}"), "type": "subscribe", "payload": { "query": enqueue } }),
+        )
+        .await;
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    while accepted + refused < 20 {
+        let frame = ann.recv().await;
+        match frame["type"].as_str() {
+            Some("next") => {
+                assert!(frame["payload"]["errors"].is_null(), "{frame}");
+                accepted += 1;
+            }
+            Some("error") => {
+                let error = &frame["payload"][0];
+                assert_eq!(error["extensions"]["code"], "QUOTA_EXCEEDED", "{frame}");
+                assert_eq!(error["extensions"]["quota"], "enqueueRate", "{frame}");
+                refused += 1;
+            }
+            Some("complete") => {}
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+    // Twenty sent within a second or two: at most five in each second passed.
+    assert!((5..=10).contains(&accepted), "{accepted} accepted");
+    let stored = server
+        .store
+        .list_requests(&streamer::core::store::RequestFilter {
+            tenant: Some("acme".into()),
+            owner: None,
+            status: None,
+            limit: 100,
+            after: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.items.len(),
+        accepted,
+        "a refused enqueue stores nothing"
+    );
+    let mut bob = server.client().await;
+    bob.init_as(&token("globex", "bob", 600, SECRET)).await;
+    bob.flaky_import("m", 0).await;
 }
 
 #[tokio::test]

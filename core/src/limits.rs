@@ -31,12 +31,15 @@ pub struct Limits {
     /// Largest job payload, as JSON: 64 KiB (a request item holds it, within DynamoDB's
     /// 400 KB per item).
     pub max_payload_bytes: usize,
-    /// Most authenticated connections of one tenant at once: 1,000.
-    pub max_tenant_connections: usize,
-    /// Most requests of one tenant queued, running or retrying at once: 1,000.
-    pub max_tenant_active_requests: usize,
-    /// Most enqueues of one tenant in one second: 50.
-    pub max_tenant_enqueues_per_second: u32,
+    /// Most authenticated connections of one tenant at once. A quota: none unless set (a
+    /// multi-tenant deployment sets it; SECURITY.md recommends 1,000).
+    pub max_tenant_connections: Option<usize>,
+    /// Most requests of one tenant queued, running or retrying at once. A quota: none
+    /// unless set (SECURITY.md recommends 10,000).
+    pub max_tenant_active_requests: Option<usize>,
+    /// Most enqueues of one tenant in one second. A quota: none unless set (SECURITY.md
+    /// recommends 1,000).
+    pub max_tenant_enqueues_per_second: Option<u32>,
 }
 
 impl Default for Limits {
@@ -51,9 +54,9 @@ impl Default for Limits {
             max_document_bytes: 32 * 1024,
             max_init_payload_bytes: 4 * 1024,
             max_payload_bytes: 64 * 1024,
-            max_tenant_connections: 1000,
-            max_tenant_active_requests: 1000,
-            max_tenant_enqueues_per_second: 50,
+            max_tenant_connections: None,
+            max_tenant_active_requests: None,
+            max_tenant_enqueues_per_second: None,
         }
     }
 }

@@ -42,15 +42,15 @@ struct Args {
         hide_env_values = true
     )]
     jwt_secret: Option<String>,
-    /// Per-tenant quota: connections at once.
-    #[arg(long, default_value_t = streamer::core::Limits::default().max_tenant_connections)]
-    tenant_connections: usize,
-    /// Per-tenant quota: requests queued, running or retrying at once.
-    #[arg(long, default_value_t = streamer::core::Limits::default().max_tenant_active_requests)]
-    tenant_active_requests: usize,
-    /// Per-tenant quota: enqueues per second.
-    #[arg(long, default_value_t = streamer::core::Limits::default().max_tenant_enqueues_per_second)]
-    tenant_enqueues_per_second: u32,
+    /// Per-tenant quota: connections at once (none unless set).
+    #[arg(long)]
+    tenant_connections: Option<usize>,
+    /// Per-tenant quota: requests queued, running or retrying at once (none unless set).
+    #[arg(long)]
+    tenant_active_requests: Option<usize>,
+    /// Per-tenant quota: enqueues per second (none unless set).
+    #[arg(long)]
+    tenant_enqueues_per_second: Option<u32>,
 }
 
 #[tokio::main]

@@ -200,7 +200,9 @@ impl Gateway {
     /// Whether `principal`'s tenant may open one more connection, `counted` being whether
     /// this connection is already counted.
     async fn connection_quota_left(&self, principal: &Principal, counted: bool) -> Result<bool> {
-        let max = self.limits.max_tenant_connections;
+        let Some(max) = self.limits.max_tenant_connections else {
+            return Ok(true);
+        };
         let open = self
             .store
             .count_connections(&principal.tenant, self.clock.now(), max + 1)

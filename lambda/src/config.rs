@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamer_core::{Access, Authenticator, DevMode};
+use streamer_core::{Access, Authenticator, DevMode, Limits};
 use streamer_gateway::{AuthorizerContext, Claims, JwtAuthenticator};
 
 /// A setting that must not be printed: its `Debug` says only whether it is set.
@@ -90,6 +90,59 @@ pub struct Config {
     /// `STREAMER_ACCESS` (default `tenant`): `tenant` (anyone of a request's tenant may act
     /// on it) or `owner` (only who enqueued it).
     pub access: Access,
+    /// What one client may ask (gateway, processor), each field from its own variable, the
+    /// default where it is unset: `STREAMER_MAX_MESSAGE_BYTES`, `STREAMER_MAX_DEPTH`,
+    /// `STREAMER_MAX_COMPLEXITY`, `STREAMER_MAX_ALIASES`, `STREAMER_MAX_SUBSCRIPTIONS`,
+    /// `STREAMER_MAX_OPERATION_ID`, `STREAMER_MAX_DOCUMENT_BYTES`,
+    /// `STREAMER_MAX_INIT_PAYLOAD_BYTES`, `STREAMER_MAX_PAYLOAD_BYTES`; and the per-tenant
+    /// quotas, none unless set: `STREAMER_TENANT_CONNECTIONS`,
+    /// `STREAMER_TENANT_ACTIVE_REQUESTS`, `STREAMER_TENANT_ENQUEUES_PER_SECOND`.
+    pub limits: Limits,
+}
+
+/// Reads the number in `name`, if set; a value that is not a number above 0 is an error
+/// naming the variable.
+fn number<T: std::str::FromStr + PartialOrd + Default>(
+    get: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<T>, ConfigError> {
+    match get(name) {
+        None => Ok(None),
+        Some(value) => match value.trim().parse::<T>() {
+            Ok(number) if number > T::default() => Ok(Some(number)),
+            _ => Err(ConfigError::Invalid {
+                name,
+                expected: "a whole number above 0",
+                value,
+            }),
+        },
+    }
+}
+
+/// The limits the `STREAMER_MAX_*` and `STREAMER_TENANT_*` variables set (see
+/// [`Config::limits`]).
+fn limits(get: &impl Fn(&'static str) -> Option<String>) -> Result<Limits, ConfigError> {
+    let defaults = Limits::default();
+    Ok(Limits {
+        max_message_bytes: number(get, "STREAMER_MAX_MESSAGE_BYTES")?
+            .unwrap_or(defaults.max_message_bytes),
+        max_depth: number(get, "STREAMER_MAX_DEPTH")?.unwrap_or(defaults.max_depth),
+        max_complexity: number(get, "STREAMER_MAX_COMPLEXITY")?.unwrap_or(defaults.max_complexity),
+        max_aliases: number(get, "STREAMER_MAX_ALIASES")?.unwrap_or(defaults.max_aliases),
+        max_subscriptions: number(get, "STREAMER_MAX_SUBSCRIPTIONS")?
+            .unwrap_or(defaults.max_subscriptions),
+        max_operation_id: number(get, "STREAMER_MAX_OPERATION_ID")?
+            .unwrap_or(defaults.max_operation_id),
+        max_document_bytes: number(get, "STREAMER_MAX_DOCUMENT_BYTES")?
+            .unwrap_or(defaults.max_document_bytes),
+        max_init_payload_bytes: number(get, "STREAMER_MAX_INIT_PAYLOAD_BYTES")?
+            .unwrap_or(defaults.max_init_payload_bytes),
+        max_payload_bytes: number(get, "STREAMER_MAX_PAYLOAD_BYTES")?
+            .unwrap_or(defaults.max_payload_bytes),
+        max_tenant_connections: number(get, "STREAMER_TENANT_CONNECTIONS")?,
+        max_tenant_active_requests: number(get, "STREAMER_TENANT_ACTIVE_REQUESTS")?,
+        max_tenant_enqueues_per_second: number(get, "STREAMER_TENANT_ENQUEUES_PER_SECOND")?,
+    })
 }
 
 impl Config {
@@ -160,6 +213,7 @@ impl Config {
             }
         };
         Ok(Self {
+            limits: limits(&get)?,
             auth,
             jwt_secret: get("STREAMER_JWT_SECRET").map(Secret),
             jwks: get("STREAMER_JWKS"),
@@ -306,5 +360,46 @@ mod tests {
             error.to_string(),
             "environment variable STREAMER_INIT_TIMEOUT_MS is not a number of milliseconds: \"soon\""
         );
+    }
+
+    #[test]
+    fn limits_and_quotas_are_read_from_their_variables() {
+        let config = from(&[("STREAMER_TABLE_PREFIX", "p")]).unwrap();
+        assert_eq!(config.limits, Limits::default(), "defaults, no quota");
+        let config = from(&[
+            ("STREAMER_TABLE_PREFIX", "p"),
+            ("STREAMER_MAX_MESSAGE_BYTES", "65536"),
+            ("STREAMER_MAX_DEPTH", "8"),
+            ("STREAMER_TENANT_CONNECTIONS", "100"),
+            ("STREAMER_TENANT_ACTIVE_REQUESTS", "5000"),
+            ("STREAMER_TENANT_ENQUEUES_PER_SECOND", "200"),
+        ])
+        .unwrap();
+        assert_eq!(config.limits.max_message_bytes, 65536);
+        assert_eq!(config.limits.max_depth, 8);
+        assert_eq!(
+            config.limits.max_complexity,
+            Limits::default().max_complexity
+        );
+        assert_eq!(config.limits.max_tenant_connections, Some(100));
+        assert_eq!(config.limits.max_tenant_active_requests, Some(5000));
+        assert_eq!(config.limits.max_tenant_enqueues_per_second, Some(200));
+        for (name, value) in [
+            ("STREAMER_MAX_DEPTH", "deep"),
+            ("STREAMER_MAX_MESSAGE_BYTES", "0"),
+            ("STREAMER_TENANT_ENQUEUES_PER_SECOND", "-1"),
+            ("STREAMER_TENANT_CONNECTIONS", "1.5"),
+        ] {
+            let error = from(&[("STREAMER_TABLE_PREFIX", "p"), (name, value)]).unwrap_err();
+            assert_eq!(
+                error,
+                ConfigError::Invalid {
+                    name,
+                    expected: "a whole number above 0",
+                    value: value.to_owned(),
+                },
+                "{name}={value}"
+            );
+        }
     }
 }

@@ -13,7 +13,7 @@ use lambda_runtime::{Context, LambdaEvent, service_fn};
 use serde_json::Value;
 use streamer_aws::stream::{self, StreamEvent};
 use streamer_aws::{ApiGatewaySender, Aws, SenderOptions, Tables, WorkerEvent};
-use streamer_core::{Limits, RandomIds, Store, SystemClock};
+use streamer_core::{RandomIds, Store, SystemClock};
 use streamer_gateway::Gateway;
 use streamer_processor::{
     Dispatcher, FairDispatcher, Outcome, Processor, SweepOptions, Sweeper, Worker,
@@ -85,7 +85,7 @@ impl Function {
             store,
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds),
-            limits: Limits::default(),
+            limits: self.config.limits,
             access: self.config.access,
         }
     }
@@ -195,7 +195,8 @@ pub async fn run_processor(handlers: Arc<Handlers>) -> Result<(), Error> {
     let schema = streamer_schema::build_for_stored_documents(handlers, services)?;
     let sender = function.sender()?;
     let dispatcher = function.dispatcher(&store)?;
-    let processor = Processor::new(schema, store, Arc::new(sender), dispatcher);
+    let processor = Processor::new(schema, store, Arc::new(sender), dispatcher)
+        .with_limits(function.config.limits);
     let (function, processor) = (&function, &processor);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<StreamEvent>| async move {

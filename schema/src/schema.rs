@@ -570,19 +570,23 @@ async fn check_quotas(
     now: DateTime<Utc>,
 ) -> async_graphql::Result<()> {
     let limits = &services.limits;
-    let active = services
-        .store
-        .count_active_requests(&caller.tenant, limits.max_tenant_active_requests)
-        .await
-        .map_err(from_core)?;
-    if active >= limits.max_tenant_active_requests {
-        return Err(quota_error(
-            "activeRequests",
-            format!("the tenant has {active} requests queued or running, its quota",),
-            limits.max_tenant_active_requests,
-        ));
+    if let Some(max) = limits.max_tenant_active_requests {
+        let active = services
+            .store
+            .count_active_requests(&caller.tenant, max)
+            .await
+            .map_err(from_core)?;
+        if active >= max {
+            return Err(quota_error(
+                "activeRequests",
+                format!("the tenant has {active} requests queued or running, its quota",),
+                max,
+            ));
+        }
     }
-    let rate = limits.max_tenant_enqueues_per_second;
+    let Some(rate) = limits.max_tenant_enqueues_per_second else {
+        return Ok(());
+    };
     let taken = services
         .store
         .take_enqueue_token(&caller.tenant, now.timestamp(), rate)
