@@ -92,14 +92,28 @@ fn recorded_images_are_the_items_the_store_writes() {
                 "statusPartition".into(),
                 json!({ "S": format!("dev#{status}") }),
             );
-            if matches!(status.as_str(), "QUEUED" | "RUNNING" | "RETRYING") {
-                fields.insert("activeStatus".into(), json!({ "S": status }));
-            }
+            // Recorded before the `active` index was sharded: `{status}#{shard}` now.
+            fields.remove("activeStatus");
             let expected: serde_dynamo::Item = serde_json::from_value(expected).unwrap();
             let recorded: serde_dynamo::Item = serde_json::from_value(recorded.clone()).unwrap();
             let request = request_from_item(recorded).expect("a request");
             assert_eq!(request.tenant, streamer::core::DEV_TENANT);
-            let written = serde_dynamo::Item::from(request_item(&request).unwrap());
+            let mut written = request_item(&request).unwrap();
+            let active = written.remove("activeStatus");
+            let shard = active
+                .as_ref()
+                .and_then(|value| value.as_s().ok())
+                .and_then(|value| value.strip_prefix(&format!("{status}#")))
+                .and_then(|shard| shard.parse::<u32>().ok());
+            if matches!(status.as_str(), "QUEUED" | "RUNNING" | "RETRYING") {
+                assert!(
+                    shard.is_some_and(|shard| shard < streamer::aws::tables::INDEX_SHARDS),
+                    "{active:?}"
+                );
+            } else {
+                assert_eq!(active, None, "an ended request leaves the active index");
+            }
+            let written = serde_dynamo::Item::from(written);
             assert_eq!(written, expected, "{image} of {}", record["eventID"]);
         }
     }

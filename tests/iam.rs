@@ -67,7 +67,16 @@ impl Intercept for Recorder {
             .bytes()
             .and_then(|bytes| serde_json::from_slice(bytes).ok())
             .unwrap_or_default();
-        let table = body["TableName"].as_str().unwrap_or_default();
+        // A batch names its table as the key of `RequestItems`.
+        let table = body["TableName"]
+            .as_str()
+            .or_else(|| {
+                body["RequestItems"]
+                    .as_object()
+                    .and_then(|items| items.keys().next())
+                    .map(String::as_str)
+            })
+            .unwrap_or_default();
         let resource = self.tables.get(table).copied().unwrap_or("?").to_owned();
         let resource = if body.get("IndexName").is_some() {
             format!("{resource}/index")
@@ -314,6 +323,7 @@ async fn each_function_calls_exactly_what_its_role_allows() {
             vec![
                 json!({ "type": "connection_init" }),
                 json!({ "id": "m", "type": "subscribe", "payload": { "query": "mutation { generateReport(input: { from: \"2026-01-01\", to: \"2026-01-31\", rows: 10, stepDelayMs: 0 }) { id } }" } }),
+                json!({ "id": "l", "type": "subscribe", "payload": { "query": "{ requests(status: QUEUED) { edges { node { id } } } }" } }),
             ],
         ),
         ("c2", vec![]),

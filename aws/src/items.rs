@@ -17,7 +17,7 @@ use streamer_core::{
 };
 
 use crate::tables::{
-    ACTIVE, AWAITING_INIT, BY_CREATION, BY_STATUS, CONNECTIONS_BY_TENANT, HISTORY,
+    ACTIVE, AWAITING_INIT, BY_CREATION, BY_STATUS, CONNECTIONS_BY_TENANT, HISTORY, INDEX_SHARDS,
 };
 
 /// An item as the SDK takes it.
@@ -78,8 +78,22 @@ fn decode<T: DeserializeOwned, I: Into<serde_dynamo::Item>>(item: I, text: &[&st
 }
 
 /// The partition of the sparse `awaitingInit` index: set while a connection waits for
-/// `connection_init`, removed when it is acknowledged.
+/// `connection_init`, removed when it is acknowledged; `pending#{shard}`.
 pub(crate) const AWAITING_PARTITION: &str = "pending";
+
+/// The shard of an item of a sharded index ([`INDEX_SHARDS`]): FNV-1a of its id, which does
+/// not change between builds as the standard library's hasher may.
+pub(crate) fn shard_of(id: &str) -> u32 {
+    let hash = id.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % INDEX_SHARDS
+}
+
+/// The partition of a sharded index for `value` in `shard`.
+pub(crate) fn sharded(value: &str, shard: u32) -> String {
+    format!("{value}#{shard}")
+}
 
 /// The connections item of a connection.
 pub fn connection_item(connection: &Connection) -> Result<Item> {
@@ -87,7 +101,7 @@ pub fn connection_item(connection: &Connection) -> Result<Item> {
     if connection.phase == Phase::AwaitingInit {
         item.insert(
             AWAITING_INIT.partition_key.to_owned(),
-            s(AWAITING_PARTITION),
+            s(sharded(AWAITING_PARTITION, shard_of(&connection.id))),
         );
     }
     if let Some(principal) = &connection.principal {
@@ -160,7 +174,10 @@ pub fn request_item(request: &AsyncRequest) -> Result<Item> {
     );
     item.insert(BY_CREATION.sort_key.to_owned(), s(created_key(request)));
     if !request.status.is_terminal() {
-        item.insert(ACTIVE.partition_key.to_owned(), s(request.status.as_str()));
+        item.insert(
+            ACTIVE.partition_key.to_owned(),
+            s(sharded(request.status.as_str(), shard_of(&request.id))),
+        );
     }
     Ok(item)
 }

@@ -19,13 +19,20 @@ use streamer_core::{
 
 use crate::items::{
     AWAITING_PARTITION, Item, connection_from_item, connection_item, created_key,
-    enqueue_counter_id, history_item, json_text, n, request_from_item, request_item, s,
+    enqueue_counter_id, history_item, json_text, n, request_from_item, request_item, s, sharded,
     status_partition, subscription_from_item, subscription_item, subscription_key, version_key,
 };
 use crate::tables::{
     self, ACTIVE, AWAITING_INIT, BY_CREATION, BY_STATUS, CONNECTIONS, CONNECTIONS_BY_TENANT,
-    HISTORY, REQUESTS, SUBSCRIPTIONS, Tables,
+    HISTORY, INDEX_SHARDS, REQUESTS, SUBSCRIPTIONS, Tables,
 };
+
+/// The string attribute `name` of an item.
+fn text_of<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
 
 /// The store on DynamoDB.
 #[derive(Debug, Clone)]
@@ -104,6 +111,62 @@ pub(crate) fn local_client(endpoint: &str) -> Client {
 }
 
 impl DynamoDbStore {
+    /// The requests with these ids (at most 100), in the order given, those that exist,
+    /// strongly consistent. Keys DynamoDB leaves unprocessed (throttling) are asked again
+    /// with a backoff.
+    async fn get_requests(&self, ids: &[String]) -> Result<Vec<AsyncRequest>> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut pending: Vec<Item> = ids
+            .iter()
+            .map(|id| HashMap::from([("id".to_owned(), s(id))]))
+            .collect();
+        let mut found: HashMap<String, AsyncRequest> = HashMap::new();
+        let backoff = streamer_core::Backoff::new(
+            std::time::Duration::from_millis(20),
+            std::time::Duration::from_secs(1),
+        );
+        let mut attempt = 1;
+        while !pending.is_empty() {
+            let keys = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut pending)))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| Error::backend("reading requests", e))?;
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.requests, keys)
+                .send()
+                .await
+                .map_err(|e| Error::backend("reading requests", e))?;
+            for item in output
+                .responses
+                .and_then(|mut tables| tables.remove(&self.requests))
+                .unwrap_or_default()
+            {
+                let request = request_from_item(item)?;
+                found.insert(request.id.clone(), request);
+            }
+            pending = output
+                .unprocessed_keys
+                .and_then(|mut tables| tables.remove(&self.requests))
+                .map(|keys| keys.keys)
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                if attempt == 8 {
+                    return Err(Error::backend(
+                        "reading requests",
+                        std::io::Error::other("keys left unprocessed after 8 attempts"),
+                    ));
+                }
+                let delay = backoff.delay(attempt, &mut rand::rng());
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
     /// A store over these tables.
     pub fn new(client: Client, tables: Tables) -> Self {
         Self {
@@ -335,18 +398,35 @@ impl Store for DynamoDbStore {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        let query = self
-            .client
-            .query()
-            .table_name(&self.connections)
-            .index_name(AWAITING_INIT.name)
-            .key_condition_expression("#partition = :pending AND #connected < :before")
-            .expression_attribute_names("#partition", AWAITING_INIT.partition_key)
-            .expression_attribute_names("#connected", AWAITING_INIT.sort_key)
-            .expression_attribute_values(":pending", s(AWAITING_PARTITION))
-            .expression_attribute_values(":before", s(before));
-        let items = query_up_to(query, limit, "querying connections awaiting init").await?;
-        items.into_iter().map(connection_from_item).collect()
+        // Every shard, oldest first in each; then the oldest `limit` of them all. The index
+        // holds keys only: a connection in it awaits init, which is all the sweeper reads.
+        let mut found = Vec::new();
+        for shard in 0..INDEX_SHARDS {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.connections)
+                .index_name(AWAITING_INIT.name)
+                .key_condition_expression("#partition = :pending AND #connected < :before")
+                .expression_attribute_names("#partition", AWAITING_INIT.partition_key)
+                .expression_attribute_names("#connected", AWAITING_INIT.sort_key)
+                .expression_attribute_values(":pending", s(sharded(AWAITING_PARTITION, shard)))
+                .expression_attribute_values(":before", s(&before));
+            for item in query_up_to(query, limit, "querying connections awaiting init").await? {
+                let (Some(id), Some(connected_at)) =
+                    (text_of(&item, "id"), text_of(&item, AWAITING_INIT.sort_key))
+                else {
+                    continue;
+                };
+                let Ok(connected_at) = chrono::DateTime::parse_from_rfc3339(connected_at) else {
+                    continue;
+                };
+                found.push(Connection::new(id, connected_at.to_utc()));
+            }
+        }
+        found.sort_by_key(|c| c.connected_at);
+        found.truncate(limit);
+        Ok(found)
     }
 
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()> {
@@ -577,54 +657,82 @@ impl Store for DynamoDbStore {
     }
 
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Page> {
-        let (index, partition) = match (&filter.tenant, filter.status) {
-            (Some(tenant), Some(status)) => (BY_STATUS, status_partition(tenant, status)),
-            (Some(tenant), None) => (BY_CREATION, tenant.clone()),
-            (None, Some(status)) if !status.is_terminal() => (ACTIVE, status.as_str().to_owned()),
+        let (index, partitions) = match (&filter.tenant, filter.status) {
+            (Some(tenant), Some(status)) => (BY_STATUS, vec![status_partition(tenant, status)]),
+            (Some(tenant), None) => (BY_CREATION, vec![tenant.clone()]),
+            // Every tenant's: the sweeper's listing, over the shards, not paged.
+            (None, Some(status)) if !status.is_terminal() && filter.after.is_none() => (
+                ACTIVE,
+                (0..INDEX_SHARDS)
+                    .map(|shard| sharded(status.as_str(), shard))
+                    .collect(),
+            ),
             (None, _) => {
                 return Err(Error::backend(
                     "listing requests",
                     std::io::Error::other(
-                        "every tenant's requests are listed by active status only",
+                        "every tenant's requests are listed by active status only, one page",
                     ),
                 ));
             }
         };
-        let mut query = self
-            .client
-            .query()
-            .table_name(&self.requests)
-            .index_name(index.name)
-            .key_condition_expression("#partition = :partition")
-            .expression_attribute_names("#partition", index.partition_key)
-            .expression_attribute_values(":partition", s(partition.clone()));
-        if let Some(owner) = &filter.owner {
-            query = query
-                .filter_expression("#owner = :owner")
-                .expression_attribute_names("#owner", "owner")
-                .expression_attribute_values(":owner", s(owner));
-        }
-        if let Some(after) = &filter.after {
-            // Continue after the request the cursor names: resume by its index key.
-            let Some(last) = self.get_request(after).await? else {
-                return Ok(Page::default());
-            };
-            let start = HashMap::from([
-                ("id".to_owned(), s(&last.id)),
-                (index.partition_key.to_owned(), s(partition)),
-                (index.sort_key.to_owned(), s(created_key(&last))),
-            ]);
-            query = query.set_exclusive_start_key(Some(start));
-        }
-        // One more than asked tells whether a next page exists.
         let wanted = filter.limit;
-        let items = query_up_to(query, wanted + 1, "listing requests").await?;
-        let more = items.len() > wanted;
-        let items: Vec<AsyncRequest> = items
-            .into_iter()
-            .take(wanted)
-            .map(request_from_item)
-            .collect::<Result<_>>()?;
+        let mut keys = Vec::new();
+        for partition in partitions {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.requests)
+                .index_name(index.name)
+                .key_condition_expression("#partition = :partition")
+                .expression_attribute_names("#partition", index.partition_key)
+                .expression_attribute_values(":partition", s(partition.clone()));
+            if let Some(owner) = &filter.owner {
+                query = query
+                    .filter_expression("#owner = :owner")
+                    .expression_attribute_names("#owner", "owner")
+                    .expression_attribute_values(":owner", s(owner));
+            }
+            if let Some(after) = &filter.after {
+                // Continue after the request the cursor names: resume by its index key.
+                let Some(last) = self.get_request(after).await? else {
+                    return Ok(Page::default());
+                };
+                let start = HashMap::from([
+                    ("id".to_owned(), s(&last.id)),
+                    (index.partition_key.to_owned(), s(partition)),
+                    (index.sort_key.to_owned(), s(created_key(&last))),
+                ]);
+                query = query.set_exclusive_start_key(Some(start));
+            }
+            // One more than asked tells whether a next page exists.
+            keys.extend(query_up_to(query, wanted + 1, "listing requests").await?);
+        }
+        keys.sort_by(|a, b| text_of(a, index.sort_key).cmp(&text_of(b, index.sort_key)));
+        let ids: Vec<String> = keys
+            .iter()
+            .filter_map(|key| text_of(key, "id").map(str::to_owned))
+            .collect();
+        // The items as they are now: the index may lag them, so one that no longer has the
+        // status asked for is left out.
+        let mut items = Vec::new();
+        for chunk in ids.chunks(100) {
+            for request in self.get_requests(chunk).await? {
+                let listed = filter.status.is_none_or(|status| request.status == status)
+                    && filter
+                        .owner
+                        .as_ref()
+                        .is_none_or(|owner| request.owner == *owner);
+                if listed {
+                    items.push(request);
+                }
+            }
+            if items.len() > wanted {
+                break;
+            }
+        }
+        let more = items.len() > wanted && index.name != ACTIVE.name;
+        items.truncate(wanted);
         let next = if more {
             items.last().map(|r| r.id.clone())
         } else {

@@ -2,14 +2,21 @@
 //! deployment template is checked against here.
 //!
 //! - `connections`: key `id`. A connection lists its active operations, so `$disconnect`
-//!   deletes its subscriptions without a scan; a sparse GSI (`awaitingInit`) finds those
-//!   that never sent `connection_init`, another (`byTenant`) counts a tenant's connections.
+//!   deletes its subscriptions without a scan; a sparse GSI (`awaitingInit`, sharded) finds
+//!   those that never sent `connection_init`, another (`byTenant`) counts a tenant's
+//!   connections.
 //!   It also holds the per-tenant enqueue counters (`quota#enqueue#{tenant}#{second}`).
 //! - `subscriptions`: key `requestId` + `sk` (`connectionId#operationId`): fan-out for one
 //!   request is one strongly consistent Query on the base table (no GSI on the hot path).
 //! - `requests`: key `id`; stream NEW_AND_OLD_IMAGES feeds the processor; two GSIs list
 //!   a tenant's requests oldest first, all of them (`byCreation`) or by status (`byStatus`);
-//!   a sparse one (`active`) every tenant's unfinished requests by status, for the sweeper.
+//!   a sparse one (`active`, sharded) every tenant's unfinished requests by status, for the
+//!   sweeper.
+//!
+//! The indexes hold keys only, and what their queries filter on (`owner` for the tenant
+//! listings, `expiresAt` for `byTenant`), which never changes with progress: a
+//! progress report or a lease renewal, which changes no index key, writes no index, and a
+//! listing reads the keys and then the items (`BatchGetItem`).
 //!
 //! - `history`: key `id` + `versionKey` (the version, zero-padded): each visible state of a
 //!   request, written by the processor, read by subscribers that resume.
@@ -33,7 +40,16 @@ pub struct IndexSpec {
     pub partition_key: &'static str,
     /// Its sort key (a string).
     pub sort_key: &'static str,
+    /// The attributes it holds besides the table's and its own keys. None: a write to an
+    /// item writes the index only when one of its keys changes (a progress report or a
+    /// lease renewal writes no index), and a query reads keys, then the items it needs.
+    pub include: &'static [&'static str],
 }
+
+/// How many shards the indexes whose partition key would otherwise be shared by every
+/// tenant (`active`, `awaitingInit`) spread their items over: `{value}#{shard}`, the shard
+/// from the item's id. A query reads every shard.
+pub const INDEX_SHARDS: u32 = 8;
 
 /// One table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +72,7 @@ pub const AWAITING_INIT: IndexSpec = IndexSpec {
     name: "awaitingInit",
     partition_key: "initPartition",
     sort_key: "connectedAt",
+    include: &[],
 };
 
 /// The sparse `connections` GSI of authenticated connections by tenant: counts them for the
@@ -64,6 +81,7 @@ pub const CONNECTIONS_BY_TENANT: IndexSpec = IndexSpec {
     name: "byTenant",
     partition_key: "tenantPartition",
     sort_key: "connectedAt",
+    include: &[TTL_ATTRIBUTE],
 };
 
 /// The connections table.
@@ -89,12 +107,14 @@ pub const BY_CREATION: IndexSpec = IndexSpec {
     name: "byCreation",
     partition_key: "listPartition",
     sort_key: "createdKey",
+    include: &["owner"],
 };
 /// The `requests` GSI listing requests of one status, oldest first.
 pub const BY_STATUS: IndexSpec = IndexSpec {
     name: "byStatus",
     partition_key: "statusPartition",
     sort_key: "createdKey",
+    include: &["owner"],
 };
 
 /// The sparse `requests` GSI of every tenant's requests that are not finished, by status,
@@ -103,6 +123,7 @@ pub const ACTIVE: IndexSpec = IndexSpec {
     name: "active",
     partition_key: "activeStatus",
     sort_key: "createdKey",
+    include: &[],
 };
 
 /// The requests table.
@@ -133,8 +154,9 @@ pub const ALL: [TableSpec; 4] = [CONNECTIONS, SUBSCRIPTIONS, REQUESTS, HISTORY];
 pub struct TableShape {
     /// Partition key and sort key.
     pub key: (String, Option<String>),
-    /// Global secondary indexes: name, partition key, sort key (all projecting every attribute).
-    pub indexes: std::collections::BTreeSet<(String, String, String)>,
+    /// Global secondary indexes: name, partition key, sort key, and the attributes they
+    /// include besides the keys (none: `KEYS_ONLY`).
+    pub indexes: std::collections::BTreeSet<(String, String, String, Vec<String>)>,
     /// Whether a NEW_AND_OLD_IMAGES stream is on.
     pub stream: bool,
     /// The TTL attribute, when TTL is on.
@@ -153,10 +175,14 @@ impl TableSpec {
                 .indexes
                 .iter()
                 .map(|i| {
+                    let mut include: Vec<String> =
+                        i.include.iter().map(|&a| a.to_owned()).collect();
+                    include.sort();
                     (
                         i.name.to_owned(),
                         i.partition_key.to_owned(),
                         i.sort_key.to_owned(),
+                        include,
                     )
                 })
                 .collect(),
@@ -191,18 +217,22 @@ pub(crate) fn described_shape(
         indexes: table
             .global_secondary_indexes()
             .iter()
-            .filter(|i| {
-                i.projection()
-                    .and_then(|p| p.projection_type())
-                    .is_some_and(|t| *t == ProjectionType::All)
-            })
-            .map(|i| {
+            .filter_map(|i| {
+                let projection = i.projection()?;
+                let mut include = match projection.projection_type()? {
+                    ProjectionType::KeysOnly => Vec::new(),
+                    ProjectionType::Include => projection.non_key_attributes().to_vec(),
+                    // Every attribute: not the shape any definition asks for.
+                    _ => vec!["*".to_owned()],
+                };
+                include.sort();
                 let (partition, sort) = keys(i.key_schema());
-                (
+                Some((
                     i.index_name().unwrap_or_default().to_owned(),
                     partition,
                     sort.unwrap_or_default(),
-                )
+                    include,
+                ))
             })
             .collect(),
         stream: table.stream_specification().is_some_and(|s| {
@@ -279,11 +309,18 @@ impl TableSpec {
                     .index_name(index.name)
                     .key_schema(key(index.partition_key, KeyType::Hash))
                     .key_schema(key(index.sort_key, KeyType::Range))
-                    .projection(
+                    .projection(if index.include.is_empty() {
                         Projection::builder()
-                            .projection_type(ProjectionType::All)
-                            .build(),
-                    )
+                            .projection_type(ProjectionType::KeysOnly)
+                            .build()
+                    } else {
+                        Projection::builder()
+                            .projection_type(ProjectionType::Include)
+                            .set_non_key_attributes(Some(
+                                index.include.iter().map(|&a| a.to_owned()).collect(),
+                            ))
+                            .build()
+                    })
                     .build()
                     .expect("complete index"),
             );

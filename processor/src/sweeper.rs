@@ -153,27 +153,21 @@ impl Sweeper {
         }
     }
 
+    /// The oldest requests in `status`, up to the sweep's limit, in one listing: every
+    /// tenant's listing is not paged (on DynamoDB it reads every shard of the `active`
+    /// index); what is left is found by a later sweep.
     async fn listed(&self, status: RequestStatus) -> Result<Vec<AsyncRequest>> {
-        let mut found = Vec::new();
-        let mut after = None;
-        while found.len() < self.options.limit {
-            let page = self
-                .store
-                .list_requests(&RequestFilter {
-                    tenant: None,
-                    owner: None,
-                    status: Some(status),
-                    limit: 100.min(self.options.limit - found.len()),
-                    after: after.take(),
-                })
-                .await?;
-            found.extend(page.items);
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
-        }
-        Ok(found)
+        let page = self
+            .store
+            .list_requests(&RequestFilter {
+                tenant: None,
+                owner: None,
+                status: Some(status),
+                limit: self.options.limit,
+                after: None,
+            })
+            .await?;
+        Ok(page.items)
     }
 }
 

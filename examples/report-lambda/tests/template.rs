@@ -41,13 +41,25 @@ fn shape(properties: &Value) -> TableShape {
         .map(|indexes| {
             indexes
                 .iter()
-                .filter(|i| i["Projection"]["ProjectionType"] == "ALL")
                 .map(|i| {
                     let (partition, sort) = key_schema(&i["KeySchema"]);
+                    let projection = &i["Projection"];
+                    let mut include: Vec<String> = match projection["ProjectionType"].as_str() {
+                        Some("KEYS_ONLY") => Vec::new(),
+                        Some("INCLUDE") => projection["NonKeyAttributes"]
+                            .as_sequence()
+                            .unwrap()
+                            .iter()
+                            .map(|a| text(a).unwrap().to_owned())
+                            .collect(),
+                        _ => vec!["*".to_owned()],
+                    };
+                    include.sort();
                     (
                         text(&i["IndexName"]).unwrap().to_owned(),
                         partition,
                         sort.unwrap_or_default(),
+                        include,
                     )
                 })
                 .collect()
@@ -102,7 +114,7 @@ fn the_template_tables_are_the_code_tables() {
         let mut keys: BTreeSet<(String, String)> = BTreeSet::new();
         keys.insert((shape.key.0.clone(), "S".into()));
         keys.extend(shape.key.1.iter().map(|k| (k.clone(), "S".into())));
-        for (_, partition, sort) in &shape.indexes {
+        for (_, partition, sort, _) in &shape.indexes {
             keys.insert((partition.clone(), "S".into()));
             keys.insert((sort.clone(), "S".into()));
         }
