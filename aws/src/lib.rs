@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! - [`tables`]: the three tables, defined once (keys, indexes, stream, TTL).
+//! - [`tables`]: the tables (connections, subscriptions, requests, history), defined once
+//!   (keys, indexes, stream, TTL).
 //! - [`items`]: connections, subscriptions and requests as items.
 //! - [`store`]: [`DynamoDbStore`], the store ports on DynamoDB.
 //! - [`stream`]: DynamoDB stream records → changes; one batch handled with partial batch

@@ -56,7 +56,7 @@ impl Default for PollerOptions {
             idle: Duration::from_millis(20),
             refresh: Duration::from_secs(1),
             max_attempts: 5,
-            backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
+            backoff: Backoff::CHANGES,
             starting_position: StartingPosition::TrimHorizon,
         }
     }

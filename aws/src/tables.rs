@@ -1,4 +1,4 @@
-//! The three tables, defined once: the local stack creates them from here, and the
+//! The tables, defined once: the local stack creates them from here, and the
 //! deployment template is checked against here.
 //!
 //! - `connections`: key `id`. A connection lists its active operations, so `$disconnect`

@@ -15,6 +15,10 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// How changes that failed are handled again: by the embedded store's feed and by the
+    /// stream poller alike.
+    pub const CHANGES: Self = Self::new(Duration::from_millis(50), Duration::from_secs(5));
+
     /// Delays from `base`, doubling, never above `cap`.
     pub const fn new(base: Duration, cap: Duration) -> Self {
         Self { base, cap }

@@ -8,8 +8,8 @@ use async_graphql::dynamic::Schema;
 use async_trait::async_trait;
 use streamer_core::store::Change;
 use streamer_core::{
-    Access, Authenticator, Clock, DevMode, IdGenerator, Limits, MemoryStore, RandomIds, Sender,
-    Store, SystemClock,
+    Access, Authenticator, Backoff, Clock, DevMode, IdGenerator, Limits, MemoryStore, RandomIds,
+    Sender, Store, SystemClock,
 };
 use streamer_gateway::Gateway;
 use streamer_processor::{
@@ -152,7 +152,8 @@ async fn feed_lane(processor: Processor, mut changes: mpsc::UnboundedReceiver<Ch
                 break;
             }
             batch.retain(|change| outcome.failures.contains(&change.sequence_number));
-            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            let delay = Backoff::CHANGES.delay(attempt, &mut rand::rng());
+            tokio::time::sleep(delay).await;
             attempt += 1;
         }
     }

@@ -572,6 +572,43 @@ mod tests {
         }
     }
 
+    /// Fails with its own error whose code is `CANCELLED`.
+    struct Impostor;
+
+    impl Handler for Impostor {
+        const ACTION: &'static str = "impostor";
+        type Input = ChattyInput;
+        type Output = ChattyOutput;
+
+        async fn process(&self, _: ChattyInput, _: JobContext) -> Result<ChattyOutput, JobError> {
+            Err(JobError::permanent(
+                "CANCELLED",
+                "a code of the handler's own",
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_cancellation_ends_cancelled_not_an_error_with_its_code() {
+        let store = Arc::new(MemoryStore::new());
+        let mut handlers = Handlers::default();
+        handlers.register(Impostor);
+        let worker = Worker::new(
+            store.clone(),
+            Arc::new(ManualClock::default()),
+            Arc::new(handlers),
+        );
+        let request =
+            AsyncRequest::new("r", "impostor", json!({ "reports": 0 }), chrono::Utc::now());
+        store.create_request(&request).await.unwrap();
+        assert_eq!(worker.run("r").await.unwrap(), Outcome::Failed);
+        let failed = store.get_request("r").await.unwrap().unwrap();
+        assert_eq!(failed.status, RequestStatus::Failed);
+        assert_eq!(failed.error.unwrap().code, "CANCELLED");
+        assert!(JobError::cancelled().is_cancellation());
+        assert!(!JobError::permanent("CANCELLED", "x").is_cancellation());
+    }
+
     /// A worker with a `chatty` request "r" of this input enqueued, and the store's feed.
     async fn chatty(
         input: serde_json::Value,

@@ -26,6 +26,9 @@ pub struct JobError {
     pub message: String,
     /// Whether the job should be retried.
     pub retryable: bool,
+    /// Set only by [`JobError::cancelled`]: a handler's own error that happens to use the
+    /// code `CANCELLED` is an ordinary failure, not a cancellation.
+    cancellation: bool,
 }
 
 impl JobError {
@@ -35,6 +38,7 @@ impl JobError {
             code: code.into(),
             message: message.into(),
             retryable: true,
+            cancellation: false,
         }
     }
 
@@ -44,21 +48,25 @@ impl JobError {
             code: code.into(),
             message: message.into(),
             retryable: false,
+            cancellation: false,
         }
     }
 
     /// The job was cancelled by a client; returned by [`JobContext::progress`] so a handler
     /// can stop with `?`.
     pub fn cancelled() -> Self {
-        Self::permanent(Self::CANCELLED, "the request was cancelled")
+        Self {
+            cancellation: true,
+            ..Self::permanent(Self::CANCELLED, "the request was cancelled")
+        }
     }
 
     /// The code of [`JobError::cancelled`].
     pub const CANCELLED: &'static str = "CANCELLED";
 
-    /// Whether this is the cancellation error.
+    /// Whether this is the cancellation error ([`JobError::cancelled`]).
     pub fn is_cancellation(&self) -> bool {
-        self.code == Self::CANCELLED
+        self.cancellation
     }
 }
 

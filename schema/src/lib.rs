@@ -1,4 +1,5 @@
-//! Streamer's GraphQL layer: the public schema of DESIGN.md, the typed handler registry
+//! Streamer's GraphQL layer: the public schema (ARCHITECTURE.md; its SDL is snapshot-tested
+//! in `tests/snapshots/schema__sdl.snap`), the typed handler registry
 //! behind its per-action mutations and its `RequestOutput` union, and the execution of a
 //! stored subscription document against one state of a request.
 //!

@@ -1,4 +1,5 @@
-//! The public GraphQL surface (DESIGN.md), built as a dynamic schema so that every
+//! The public GraphQL surface (the SDL snapshot in `tests/snapshots/schema__sdl.snap`),
+//! built as a dynamic schema so that every
 //! registered handler adds its own typed mutation field and output type.
 
 use std::sync::Arc;
