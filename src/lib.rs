@@ -49,8 +49,12 @@
 //! - [`aws`] (`streamer-aws`): DynamoDB store, stream records and poller, Management API
 //!   sender; the only crate that talks to AWS SDKs.
 //! - [`DynamoDbBackend`] (here): the local stack on DynamoDB Local.
+//! - `testing` (here, feature `testing`): the test kit, to run a handler as a worker would
+//!   and read its reports and outcome.
 
 mod dynamodb;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 
