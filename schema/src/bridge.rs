@@ -148,13 +148,10 @@ fn convert(meta: &MetaType) -> Option<dynamic::Type> {
     }
 }
 
-/// The dynamic types for a handler's input and output, and every type they reference.
-///
-/// # Panics
-///
-/// When the input or output uses an interface or a union: handler outputs are stored as
-/// JSON, which cannot say which member a value is.
-pub(crate) fn dynamic_types<I: InputType, O: OutputType>() -> Vec<dynamic::Type> {
+/// The dynamic types for a handler's input and output, and every type they reference. An
+/// error names an interface or a union among them: handler outputs are stored as JSON,
+/// which cannot say which member a value is.
+pub(crate) fn dynamic_types<I: InputType, O: OutputType>() -> Result<Vec<dynamic::Type>, String> {
     let mut registry = Registry::default();
     I::create_type_info(&mut registry);
     O::create_type_info(&mut registry);
@@ -166,8 +163,8 @@ pub(crate) fn dynamic_types<I: InputType, O: OutputType>() -> Vec<dynamic::Type>
             !name.starts_with("__") && !RESERVED.contains(&name)
         })
         .map(|meta| {
-            convert(meta).unwrap_or_else(|| {
-                panic!(
+            convert(meta).ok_or_else(|| {
+                format!(
                     "handler type {} is an interface or union, which handler outputs cannot be",
                     meta.name()
                 )
@@ -195,6 +192,34 @@ mod tests {
             literal("[1, 2]"),
             Some(Value::List(vec![1.into(), 2.into()]))
         );
+    }
+
+    #[test]
+    fn a_union_among_a_handler_s_types_is_an_error_not_a_panic() {
+        #[derive(async_graphql::InputObject)]
+        struct In {
+            n: i32,
+        }
+        #[derive(async_graphql::SimpleObject)]
+        struct A {
+            a: i32,
+        }
+        #[derive(async_graphql::SimpleObject)]
+        struct B {
+            b: i32,
+        }
+        #[derive(async_graphql::SimpleObject)]
+        struct Out {
+            either: Either,
+        }
+        #[derive(async_graphql::Union)]
+        enum Either {
+            A(A),
+            B(B),
+        }
+        let error = dynamic_types::<In, Out>().err().expect("refused");
+        assert!(error.contains("Either is an interface or union"), "{error}");
+        assert!(dynamic_types::<In, A>().is_ok());
     }
 
     #[test]

@@ -218,7 +218,7 @@ pub struct Registered {
     output_type: String,
     max_attempts: u32,
     backoff: Backoff,
-    types: fn() -> Vec<dynamic::Type>,
+    types: fn() -> Result<Vec<dynamic::Type>, String>,
     validate: Validate,
     run: Run,
 }
@@ -311,7 +311,7 @@ impl Registered {
 
     /// Builds the dynamic types of the input and the output (once per schema build: dynamic
     /// types cannot be cloned).
-    pub(crate) fn types(&self) -> Vec<dynamic::Type> {
+    pub(crate) fn types(&self) -> Result<Vec<dynamic::Type>, String> {
         (self.types)()
     }
 

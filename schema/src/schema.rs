@@ -816,8 +816,14 @@ fn subscription_type() -> Subscription {
 }
 
 /// Builds the schema for these handlers over these services.
+///
+/// # Errors
+///
+/// When the types do not make a valid schema, or a handler's input or output uses an
+/// interface or a union (outputs are stored as JSON, which cannot say which member a value
+/// is).
 pub fn build(handlers: Arc<Handlers>, services: Services) -> Result<Schema, SchemaError> {
-    builder(handlers, services).finish()
+    builder(handlers, services)?.finish()
 }
 
 /// The schema the processor resolves stored subscription documents with: the same types,
@@ -828,12 +834,12 @@ pub fn build_for_stored_documents(
     handlers: Arc<Handlers>,
     services: Services,
 ) -> Result<Schema, SchemaError> {
-    builder(handlers, services)
+    builder(handlers, services)?
         .validation_mode(async_graphql::ValidationMode::Fast)
         .finish()
 }
 
-fn builder(handlers: Arc<Handlers>, services: Services) -> SchemaBuilder {
+fn builder(handlers: Arc<Handlers>, services: Services) -> Result<SchemaBuilder, SchemaError> {
     let mut status = Enum::new("RequestStatus");
     for s in RequestStatus::ALL {
         status = status.item(s.as_str());
@@ -867,9 +873,9 @@ fn builder(handlers: Arc<Handlers>, services: Services) -> SchemaBuilder {
         builder = builder.register(connection_type);
     }
     for handler in handlers.iter() {
-        for ty in handler.types() {
+        for ty in handler.types().map_err(SchemaError)? {
             builder = builder.register(ty);
         }
     }
-    builder.data(handlers).data(services)
+    Ok(builder.data(handlers).data(services))
 }
