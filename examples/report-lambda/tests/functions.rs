@@ -498,3 +498,91 @@ async fn the_four_functions_run_a_request_end_to_end() {
         "log lines carry the invocation: {printed:?}"
     );
 }
+
+/// The gateway function holds clients to the limits and quotas its environment sets, and
+/// does not start on a malformed one, naming it.
+#[tokio::test]
+async fn the_gateway_enforces_the_limits_and_quotas_its_environment_sets() {
+    let dynamodb = std::env::var("STREAMER_DYNAMODB_ENDPOINT")
+        .expect("STREAMER_DYNAMODB_ENDPOINT: scripts/test starts DynamoDB Local and sets it");
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("limits{nanos}");
+    let store = DynamoDbStore::local(&dynamodb, Tables::with_prefix(&prefix));
+    store.create_tables().await.unwrap();
+    let management = Management::default();
+    let env = [
+        ("STREAMER_TABLE_PREFIX", prefix.clone()),
+        ("STREAMER_WEBSOCKET_ENDPOINT", management.serve().await),
+        ("STREAMER_AUTH", "dev".to_owned()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.clone()),
+    ];
+
+    // A malformed value: the function stops at init, and says which variable.
+    let refused = tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new(binary("gateway"))
+            .env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
+            .env("AWS_REGION", "us-east-1")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("STREAMER_MAX_DEPTH", "deep")
+            .output(),
+    )
+    .await
+    .expect("it stops at once")
+    .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("STREAMER_MAX_DEPTH"), "{stderr}");
+
+    let gateway = Emulator::default();
+    let mut limited = env.to_vec();
+    limited.extend([
+        ("STREAMER_MAX_DEPTH", "3".to_owned()),
+        ("STREAMER_TENANT_ENQUEUES_PER_SECOND", "1".to_owned()),
+    ]);
+    let _gateway = spawn("gateway", &gateway.serve().await, &limited);
+    let connection = "LIMITS01=";
+    gateway
+        .invoke(websocket("apigw-websocket-connect.json", connection, None))
+        .await
+        .unwrap();
+    let message = |body: Value| websocket("apigw-websocket-message.json", connection, Some(body));
+    gateway
+        .invoke(message(json!({ "type": "connection_init" })))
+        .await
+        .unwrap();
+    // Depth 4 against a limit of 3.
+    gateway
+        .invoke(message(json!({ "id": "deep", "type": "subscribe", "payload": { "query": "{ requests { edges { node { id } } } }" } })))
+        .await
+        .unwrap();
+    let refused = management
+        .frames(connection)
+        .into_iter()
+        .find(|f| f["id"] == "deep")
+        .expect("an answer");
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["payload"][0]["extensions"]["limit"], "depth");
+    // Five enqueues within a second or two, at one a second: at most two pass.
+    for n in 0..5 {
+        gateway
+            .invoke(message(json!({ "id": format!("m{n}"), "type": "subscribe", "payload": { "query": "mutation { flakyImport(input: {failTimes: 0}) { id } }" } })))
+            .await
+            .unwrap();
+    }
+    let frames = management.frames(connection);
+    let over_quota = frames
+        .iter()
+        .filter(|f| f["type"] == "error" && f["payload"][0]["extensions"]["quota"] == "enqueueRate")
+        .count();
+    let accepted = frames
+        .iter()
+        .filter(|f| f["type"] == "next" && f["id"].as_str().is_some_and(|id| id.starts_with('m')))
+        .count();
+    assert_eq!(over_quota + accepted, 5, "{frames:?}");
+    assert!(accepted <= 2 && over_quota >= 3, "{frames:?}");
+}
