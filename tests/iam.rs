@@ -324,6 +324,7 @@ async fn each_function_calls_exactly_what_its_role_allows() {
                 json!({ "type": "connection_init" }),
                 json!({ "id": "m", "type": "subscribe", "payload": { "query": "mutation { generateReport(input: { from: \"2026-01-01\", to: \"2026-01-31\", rows: 10, stepDelayMs: 0 }) { id } }" } }),
                 json!({ "id": "l", "type": "subscribe", "payload": { "query": "{ requests(status: QUEUED) { edges { node { id } } } }" } }),
+                json!({ "id": "x", "type": "subscribe", "payload": { "query": "mutation { flakyImport(input: { failTimes: 0 }) { id } }" } }),
             ],
         ),
         ("c2", vec![]),
@@ -349,6 +350,19 @@ async fn each_function_calls_exactly_what_its_role_allows() {
         .unwrap_or_else(|| panic!("enqueued: {sent:?}"));
     gateway
         .handle(event(frame("$default", "MESSAGE", "c1", Some(json!({ "id": "s", "type": "subscribe", "payload": { "query": "subscription($id: ID!) { requestProgress(id: $id) { status } }", "variables": { "id": id } } })))))
+        .await;
+    // A client cancels the second request (an update of the request).
+    let cancelled = sent
+        .iter()
+        .find_map(|(_, data)| {
+            let frame: Value = serde_json::from_str(data).ok()?;
+            frame["payload"]["data"]["flakyImport"]["id"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("enqueued: {sent:?}"));
+    gateway
+        .handle(event(frame("$default", "MESSAGE", "c1", Some(json!({ "id": "c", "type": "subscribe", "payload": { "query": "mutation($id: ID!) { cancelRequest(id: $id) { status } }", "variables": { "id": cancelled } } })))))
         .await;
 
     // The processor, fed by the stream as Lambda's event source mapping feeds it (those reads

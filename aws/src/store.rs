@@ -27,6 +27,18 @@ use crate::tables::{
     HISTORY, INDEX_SHARDS, REQUESTS, SUBSCRIPTIONS, Tables,
 };
 
+/// The attributes of a request that never change once it is created.
+const REQUEST_FIXED: &[&str] = &[
+    "id",
+    "payload",
+    "action",
+    "tenant",
+    "owner",
+    "createdAt",
+    BY_CREATION.partition_key,
+    BY_CREATION.sort_key,
+];
+
 /// The string attribute `name` of an item.
 fn text_of<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     item.get(name)
@@ -608,13 +620,37 @@ impl Store for DynamoDbStore {
     }
 
     async fn update_request(&self, request: &AsyncRequest, expected_revision: u64) -> Result<()> {
+        // An update of what may change: the payload (up to 64 KiB) and the rest a request
+        // keeps from its creation are not sent again with every progress report and lease
+        // renewal. The index keys are set to what they are now; `activeStatus` goes once the
+        // request has ended.
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        let mut set = Vec::new();
+        for (n, (name, value)) in request_item(request)?
+            .into_iter()
+            .filter(|(name, _)| !REQUEST_FIXED.contains(&name.as_str()))
+            .enumerate()
+        {
+            names.insert(format!("#a{n}"), name);
+            values.insert(format!(":v{n}"), value);
+            set.push(format!("#a{n} = :v{n}"));
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if request.status.is_terminal() {
+            names.insert("#active".to_owned(), ACTIVE.partition_key.to_owned());
+            expression.push_str(" REMOVE #active");
+        }
+        values.insert(":expected".to_owned(), n(expected_revision));
         let result = self
             .client
-            .put_item()
+            .update_item()
             .table_name(&self.requests)
-            .set_item(Some(request_item(request)?))
+            .key("id", s(&request.id))
+            .update_expression(expression)
             .condition_expression("revision = :expected")
-            .expression_attribute_values(":expected", n(expected_revision))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .send()
             .await;
         match result {
