@@ -77,3 +77,43 @@ async fn a_complete_overtaking_its_subscribe_leaves_no_subscription(on: On) {
 }
 
 on_both_stores!(a_complete_overtaking_its_subscribe_leaves_no_subscription);
+
+/// The marks of early `complete`s are bounded: a client completing ids it never used (or
+/// queries in flight, which nothing stores) leaves at most 16, and those older than 30 s
+/// are taken away.
+#[tokio::test]
+async fn marks_of_early_completes_are_bounded_and_expire() {
+    let clock = streamer::core::ManualClock::new(chrono::Utc::now(), chrono::Duration::zero());
+    let ticking = clock.clone();
+    let server = TestServer::start_tuned(On::Embedded, move |stack| {
+        stack.with_clock(std::sync::Arc::new(ticking))
+    })
+    .await;
+    let mut client = server.client().await;
+    client.init().await;
+    let marks = || async {
+        let connection = server
+            .store
+            .get_connection("conn-1")
+            .await
+            .unwrap()
+            .unwrap();
+        connection.operations.len() - connection.subscriptions().count()
+    };
+    for n in 0..40 {
+        client
+            .send(json!({ "id": format!("never{n}"), "type": "complete" }))
+            .await;
+    }
+    // A ping answered: every complete before it was handled.
+    client.send(json!({ "type": "ping" })).await;
+    assert_eq!(client.recv().await["type"], "pong");
+    assert_eq!(marks().await, 16);
+    clock.advance(chrono::Duration::seconds(31));
+    client
+        .send(json!({ "id": "later", "type": "complete" }))
+        .await;
+    client.send(json!({ "type": "ping" })).await;
+    assert_eq!(client.recv().await["type"], "pong");
+    assert_eq!(marks().await, 1, "the stale ones went");
+}

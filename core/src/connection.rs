@@ -71,11 +71,6 @@ impl Connection {
             .iter()
             .filter(|(_, request_id)| completed_early_at(request_id).is_none())
     }
-
-    /// How many early `complete`s are marked.
-    pub fn completed_early(&self) -> usize {
-        self.operations.len() - self.subscriptions().count()
-    }
 }
 
 /// The mark an early `complete` leaves in [`Connection::operations`] in place of a request

@@ -519,14 +519,29 @@ impl Gateway {
     /// A `complete` for an operation this frame's read of the connection does not know.
     /// Its `subscribe` may be running at this moment: a mark left in its place makes that
     /// subscribe store nothing. If the subscribe stored its operation meanwhile, the
-    /// operation is ended as usual. At most [`MAX_COMPLETED_EARLY`] marks per connection.
+    /// operation is ended as usual. Marks older than [`COMPLETED_EARLY_FOR`] are taken
+    /// away first, and at most [`MAX_COMPLETED_EARLY`] are kept per connection (a
+    /// `complete` for a query in flight, which nothing stores, leaves one too).
     async fn complete_unknown(&self, connection: &Connection, operation_id: &str) -> Result<()> {
-        if operation_id.chars().count() > self.limits.max_operation_id
-            || connection.completed_early() >= MAX_COMPLETED_EARLY
-        {
+        if operation_id.chars().count() > self.limits.max_operation_id {
             return Ok(());
         }
-        let mark = streamer_core::completed_early_mark(self.clock.now().timestamp_millis());
+        let now_ms = self.clock.now().timestamp_millis();
+        let stale = |at_ms: i64| now_ms - at_ms >= COMPLETED_EARLY_FOR.as_millis() as i64;
+        let mut fresh = 0;
+        for (id, value) in &connection.operations {
+            match streamer_core::completed_early_at(value) {
+                Some(at_ms) if stale(at_ms) => {
+                    self.store.remove_operation(&connection.id, id).await?;
+                }
+                Some(_) => fresh += 1,
+                None => {}
+            }
+        }
+        if fresh >= MAX_COMPLETED_EARLY {
+            return Ok(());
+        }
+        let mark = streamer_core::completed_early_mark(now_ms);
         match self
             .store
             .add_operation(&connection.id, operation_id, &mark)
