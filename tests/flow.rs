@@ -259,5 +259,6 @@ async fn a_burst_of_a_thousand_enqueues_is_accepted_with_the_defaults() {
             _ => panic!("refused after {accepted}: {frame}"),
         }
     }
-    assert!(sent < std::time::Duration::from_secs(1), "sent in {sent:?}");
+    // The burst is what the quota used to refuse: 1,000 within a second or two.
+    assert!(sent < std::time::Duration::from_secs(2), "sent in {sent:?}");
 }

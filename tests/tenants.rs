@@ -150,6 +150,7 @@ async fn the_enqueue_rate_quota_holds_per_tenant() {
     let mut ann = server.client().await;
     ann.init_as(&token("acme", "ann", 600, SECRET)).await;
     let enqueue = "mutation { flakyImport(input: {failTimes: 0}) { id } }";
+    let started = std::time::Instant::now();
     for n in 0..20 {
         ann.send(
             json!({ "id": format!("m{n}"), "type": "subscribe", "payload": { "query": enqueue } }),
@@ -174,8 +175,13 @@ async fn the_enqueue_rate_quota_holds_per_tenant() {
             _ => panic!("unexpected frame {frame}"),
         }
     }
-    // Twenty sent within a second or two: at most five in each second passed.
-    assert!((5..=10).contains(&accepted), "{accepted} accepted");
+    // At most five in each second the twenty were handled in (a slow machine may take
+    // more than one), and five at least.
+    let seconds = started.elapsed().as_secs() as usize + 2;
+    assert!(
+        accepted >= 5 && accepted <= 5 * seconds && accepted < 20,
+        "{accepted} accepted in {seconds} seconds or less"
+    );
     let stored = server
         .store
         .list_requests(&streamer::core::store::RequestFilter {

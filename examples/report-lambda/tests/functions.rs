@@ -567,7 +567,8 @@ async fn the_gateway_enforces_the_limits_and_quotas_its_environment_sets() {
         .expect("an answer");
     assert_eq!(refused["type"], "error", "{refused}");
     assert_eq!(refused["payload"][0]["extensions"]["limit"], "depth");
-    // Five enqueues within a second or two, at one a second: at most two pass.
+    // Five enqueues at one a second: at most one passes in each second they take.
+    let started = std::time::Instant::now();
     for n in 0..5 {
         gateway
             .invoke(message(json!({ "id": format!("m{n}"), "type": "subscribe", "payload": { "query": "mutation { flakyImport(input: {failTimes: 0}) { id } }" } })))
@@ -584,5 +585,9 @@ async fn the_gateway_enforces_the_limits_and_quotas_its_environment_sets() {
         .filter(|f| f["type"] == "next" && f["id"].as_str().is_some_and(|id| id.starts_with('m')))
         .count();
     assert_eq!(over_quota + accepted, 5, "{frames:?}");
-    assert!(accepted <= 2 && over_quota >= 3, "{frames:?}");
+    let seconds = started.elapsed().as_secs() as usize + 2;
+    assert!(
+        accepted >= 1 && accepted <= seconds.min(4) && over_quota >= 1,
+        "{accepted} accepted in {seconds} seconds or less: {frames:?}"
+    );
 }
