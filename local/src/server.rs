@@ -96,7 +96,7 @@ pub struct Server {
     limits: SocketLimits,
     /// The credentials a Management API call must be signed with; `None` takes any.
     management_credentials: Option<Arc<ManagementCredentials>>,
-    /// The share of Management API calls answered with a 500, as a faulty stage would.
+    /// The share of Management API calls that fail (a 500, or a hang), as a faulty stage may.
     management_faults: f64,
     /// Each frame of a connection handled as soon as it arrives, not after the one before.
     concurrent_frames: bool,
