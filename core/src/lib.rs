@@ -46,7 +46,7 @@ pub use connection::{Connection, Phase, completed_early_at, completed_early_mark
 pub use error::{Error, Result};
 pub use id::{IdGenerator, RandomIds, SequentialIds};
 pub use lag::LaggingIndexes;
-pub use limits::{LimitExceeded, Limits};
+pub use limits::{LimitExceeded, Limits, json_len};
 pub use memory::{MemorySender, MemoryStore};
 pub use request::{AsyncRequest, Claimed, PRIORITIES, RequestError, RequestStatus, WORKER_LOST};
 pub use sender::Sender;

@@ -61,6 +61,24 @@ impl Default for Limits {
     }
 }
 
+/// The size of a value as JSON text, counted without building the text.
+pub fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter fails only where the value cannot be JSON: it counts as empty.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// A limit that was exceeded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} is {actual}, over the limit of {max}")]

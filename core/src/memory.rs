@@ -157,24 +157,12 @@ pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 /// Refuses a request item over [`MAX_ITEM_BYTES`] (measured as its JSON), as DynamoDB
 /// refuses one: nothing is written.
 fn within_item_size(request: &AsyncRequest) -> Result<()> {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, request).map_err(|e| Error::backend("measuring", e))?;
-    if count.0 > MAX_ITEM_BYTES {
+    let bytes = crate::limits::json_len(request);
+    if bytes > MAX_ITEM_BYTES {
         return Err(Error::backend(
             format!("writing request {}", request.id),
             std::io::Error::other(format!(
-                "item size {} bytes has exceeded the maximum allowed size of {MAX_ITEM_BYTES}",
-                count.0
+                "item size {bytes} bytes has exceeded the maximum allowed size of {MAX_ITEM_BYTES}"
             )),
         ));
     }

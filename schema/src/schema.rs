@@ -202,36 +202,21 @@ pub fn over_result_budget(response: &async_graphql::Response) -> Option<Value> {
 /// The limit a [`ResultBudget`] error names.
 const RESULT_BUDGET_LIMIT: &str = "messageBytes";
 
-/// The JSON size of a value, without building its text.
-fn json_size(value: &Value) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    let _ = serde_json::to_writer(&mut counter, value);
-    counter.0
-}
-
 /// Charges `request`'s result to the execution's [`ResultBudget`], if it has one.
 fn spend_on_result(ctx: &ResolverContext<'_>, request: &AsyncRequest) -> async_graphql::Result<()> {
     let (Some(budget), Some(result)) = (ctx.data_opt::<ResultBudget>(), &request.result) else {
         return Ok(());
     };
-    budget.spend(json_size(result)).map_err(|exceeded| {
-        async_graphql::Error::new(exceeded.to_string()).extend_with(|_, e| {
-            e.set("code", "LIMIT_EXCEEDED");
-            e.set("limit", exceeded.limit);
-            e.set("max", exceeded.max);
-            e.set("actual", exceeded.actual);
+    budget
+        .spend(streamer_core::json_len(result))
+        .map_err(|exceeded| {
+            async_graphql::Error::new(exceeded.to_string()).extend_with(|_, e| {
+                e.set("code", "LIMIT_EXCEEDED");
+                e.set("limit", exceeded.limit);
+                e.set("max", exceeded.max);
+                e.set("actual", exceeded.actual);
+            })
         })
-    })
 }
 
 /// A field of `AsyncRequest` computed from the request alone. The same table serves the
