@@ -602,6 +602,10 @@ impl Gateway {
         Ok(false)
     }
 
+    /// Ends an operation: its id first, then its subscription. In that order a subscribe of
+    /// the same operation running at the same time (frames overlap on AWS) cannot keep its
+    /// subscription: it stores the subscription and then reads the id back, so either it
+    /// finds the id gone and deletes what it stored, or its store came before this delete.
     async fn unsubscribe(&self, connection: &Connection, operation_id: &str) -> Result<()> {
         if let Some(request_id) = connection.operations.get(operation_id) {
             let key = SubscriptionKey {
@@ -609,10 +613,10 @@ impl Gateway {
                 connection_id: connection.id.clone(),
                 operation_id: operation_id.to_owned(),
             };
-            self.store.delete_subscription(&key).await?;
             self.store
                 .remove_operation(&connection.id, operation_id)
                 .await?;
+            self.store.delete_subscription(&key).await?;
         }
         Ok(())
     }
