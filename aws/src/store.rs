@@ -767,7 +767,9 @@ impl Store for DynamoDbStore {
                 break;
             }
         }
-        let more = items.len() > wanted && index.name != ACTIVE.name;
+        // Whether the index holds more than this page (items left out as having moved on
+        // do not end the listing early).
+        let more = keys.len() > wanted && index.name != ACTIVE.name;
         items.truncate(wanted);
         let next = if more {
             items.last().map(|r| r.id.clone())
