@@ -69,8 +69,10 @@ pub struct HandlerRun<O> {
     /// Every report the handler made that was taken (a report after a cancel errs and is
     /// not recorded).
     pub reports: Vec<Report>,
-    /// The handler's output, or its error. `Err(JobError::cancelled())` for an attempt that
-    /// a cancel stopped, or that ran past its time limit as `DEADLINE_EXCEEDED`.
+    /// The handler's output, or its error: a handler that stops on a cancel returns
+    /// [`JobError::cancelled`] (one that ignores it runs to its end here, where the worker
+    /// would drop it after its grace period); one that runs past its time limit is stopped
+    /// with a retryable `DEADLINE_EXCEEDED`.
     pub outcome: Result<O, JobError>,
 }
 
