@@ -658,9 +658,15 @@ impl Gateway {
         if document.kind() == Some(OperationKind::Subscription) {
             return self.subscribe(connection, id, payload, request).await;
         }
-        let request = request.data(ResultBudget::new(self.limits.max_message_bytes));
-        let result = self.schema.execute(request).await;
-        let messages = if is_request_error(&result) {
+        let budget = Arc::new(ResultBudget::new(self.limits.max_message_bytes));
+        let result = self.schema.execute(request.data(Arc::clone(&budget))).await;
+        let messages = if let Some(exceeded) = budget.exceeded() {
+            // Results stopped being built: the answer as a whole is over the limit.
+            vec![ServerMessage::Error {
+                id,
+                payload: vec![exceeded.to_graphql()],
+            }]
+        } else if is_request_error(&result) {
             vec![ServerMessage::Error {
                 id,
                 payload: errors_payload(&result.errors),
@@ -957,13 +963,14 @@ impl Gateway {
             let text = "subscriptions need the WebSocket endpoint (graphql-transport-ws)";
             return errors(400, message(text.to_owned()));
         }
+        let budget = Arc::new(ResultBudget::new(self.limits.max_message_bytes));
         let request = document
             .request(&request.query, operation_name, variables)
             .data(principal)
-            .data(ResultBudget::new(self.limits.max_message_bytes));
+            .data(Arc::clone(&budget));
         let mut result = self.schema.execute(request).await;
-        if let Some(error) = streamer_schema::over_result_budget(&result) {
-            return errors(200, error);
+        if let Some(exceeded) = budget.exceeded() {
+            return errors(200, exceeded.to_graphql());
         }
         if result.errors.len() > MAX_ERRORS {
             result.errors.truncate(MAX_ERRORS);

@@ -317,12 +317,6 @@ pub fn next_or_error(
     response: &async_graphql::Response,
     limits: &Limits,
 ) -> ServerMessage {
-    if let Some(error) = crate::schema::over_result_budget(response) {
-        return ServerMessage::Error {
-            id: id.to_owned(),
-            payload: vec![error],
-        };
-    }
     let next = ServerMessage::Next {
         id: id.to_owned(),
         payload: serde_json::to_value(response).unwrap_or_default(),

@@ -33,4 +33,4 @@ pub use delivery::{
 };
 pub use execute::{OperationKind, Target};
 pub use handler::{Handler, Handlers, JOB_BACKOFF, JobContext, JobError, ProgressSink, Registered};
-pub use schema::{ResultBudget, Services, build, build_for_stored_documents, over_result_budget};
+pub use schema::{ResultBudget, Services, build, build_for_stored_documents};

@@ -153,12 +153,14 @@ fn request_field(name: &str, ty: TypeRef, get: fn(&AsyncRequest) -> Option<GqlVa
 /// How many bytes of request results (`result`, `output`) one execution may still build.
 /// An answer is held to the message size limit only once it is built; a few hundred bytes
 /// of query asking for a hundred requests' results under many aliases would build far more
-/// than that first. With a budget in the request's data, each result is weighed before it
-/// is built, and once the budget is spent the field is an error instead.
+/// than that first. With a budget in the request's data (`Arc<ResultBudget>`), each result
+/// is weighed before it is built; once the budget is spent the field is an error instead,
+/// and the caller, which kept the budget, refuses the answer with [`ResultBudget::exceeded`].
 #[derive(Debug)]
 pub struct ResultBudget {
     max: usize,
     spent: std::sync::atomic::AtomicUsize,
+    exceeded: std::sync::OnceLock<LimitExceeded>,
 }
 
 impl ResultBudget {
@@ -167,7 +169,13 @@ impl ResultBudget {
         Self {
             max,
             spent: std::sync::atomic::AtomicUsize::new(0),
+            exceeded: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The limit, as it was first exceeded, when the results selected went over it.
+    pub fn exceeded(&self) -> Option<&LimitExceeded> {
+        self.exceeded.get()
     }
 
     /// Adds `bytes` to what was spent; the limit exceeded once that is over the budget.
@@ -177,46 +185,26 @@ impl ResultBudget {
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed)
             .saturating_add(bytes);
         LimitExceeded::check(
-            RESULT_BUDGET_LIMIT,
+            "messageBytes",
             "the size in bytes of the results selected",
             spent,
             self.max,
         )
+        .inspect_err(|exceeded| {
+            let _ = self.exceeded.set(exceeded.clone());
+        })
     }
 }
 
-/// The error of a response whose results went over its [`ResultBudget`]: the answer as a
-/// whole is over the message size limit, and is refused as one that was built whole would
-/// be, with `LIMIT_EXCEEDED` (`messageBytes`).
-pub fn over_result_budget(response: &async_graphql::Response) -> Option<Value> {
-    let error = response.errors.iter().find(|e| {
-        e.extensions.as_ref().and_then(|x| x.get("limit"))
-            == Some(&GqlValue::from(RESULT_BUDGET_LIMIT))
-    })?;
-    Some(serde_json::json!({
-        "message": error.message,
-        "extensions": error.extensions,
-    }))
-}
-
-/// The limit a [`ResultBudget`] error names.
-const RESULT_BUDGET_LIMIT: &str = "messageBytes";
-
 /// Charges `request`'s result to the execution's [`ResultBudget`], if it has one.
 fn spend_on_result(ctx: &ResolverContext<'_>, request: &AsyncRequest) -> async_graphql::Result<()> {
-    let (Some(budget), Some(result)) = (ctx.data_opt::<ResultBudget>(), &request.result) else {
+    let (Some(budget), Some(result)) = (ctx.data_opt::<Arc<ResultBudget>>(), &request.result)
+    else {
         return Ok(());
     };
     budget
         .spend(streamer_core::json_len(result))
-        .map_err(|exceeded| {
-            async_graphql::Error::new(exceeded.to_string()).extend_with(|_, e| {
-                e.set("code", "LIMIT_EXCEEDED");
-                e.set("limit", exceeded.limit);
-                e.set("max", exceeded.max);
-                e.set("actual", exceeded.actual);
-            })
-        })
+        .map_err(|exceeded| async_graphql::Error::new(exceeded.to_string()))
 }
 
 /// A field of `AsyncRequest` computed from the request alone. The same table serves the
