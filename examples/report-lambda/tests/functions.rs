@@ -289,18 +289,27 @@ fn websocket(name: &str, connection: &str, body: Option<Value>) -> Value {
     event
 }
 
-#[tokio::test]
-async fn the_four_functions_run_a_request_end_to_end() {
+/// The DynamoDB Local endpoint, and fresh tables there named `{name}{now}`: their prefix.
+async fn fresh_tables(name: &str) -> (String, String) {
     let dynamodb = std::env::var("STREAMER_DYNAMODB_ENDPOINT")
         .expect("STREAMER_DYNAMODB_ENDPOINT: scripts/test starts DynamoDB Local and sets it");
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let prefix = format!("fn{nanos}");
+    let prefix = format!("{name}{nanos}");
+    DynamoDbStore::local(&dynamodb, Tables::with_prefix(&prefix))
+        .create_tables()
+        .await
+        .unwrap();
+    (dynamodb, prefix)
+}
+
+#[tokio::test]
+async fn the_four_functions_run_a_request_end_to_end() {
+    let (dynamodb, prefix) = fresh_tables("fn").await;
     let tables = Tables::with_prefix(&prefix);
     let store = DynamoDbStore::local(&dynamodb, tables.clone());
-    store.create_tables().await.unwrap();
     let stream = StreamPoller::local(&dynamodb, tables.name(&REQUESTS), PollerOptions::default());
 
     let management = Management::default();
@@ -503,15 +512,7 @@ async fn the_four_functions_run_a_request_end_to_end() {
 /// does not start on a malformed one, naming it.
 #[tokio::test]
 async fn the_gateway_enforces_the_limits_and_quotas_its_environment_sets() {
-    let dynamodb = std::env::var("STREAMER_DYNAMODB_ENDPOINT")
-        .expect("STREAMER_DYNAMODB_ENDPOINT: scripts/test starts DynamoDB Local and sets it");
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let prefix = format!("limits{nanos}");
-    let store = DynamoDbStore::local(&dynamodb, Tables::with_prefix(&prefix));
-    store.create_tables().await.unwrap();
+    let (dynamodb, prefix) = fresh_tables("limits").await;
     let management = Management::default();
     let env = [
         ("STREAMER_TABLE_PREFIX", prefix.clone()),
