@@ -395,11 +395,14 @@ pub fn step(session: &Session, message: ClientMessage) -> Step {
             }
         }
         ClientMessage::Complete { id } => {
-            // A client `complete` is never echoed.
+            // A client `complete` is never echoed. Before `connection_init` nothing can be
+            // running, and nothing is done for a client not yet authenticated.
             let effects = if next.operations.remove(&id) {
                 vec![Effect::Unsubscribe { id }]
-            } else {
+            } else if session.acknowledged {
                 vec![Effect::CompleteUnknown { id }]
+            } else {
+                vec![]
             };
             Step {
                 session: next,
@@ -509,6 +512,14 @@ mod tests {
             Step {
                 session: acked(),
                 effects: vec![Effect::CompleteUnknown { id: "nope".into() }],
+                ..Step::default()
+            }
+        );
+        // Before `connection_init`: nothing at all.
+        assert_eq!(
+            receive(&Session::default(), r#"{"type":"complete","id":"nope"}"#),
+            Step {
+                session: Session::default(),
                 ..Step::default()
             }
         );
