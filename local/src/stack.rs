@@ -26,8 +26,10 @@ use crate::{LocalSender, ManagementCredentials, Server, SocketLimits, Sockets, T
 /// attribute (a week after their last change, as on DynamoDB) go too.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// How many times a failed change is handled again before it is given up (and logged).
-const CHANGE_ATTEMPTS: u32 = 5;
+/// How long a failed change is handled again before it is given up (and logged): six hours,
+/// as the deployment template's event source mapping retries a stream record by its age. A
+/// change waiting out a push hold is not lost after a few tries.
+const CHANGE_MAX_AGE: Duration = Duration::from_secs(6 * 60 * 60);
 
 /// Where a local stack keeps its state, how changes reach its processor, and how its parts
 /// reach the sockets: straight to them, or through the local Management API, as on AWS.
@@ -142,13 +144,14 @@ async fn feed_lane(processor: Processor, mut changes: mpsc::UnboundedReceiver<Ch
             batch.push(change);
         }
         let mut attempt = 1;
+        let first_tried = tokio::time::Instant::now();
         loop {
             let outcome = processor.handle_batch(batch.clone()).await;
             if outcome.failures.is_empty() {
                 break;
             }
-            if attempt == CHANGE_ATTEMPTS {
-                tracing::error!(failures = ?outcome.failures, "changes given up after {CHANGE_ATTEMPTS} attempts");
+            if first_tried.elapsed() >= CHANGE_MAX_AGE {
+                tracing::error!(failures = ?outcome.failures, attempts = attempt, "changes given up after {CHANGE_MAX_AGE:?}");
                 break;
             }
             batch.retain(|change| outcome.failures.contains(&change.sequence_number));
