@@ -157,6 +157,9 @@ async fn a_thousand_requests_through_failures_and_kills_each_end_once() {
             .with_job_concurrency(16)
             .with_lease(Duration::from_millis(300))
             .with_sweep_every(Duration::from_millis(50))
+            // A worker killed before its claim leaves the request QUEUED: the sweeper
+            // dispatches it again after this grace.
+            .with_queued_grace(Duration::from_secs(1))
             .with_index_lag(Duration::from_millis(300))
             .with_concurrent_frames()
             .with_management_faults(0.05)

@@ -182,6 +182,7 @@ pub struct StackBuilder {
     limits: Limits,
     lease: Duration,
     sweep_every: Duration,
+    queued_grace: Duration,
     time_limit: Duration,
     auth: Arc<dyn Authenticator>,
     access: Access,
@@ -219,6 +220,13 @@ impl StackBuilder {
     /// (default every second).
     pub fn with_sweep_every(mut self, every: Duration) -> Self {
         self.sweep_every = every;
+        self
+    }
+
+    /// Dispatches again a request left QUEUED this long, in case its dispatch was lost or
+    /// its worker died before claiming it (default a minute).
+    pub fn with_queued_grace(mut self, grace: Duration) -> Self {
+        self.queued_grace = grace;
         self
     }
 
@@ -395,6 +403,7 @@ impl StackBuilder {
                 self.sweep_every,
                 SweepOptions {
                     init_timeout: self.timeouts.init,
+                    queued_grace: self.queued_grace,
                     ..SweepOptions::default()
                 },
             ),
@@ -446,6 +455,7 @@ impl Stack {
             limits: Limits::default(),
             lease: DEFAULT_LEASE,
             sweep_every: Duration::from_secs(1),
+            queued_grace: SweepOptions::default().queued_grace,
             time_limit: DEFAULT_TIME_LIMIT,
             auth: Arc::new(DevMode),
             access: Access::default(),

@@ -175,7 +175,11 @@ impl TaskDispatcher {
             .lock()
             .expect("tasks lock")
             .remove(request_id);
-        task.map(|running| running.task.abort()).is_some()
+        let killed = task.map(|running| running.task.abort()).is_some();
+        if killed {
+            tracing::info!(request_id, "worker killed (fault injection)");
+        }
+        killed
     }
 
     /// Kills every later attempt of `request_id`'s job `after` it starts, and the one
