@@ -2,17 +2,20 @@
 //! a job and returns at once; a `requestProgress(id)` subscription over graphql-transport-ws
 //! streams every progress state and the typed result.
 //!
-//! This is the crate an application depends on: register typed [`Handler`]s on an [`App`],
-//! then run it locally ([`App::local`]) or build the Lambda functions around it.
+//! This is the crate an application depends on, and the only one: register typed
+//! [`Handler`]s on an [`App`], then run it locally ([`App::local`]) or build the Lambda
+//! functions around it ([`lambda`], feature `lambda`).
 //!
 //! ```no_run
 //! use streamer::async_graphql::{InputObject, SimpleObject};
 //! use streamer::{App, Handler, JobContext, JobError};
 //!
 //! #[derive(InputObject)]
+//! #[graphql(crate = "streamer::async_graphql")]
 //! struct ResizeInput { url: String }
 //!
 //! #[derive(SimpleObject, serde::Serialize)]
+//! #[graphql(crate = "streamer::async_graphql")]
 //! #[serde(rename_all = "camelCase")]
 //! struct Resized { url: String }
 //!
@@ -36,37 +39,100 @@
 //! # }
 //! ```
 //!
-//! # Layout
+//! # The supported API
 //!
-//! The workspace splits along the boundaries of the deployment:
+//! - The app: [`App`], [`Handler`], [`JobContext`], [`JobError`], [`Backoff`], [`Handlers`].
+//! - Who may do what, and how much: [`Limits`], [`Access`], [`Authenticator`], [`DevMode`],
+//!   [`JwtAuthenticator`], [`Principal`], [`Credentials`], [`AuthError`].
+//! - Time: [`Clock`], [`SystemClock`].
+//! - Feature `local` (on by default): the whole stack in one process, [`App::local`],
+//!   [`StackBuilder`], [`Stack`], its [`Backend`]s ([`Embedded`]) and the local Management
+//!   API's [`ManagementCredentials`].
+//! - Feature `dynamodb`: [`Tables`]; with `local`, [`DynamoDbBackend`] (the local stack on
+//!   DynamoDB or DynamoDB Local).
+//! - Feature `lambda`: [`lambda`], the four Lambda functions around an app.
+//! - Feature `testing`: [`testing`], the test kit.
+//! - [`async_graphql`]: the GraphQL crate, for the input and output derives.
 //!
-//! - [`core`] (`streamer-core`): domain, the sans-IO protocol, the store and sender ports,
-//!   the embedded store. No AWS, Lambda or HTTP.
-//! - [`schema`] (`streamer-schema`): the GraphQL schema and the typed handler registry.
-//! - [`gateway`] (`streamer-gateway`): API Gateway WebSocket events → protocol → store/sender.
-//! - [`processor`] (`streamer-processor`): change feed → jobs and fan-out.
-//! - [`local`] (`streamer-local`): the local API Gateway emulator and the one-process stack.
-//! - [`aws`] (`streamer-aws`): DynamoDB store, stream records and poller, Management API
-//!   sender; the only crate that talks to AWS SDKs.
-//! - [`DynamoDbBackend`] (here): the local stack on DynamoDB Local.
-//! - `testing` (here, feature `testing`): the test kit, to run a handler as a worker would
-//!   and read its reports and outcome.
+//! Everything else the crate exports is hidden from these docs: the implementation's own
+//! crates reach it, and it may change without notice.
+//!
+//! # Derives without an `async-graphql` dependency
+//!
+//! The derives of [`async_graphql`] name their crate in the code they generate. An app that
+//! depends on `streamer` alone tells them where it is with `#[graphql(crate = ...)]`:
+//!
+//! ```
+//! use streamer::async_graphql::{InputObject, SimpleObject};
+//!
+//! #[derive(InputObject)]
+//! #[graphql(crate = "streamer::async_graphql")]
+//! struct ResizeInput { url: String, width: Option<i32> }
+//!
+//! #[derive(SimpleObject, serde::Serialize)]
+//! #[graphql(crate = "streamer::async_graphql")]
+//! struct Resized { url: String }
+//! ```
+//!
+//! An app that depends on `async-graphql` 7 itself may leave the attribute out.
 
+#[cfg(all(feature = "dynamodb", feature = "local"))]
 mod dynamodb;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 use std::sync::Arc;
 
-pub use dynamodb::DynamoDbBackend;
-pub use streamer_aws as aws;
-pub use streamer_core as core;
-pub use streamer_gateway as gateway;
-pub use streamer_local as local;
-pub use streamer_processor as processor;
-pub use streamer_schema as schema;
+pub use streamer_core::{
+    Access, AuthError, Authenticator, Backoff, Clock, Credentials, DevMode, Limits, Principal,
+    SystemClock,
+};
+pub use streamer_gateway::JwtAuthenticator;
 pub use streamer_schema::async_graphql;
 pub use streamer_schema::{Handler, Handlers, JobContext, JobError};
+
+#[cfg(all(feature = "dynamodb", feature = "local"))]
+pub use dynamodb::DynamoDbBackend;
+#[cfg(feature = "dynamodb")]
+pub use streamer_aws::Tables;
+#[cfg(feature = "local")]
+pub use streamer_local::{Backend, Embedded, ManagementCredentials, Stack, StackBuilder};
+
+/// The four Lambda functions around an app's handlers, each a thin `main`:
+///
+/// ```no_run
+/// # fn app() -> streamer::App { streamer::App::new() }
+/// #[tokio::main]
+/// async fn main() -> Result<(), streamer::lambda::Error> {
+///     streamer::lambda::run_gateway(app().handlers()).await
+/// }
+/// ```
+///
+/// Each reads its settings from `STREAMER_*` environment variables once, at start
+/// ([`Config`](lambda::Config)); a malformed value stops it with an error naming the
+/// variable. `deploy/README.md` lists them.
+#[cfg(feature = "lambda")]
+pub mod lambda {
+    pub use streamer_lambda::{
+        Config, ConfigError, Error, run_gateway, run_processor, run_sweeper, run_worker,
+    };
+}
+
+// The implementation's crates, for the workspace's own crates, tests and tools.
+#[cfg(feature = "dynamodb")]
+#[doc(hidden)]
+pub use streamer_aws as aws;
+#[doc(hidden)]
+pub use streamer_core as core;
+#[doc(hidden)]
+pub use streamer_gateway as gateway;
+#[cfg(feature = "local")]
+#[doc(hidden)]
+pub use streamer_local as local;
+#[doc(hidden)]
+pub use streamer_processor as processor;
+#[doc(hidden)]
+pub use streamer_schema as schema;
 
 /// An application: its registered handlers.
 #[derive(Debug, Default)]
@@ -97,6 +163,7 @@ impl App {
     }
 
     /// The whole stack in one process on the embedded store; configure and `build` it.
+    #[cfg(feature = "local")]
     pub fn local(self) -> local::StackBuilder {
         local::Stack::builder(self.handlers())
     }

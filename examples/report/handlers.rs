@@ -8,6 +8,7 @@ use streamer::{Handler, JobContext, JobError};
 
 /// What report to generate.
 #[derive(Debug, InputObject)]
+#[graphql(crate = "streamer::async_graphql")]
 pub(crate) struct GenerateReportInput {
     /// First day, inclusive.
     pub(crate) from: String,
@@ -23,6 +24,7 @@ pub(crate) struct GenerateReportInput {
 
 /// A generated report.
 #[derive(Debug, SimpleObject, serde::Serialize)]
+#[graphql(crate = "streamer::async_graphql")]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Report {
     /// Where to download it.
@@ -98,6 +100,7 @@ impl Handler for GenerateReport {
 
 /// How many times the import fails before it succeeds.
 #[derive(Debug, InputObject)]
+#[graphql(crate = "streamer::async_graphql")]
 pub(crate) struct FlakyImportInput {
     /// Retryable failures before success.
     pub(crate) fail_times: i32,
@@ -105,6 +108,7 @@ pub(crate) struct FlakyImportInput {
 
 /// What an import brought in.
 #[derive(Debug, SimpleObject, serde::Serialize)]
+#[graphql(crate = "streamer::async_graphql")]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ImportSummary {
     /// Records imported.

@@ -62,11 +62,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let limits = streamer::core::Limits {
+    let limits = streamer::Limits {
         max_tenant_connections: args.tenant_connections,
         max_tenant_active_requests: args.tenant_active_requests,
         max_tenant_enqueues_per_second: args.tenant_enqueues_per_second,
-        ..streamer::core::Limits::default()
+        ..streamer::Limits::default()
     };
     let mut builder = handlers::app()
         .local()
@@ -74,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_limits(limits);
     match &args.jwt_secret {
         Some(secret) => {
-            let auth = streamer::gateway::JwtAuthenticator::hs256(secret.as_bytes());
+            let auth = streamer::JwtAuthenticator::hs256(secret.as_bytes());
             builder = builder.with_authenticator(std::sync::Arc::new(auth));
             tracing::info!("authentication: HS256 JWTs");
         }
@@ -82,7 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let stack = match &args.dynamodb_endpoint {
         Some(endpoint) => {
-            let tables = streamer::aws::Tables::with_prefix(&args.table_prefix);
+            let tables = streamer::Tables::with_prefix(&args.table_prefix);
             builder.build_on(streamer::DynamoDbBackend::connect(endpoint, tables).await?)?
         }
         None => builder.build()?,

@@ -110,7 +110,7 @@ impl Backend for Embedded {
     }
 
     /// Hands the change feed to the processor: each request's changes go, in order, to one
-    /// of [`FEED_LANES`] lanes (as a stream's shards split items), and each lane hands the
+    /// of `FEED_LANES` (16) lanes (as a stream's shards split items), and each lane hands the
     /// processor batches of whatever has arrived, as the Lambda event source does. A batch
     /// holds up only its own lane; failed changes are handled again with a backoff.
     async fn feed(self: Box<Self>, processor: Processor) {

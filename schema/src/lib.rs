@@ -5,7 +5,7 @@
 //!
 //! The schema is dynamic because handlers are registered at run time; their input and output
 //! types are ordinary `#[derive(InputObject)]` / `#[derive(SimpleObject)]` types, rebuilt as
-//! dynamic types by [`bridge`](crate::bridge).
+//! dynamic types by `bridge`.
 //!
 //! # Layout
 //!

@@ -1,5 +1,5 @@
 //! The example app (`generateReport`, `flakyImport`) as four Lambda functions: each binary
-//! in `src/bin` is one line around `streamer_lambda`. `deploy/template.yaml` builds them with
+//! in `src/bin` is one line around `streamer::lambda`. `deploy/template.yaml` builds them with
 //! cargo-lambda.
 
 #[path = "../../report/handlers.rs"]
