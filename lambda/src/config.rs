@@ -3,8 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use streamer_aws::SenderOptions;
 use streamer_core::{Access, Authenticator, DevMode, Limits};
 use streamer_gateway::{AuthorizerContext, Claims, JwtAuthenticator};
+use streamer_processor::{SweepOptions, WorkerSettings};
 
 /// A setting that must not be printed: its `Debug` says only whether it is set.
 #[derive(Clone, PartialEq, Eq)]
@@ -71,9 +73,20 @@ pub struct Config {
     pub priority_worker_function: Option<String>,
     /// `STREAMER_METRICS_NAMESPACE` (default `Streamer`): the CloudWatch namespace.
     pub metrics_namespace: String,
-    /// `STREAMER_INIT_TIMEOUT_MS` (default 3000): how long a connection may wait before
-    /// `connection_init` (sweeper).
-    pub init_timeout: Duration,
+    /// How the worker runs jobs, each field from its own variable, the default where it is
+    /// unset: `STREAMER_LEASE_MS`, `STREAMER_JOB_TIME_LIMIT_MS` (the function's own timeout
+    /// still applies), `STREAMER_PROGRESS_INTERVAL_MS`, `STREAMER_CANCEL_GRACE_MS`,
+    /// `STREAMER_MAX_RESULT_BYTES`.
+    pub worker: WorkerSettings,
+    /// What the sweeper looks for: `STREAMER_INIT_TIMEOUT_MS` (default 3000), how long a
+    /// connection may wait before `connection_init`; `STREAMER_QUEUED_GRACE_MS` (default
+    /// 60000), how long a request may stay QUEUED before it is dispatched again;
+    /// `STREAMER_SWEEP_LIMIT` (default 500), the most items of each kind per sweep.
+    pub sweep: SweepOptions,
+    /// How pushes through the Management API are retried (gateway, processor, sweeper):
+    /// `STREAMER_SENDER_MAX_IN_FLIGHT` (default 128), `STREAMER_SENDER_MAX_ATTEMPTS`
+    /// (default 6), `STREAMER_SENDER_ATTEMPT_TIMEOUT_MS` (default 3000).
+    pub sender: SenderOptions,
     /// `STREAMER_TENANT_JOB_SHARE` (optional): at most this many jobs of one tenant run at
     /// once; the others wait QUEUED (processor, sweeper). Unset: no share.
     pub tenant_job_share: Option<usize>,
@@ -117,6 +130,41 @@ fn number<T: std::str::FromStr + PartialOrd + Default>(
             }),
         },
     }
+}
+
+/// Reads the number of milliseconds in `name`, if set; see [`number`].
+fn millis(
+    get: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<Duration>, ConfigError> {
+    Ok(number(get, name)?.map(Duration::from_millis))
+}
+
+/// The worker's settings (see [`Config::worker`]).
+fn worker(get: &impl Fn(&'static str) -> Option<String>) -> Result<WorkerSettings, ConfigError> {
+    let defaults = WorkerSettings::default();
+    Ok(WorkerSettings {
+        lease: millis(get, "STREAMER_LEASE_MS")?.unwrap_or(defaults.lease),
+        time_limit: millis(get, "STREAMER_JOB_TIME_LIMIT_MS")?.unwrap_or(defaults.time_limit),
+        progress_interval: millis(get, "STREAMER_PROGRESS_INTERVAL_MS")?
+            .unwrap_or(defaults.progress_interval),
+        cancel_grace: millis(get, "STREAMER_CANCEL_GRACE_MS")?.unwrap_or(defaults.cancel_grace),
+        max_result_bytes: number(get, "STREAMER_MAX_RESULT_BYTES")?
+            .unwrap_or(defaults.max_result_bytes),
+    })
+}
+
+/// The sender's settings (see [`Config::sender`]).
+fn sender(get: &impl Fn(&'static str) -> Option<String>) -> Result<SenderOptions, ConfigError> {
+    let defaults = SenderOptions::default();
+    Ok(SenderOptions {
+        max_in_flight: number(get, "STREAMER_SENDER_MAX_IN_FLIGHT")?
+            .unwrap_or(defaults.max_in_flight),
+        max_attempts: number(get, "STREAMER_SENDER_MAX_ATTEMPTS")?.unwrap_or(defaults.max_attempts),
+        attempt_timeout: millis(get, "STREAMER_SENDER_ATTEMPT_TIMEOUT_MS")?
+            .unwrap_or(defaults.attempt_timeout),
+        ..defaults
+    })
 }
 
 /// The limits the `STREAMER_MAX_*` and `STREAMER_TENANT_*` variables set (see
@@ -226,7 +274,15 @@ impl Config {
             priority_worker_function: get("STREAMER_PRIORITY_WORKER_FUNCTION"),
             metrics_namespace: get("STREAMER_METRICS_NAMESPACE")
                 .unwrap_or_else(|| "Streamer".to_owned()),
-            init_timeout,
+            worker: worker(&get)?,
+            sweep: SweepOptions {
+                init_timeout,
+                queued_grace: millis(&get, "STREAMER_QUEUED_GRACE_MS")?
+                    .unwrap_or(SweepOptions::default().queued_grace),
+                limit: number(&get, "STREAMER_SWEEP_LIMIT")?
+                    .unwrap_or(SweepOptions::default().limit),
+            },
+            sender: sender(&get)?,
             tenant_job_share,
         })
     }
@@ -318,7 +374,7 @@ mod tests {
         let config = from(&[("STREAMER_TABLE_PREFIX", "prod")]).unwrap();
         assert_eq!(config.table_prefix, "prod");
         assert_eq!(config.metrics_namespace, "Streamer");
-        assert_eq!(config.init_timeout, Duration::from_secs(3));
+        assert_eq!(config.sweep.init_timeout, Duration::from_secs(3));
         assert_eq!(
             config.websocket_endpoint(),
             Err(ConfigError::Missing("STREAMER_WEBSOCKET_ENDPOINT"))
@@ -399,6 +455,66 @@ mod tests {
                     value: value.to_owned(),
                 },
                 "{name}={value}"
+            );
+        }
+    }
+
+    #[test]
+    fn worker_sweep_and_sender_settings_are_read_from_their_variables() {
+        let config = from(&[("STREAMER_TABLE_PREFIX", "p")]).unwrap();
+        assert_eq!(config.worker, WorkerSettings::default());
+        assert_eq!(config.sweep, SweepOptions::default());
+        assert_eq!(config.sender, SenderOptions::default());
+        let config = from(&[
+            ("STREAMER_TABLE_PREFIX", "p"),
+            ("STREAMER_LEASE_MS", "10000"),
+            ("STREAMER_JOB_TIME_LIMIT_MS", "60000"),
+            ("STREAMER_PROGRESS_INTERVAL_MS", "250"),
+            ("STREAMER_CANCEL_GRACE_MS", "1000"),
+            ("STREAMER_MAX_RESULT_BYTES", "4096"),
+            ("STREAMER_INIT_TIMEOUT_MS", "5000"),
+            ("STREAMER_QUEUED_GRACE_MS", "30000"),
+            ("STREAMER_SWEEP_LIMIT", "50"),
+            ("STREAMER_SENDER_MAX_IN_FLIGHT", "16"),
+            ("STREAMER_SENDER_MAX_ATTEMPTS", "3"),
+            ("STREAMER_SENDER_ATTEMPT_TIMEOUT_MS", "1500"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.worker,
+            WorkerSettings {
+                lease: Duration::from_secs(10),
+                time_limit: Duration::from_secs(60),
+                progress_interval: Duration::from_millis(250),
+                cancel_grace: Duration::from_secs(1),
+                max_result_bytes: 4096,
+            }
+        );
+        assert_eq!(
+            config.sweep,
+            SweepOptions {
+                init_timeout: Duration::from_secs(5),
+                queued_grace: Duration::from_secs(30),
+                limit: 50,
+            }
+        );
+        assert_eq!(
+            (
+                config.sender.max_in_flight,
+                config.sender.max_attempts,
+                config.sender.attempt_timeout
+            ),
+            (16, 3, Duration::from_millis(1500))
+        );
+        for name in [
+            "STREAMER_LEASE_MS",
+            "STREAMER_SWEEP_LIMIT",
+            "STREAMER_SENDER_MAX_ATTEMPTS",
+        ] {
+            let error = from(&[("STREAMER_TABLE_PREFIX", "p"), (name, "soon")]).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::Invalid { name: named, .. } if named == name),
+                "{error}"
             );
         }
     }

@@ -12,12 +12,10 @@ use aws_lambda_events::encodings::Body;
 use lambda_runtime::{Context, LambdaEvent, service_fn};
 use serde_json::Value;
 use streamer_aws::stream::{self, StreamEvent};
-use streamer_aws::{ApiGatewaySender, Aws, SenderOptions, Tables, WorkerEvent};
+use streamer_aws::{ApiGatewaySender, Aws, Tables, WorkerEvent};
 use streamer_core::{RandomIds, Store, SystemClock};
 use streamer_gateway::Gateway;
-use streamer_processor::{
-    Dispatcher, FairDispatcher, Outcome, Processor, SweepOptions, Sweeper, Worker,
-};
+use streamer_processor::{Dispatcher, FairDispatcher, Outcome, Processor, Sweeper, Worker};
 use streamer_schema::{Handlers, Services};
 use tracing::Instrument;
 
@@ -64,7 +62,7 @@ impl Function {
     fn sender(&self) -> Result<ApiGatewaySender, ConfigError> {
         Ok(self
             .aws
-            .sender(self.config.websocket_endpoint()?, SenderOptions::default()))
+            .sender(self.config.websocket_endpoint()?, self.config.sender))
     }
 
     /// The dispatcher to the configured worker function(s), holding back the jobs of a
@@ -214,7 +212,8 @@ pub async fn run_processor(handlers: Arc<Handlers>) -> Result<(), Error> {
 /// When the configuration is incomplete; or when the runtime fails.
 pub async fn run_worker(handlers: Arc<Handlers>) -> Result<(), Error> {
     let function = Function::setup("worker").await?;
-    let worker = Worker::new(function.store(), Arc::new(SystemClock), handlers);
+    let worker = Worker::new(function.store(), Arc::new(SystemClock), handlers)
+        .with_settings(function.config.worker);
     let (function, worker) = (&function, &worker);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<WorkerEvent>| async move {
@@ -259,16 +258,12 @@ pub async fn run_sweeper(_handlers: Arc<Handlers>) -> Result<(), Error> {
     let sender = function.sender()?;
     let store = function.store();
     let dispatcher = function.dispatcher(&store)?;
-    let options = SweepOptions {
-        init_timeout: function.config.init_timeout,
-        ..SweepOptions::default()
-    };
     let sweeper = Sweeper::new(
         store,
         Arc::new(sender),
         dispatcher,
         Arc::new(SystemClock),
-        options,
+        function.config.sweep,
     );
     let (function, sweeper) = (&function, &sweeper);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -13,8 +13,7 @@ use streamer_core::{
 };
 use streamer_gateway::Gateway;
 use streamer_processor::{
-    DEFAULT_CANCEL_GRACE, DEFAULT_LEASE, DEFAULT_TIME_LIMIT, Processor, SweepOptions, Sweeper,
-    TaskDispatcher, Worker,
+    Processor, SweepOptions, Sweeper, TaskDispatcher, Worker, WorkerSettings,
 };
 use streamer_schema::{Handlers, Services};
 use tokio::net::TcpListener;
@@ -171,7 +170,6 @@ pub struct StackBuilder {
     connection_ids: Arc<dyn IdGenerator>,
     job_concurrency: usize,
     tenant_job_share: Option<usize>,
-    cancel_grace: Duration,
     management_credentials: Option<ManagementCredentials>,
     timeouts: Timeouts,
     socket_limits: SocketLimits,
@@ -180,10 +178,9 @@ pub struct StackBuilder {
     concurrent_frames: bool,
     retention: Duration,
     limits: Limits,
-    lease: Duration,
+    worker: WorkerSettings,
     sweep_every: Duration,
-    queued_grace: Duration,
-    time_limit: Duration,
+    sweep: SweepOptions,
     auth: Arc<dyn Authenticator>,
     access: Access,
 }
@@ -202,17 +199,24 @@ impl StackBuilder {
         self
     }
 
+    /// How workers run jobs: lease, time limit, progress interval, cancel grace, result
+    /// size ([`WorkerSettings`]; on Lambda the `STREAMER_*` variables of the same names).
+    pub fn with_worker_settings(mut self, settings: WorkerSettings) -> Self {
+        self.worker = settings;
+        self
+    }
+
     /// An attempt that runs longer than `limit` is ended as a retryable `DEADLINE_EXCEEDED`
     /// failure (default 15 minutes, Lambda's limit).
     pub fn with_time_limit(mut self, limit: Duration) -> Self {
-        self.time_limit = limit;
+        self.worker.time_limit = limit;
         self
     }
 
     /// Workers hold requests with leases of this length (default 30 s): a job whose worker
     /// died runs again once it has passed.
     pub fn with_lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
+        self.worker.lease = lease;
         self
     }
 
@@ -226,7 +230,7 @@ impl StackBuilder {
     /// Dispatches again a request left QUEUED this long, in case its dispatch was lost or
     /// its worker died before claiming it (default a minute).
     pub fn with_queued_grace(mut self, grace: Duration) -> Self {
-        self.queued_grace = grace;
+        self.sweep.queued_grace = grace;
         self
     }
 
@@ -274,9 +278,9 @@ impl StackBuilder {
     }
 
     /// Gives a cancelled handler `grace` to stop before its attempt is dropped, instead of
-    /// [`DEFAULT_CANCEL_GRACE`].
+    /// [`DEFAULT_CANCEL_GRACE`](streamer_processor::DEFAULT_CANCEL_GRACE) (5 s).
     pub fn with_cancel_grace(mut self, grace: Duration) -> Self {
-        self.cancel_grace = grace;
+        self.worker.cancel_grace = grace;
         self
     }
 
@@ -370,9 +374,7 @@ impl StackBuilder {
         .with_resolving_schema(processor_schema.clone())
         .with_authenticator(self.auth);
         let worker = Worker::new(Arc::clone(&store), Arc::clone(&self.clock), self.handlers)
-            .with_lease(self.lease)
-            .with_time_limit(self.time_limit);
-        let worker = worker.with_cancel_grace(self.cancel_grace);
+            .with_settings(self.worker);
         let share = self.tenant_job_share.unwrap_or_else(|| {
             streamer_processor::local::default_tenant_share(self.job_concurrency)
         });
@@ -403,8 +405,7 @@ impl StackBuilder {
                 self.sweep_every,
                 SweepOptions {
                     init_timeout: self.timeouts.init,
-                    queued_grace: self.queued_grace,
-                    ..SweepOptions::default()
+                    ..self.sweep
                 },
             ),
             server,
@@ -444,7 +445,6 @@ impl Stack {
             connection_ids: Arc::new(RandomIds),
             job_concurrency: 64,
             tenant_job_share: None,
-            cancel_grace: DEFAULT_CANCEL_GRACE,
             management_credentials: None,
             timeouts: Timeouts::default(),
             socket_limits: SocketLimits::default(),
@@ -453,10 +453,9 @@ impl Stack {
             concurrent_frames: false,
             retention: DEFAULT_RETENTION,
             limits: Limits::default(),
-            lease: DEFAULT_LEASE,
+            worker: WorkerSettings::default(),
             sweep_every: Duration::from_secs(1),
-            queued_grace: SweepOptions::default().queued_grace,
-            time_limit: DEFAULT_TIME_LIMIT,
+            sweep: SweepOptions::default(),
             auth: Arc::new(DevMode),
             access: Access::default(),
         }

@@ -26,5 +26,5 @@ pub use streamer_schema::JOB_BACKOFF;
 pub use sweeper::{SweepOptions, SweepReport, Sweeper};
 pub use worker::{
     CancelSignal, DEFAULT_CANCEL_GRACE, DEFAULT_LEASE, DEFAULT_MAX_RESULT_BYTES,
-    DEFAULT_TIME_LIMIT, Outcome, RESULT_TOO_LARGE, Worker,
+    DEFAULT_TIME_LIMIT, Outcome, RESULT_TOO_LARGE, Worker, WorkerSettings,
 };

@@ -203,11 +203,39 @@ pub struct Worker {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     handlers: Arc<Handlers>,
-    lease: Duration,
-    time_limit: Duration,
-    progress_interval: Duration,
-    cancel_grace: Duration,
-    max_result_bytes: usize,
+    settings: WorkerSettings,
+}
+
+/// How a worker runs jobs: the same knobs on the local stack (its builder) and on Lambda
+/// (`STREAMER_LEASE_MS`, `STREAMER_JOB_TIME_LIMIT_MS`, `STREAMER_PROGRESS_INTERVAL_MS`,
+/// `STREAMER_CANCEL_GRACE_MS`, `STREAMER_MAX_RESULT_BYTES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// How long a worker holds a request it runs unless it renews the lease (a third of it
+    /// passes between renewals); past it, the sweeper hands the request to another worker.
+    pub lease: Duration,
+    /// The longest attempt; past it the attempt fails, retryably, with `DEADLINE_EXCEEDED`.
+    pub time_limit: Duration,
+    /// Progress is written at most once per this interval; reports in between are
+    /// coalesced (the last one wins).
+    pub progress_interval: Duration,
+    /// How long a cancelled handler may take to stop before it is dropped.
+    pub cancel_grace: Duration,
+    /// The largest output kept, as JSON; a larger one fails its request with
+    /// `RESULT_TOO_LARGE`.
+    pub max_result_bytes: usize,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            lease: DEFAULT_LEASE,
+            time_limit: DEFAULT_TIME_LIMIT,
+            progress_interval: DEFAULT_PROGRESS_INTERVAL,
+            cancel_grace: DEFAULT_CANCEL_GRACE,
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
+        }
+    }
 }
 
 /// The largest output a request keeps by default, as JSON: with the largest input
@@ -241,48 +269,55 @@ impl Worker {
             store,
             clock,
             handlers,
-            lease: DEFAULT_LEASE,
-            time_limit: DEFAULT_TIME_LIMIT,
-            progress_interval: DEFAULT_PROGRESS_INTERVAL,
-            cancel_grace: DEFAULT_CANCEL_GRACE,
-            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
+            settings: WorkerSettings::default(),
         }
+    }
+
+    /// With these settings instead of the defaults.
+    pub fn with_settings(mut self, settings: WorkerSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Its settings.
+    pub fn settings(&self) -> WorkerSettings {
+        self.settings
     }
 
     /// Keeps outputs of at most `bytes` (as JSON) instead of [`DEFAULT_MAX_RESULT_BYTES`];
     /// a larger one fails its request with `RESULT_TOO_LARGE`.
     pub fn with_max_result_bytes(mut self, bytes: usize) -> Self {
-        self.max_result_bytes = bytes;
+        self.settings.max_result_bytes = bytes;
         self
     }
 
     /// Gives a cancelled handler `grace` to stop instead of [`DEFAULT_CANCEL_GRACE`].
     pub fn with_cancel_grace(mut self, grace: Duration) -> Self {
-        self.cancel_grace = grace;
+        self.settings.cancel_grace = grace;
         self
     }
 
     /// Writes progress at most once per `interval` instead of [`DEFAULT_PROGRESS_INTERVAL`].
     pub fn with_progress_interval(mut self, interval: Duration) -> Self {
-        self.progress_interval = interval;
+        self.settings.progress_interval = interval;
         self
     }
 
     /// Ends an attempt that runs longer than `limit` (as a retryable `DEADLINE_EXCEEDED`
     /// failure) instead of [`DEFAULT_TIME_LIMIT`].
     pub fn with_time_limit(mut self, limit: Duration) -> Self {
-        self.time_limit = limit;
+        self.settings.time_limit = limit;
         self
     }
 
     /// Holds requests with leases of this length instead of [`DEFAULT_LEASE`].
     pub fn with_lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
+        self.settings.lease = lease;
         self
     }
 
     fn lease(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX)
+        chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::MAX)
     }
 
     /// Claims the request with a lease (QUEUED or RETRYING, or RUNNING under a lease that has
@@ -314,7 +349,7 @@ impl Worker {
         cancel: CancelSignal,
     ) -> Result<Outcome> {
         let now = tokio::time::Instant::now();
-        let limit = now + self.time_limit;
+        let limit = now + self.settings.time_limit;
         let deadline = match stop {
             Some(stop) => {
                 let margin =
@@ -361,7 +396,7 @@ impl Worker {
             clock: Arc::clone(&self.clock),
             request_id: request_id.to_owned(),
             cancelled: cancel.clone(),
-            interval: self.progress_interval,
+            interval: self.settings.progress_interval,
             coalesce: std::sync::Mutex::default(),
             waiting: tokio::sync::Notify::new(),
         });
@@ -390,7 +425,7 @@ impl Worker {
                 tracing::warn!(request_id, attempt = request.attempts, "lease lost: handler stopped");
                 return Ok(Outcome::NotClaimed);
             }
-            () = async { cancel.wait().await; tokio::time::sleep(self.cancel_grace).await } => {
+            () = async { cancel.wait().await; tokio::time::sleep(self.settings.cancel_grace).await } => {
                 tracing::info!(request_id, attempt = request.attempts, "cancelled handler dropped after its grace period");
                 Err(JobError::cancelled())
             }
@@ -415,12 +450,12 @@ impl Worker {
         output: serde_json::Value,
     ) -> Result<serde_json::Value, JobError> {
         let bytes = serde_json::to_vec(&output).map_or(usize::MAX, |encoded| encoded.len());
-        if bytes > self.max_result_bytes {
+        if bytes > self.settings.max_result_bytes {
             return Err(JobError::permanent(
                 RESULT_TOO_LARGE,
                 format!(
                     "the output is {bytes} bytes, over the {} a request can keep",
-                    self.max_result_bytes
+                    self.settings.max_result_bytes
                 ),
             ));
         }
@@ -450,7 +485,7 @@ impl Worker {
     async fn keep_lease(&self, request_id: &str, attempt: u32, cancel: &CancelSignal) {
         let lease = self.lease();
         loop {
-            tokio::time::sleep(self.lease / 3).await;
+            tokio::time::sleep(self.settings.lease / 3).await;
             let renewed = modify_request(&*self.store, &*self.clock, request_id, |request, now| {
                 if request.attempts != attempt {
                     return Err(Error::Conflict(format!("attempt {attempt} was superseded")));
