@@ -44,6 +44,7 @@
 //! - The app: [`App`], [`Handler`], [`JobContext`], [`JobError`], [`Backoff`], [`Handlers`].
 //! - Who may do what, and how much: [`Limits`], [`Access`], [`Authenticator`], [`DevMode`],
 //!   [`JwtAuthenticator`], [`Principal`], [`Credentials`], [`AuthError`].
+//! - Requests: [`RequestStatus`], [`RequestError`].
 //! - Time: [`Clock`], [`SystemClock`].
 //! - Feature `local` (on by default): the whole stack in one process, [`App::local`],
 //!   [`StackBuilder`], [`Stack`], its [`Backend`]s ([`Embedded`]) and the local Management
@@ -85,7 +86,7 @@ use std::sync::Arc;
 
 pub use streamer_core::{
     Access, AuthError, Authenticator, Backoff, Clock, Credentials, DevMode, Limits, Principal,
-    SystemClock,
+    RequestError, RequestStatus, SystemClock,
 };
 pub use streamer_gateway::JwtAuthenticator;
 pub use streamer_schema::async_graphql;

@@ -7,7 +7,8 @@ mod handlers;
 use std::time::{Duration, Instant};
 
 use handlers::{FlakyImport, FlakyImportInput, GenerateReport, GenerateReportInput};
-use streamer::testing::HandlerTest;
+use streamer::RequestStatus;
+use streamer::testing::{AppTest, HandlerTest, RequestState};
 
 fn report(step_delay_ms: i32) -> GenerateReportInput {
     GenerateReportInput {
@@ -86,4 +87,115 @@ async fn an_attempt_past_its_time_limit_is_stopped_retryably() {
     assert_eq!(error.code, "DEADLINE_EXCEEDED");
     assert!(error.retryable);
     assert_eq!(run.reports.len(), 1, "one step done in 90 s");
+}
+
+fn statuses(states: &[RequestState]) -> Vec<RequestStatus> {
+    states.iter().map(|state| state.status).collect()
+}
+
+#[tokio::test]
+async fn a_whole_app_runs_in_process_from_enqueue_to_the_typed_output() {
+    let app = AppTest::start(handlers::app());
+    let id = app.enqueue::<GenerateReport>(report(5)).await.unwrap();
+    let states = app.follow(&id).await;
+    let seen = statuses(&states);
+    assert_eq!(seen.first(), Some(&RequestStatus::Queued));
+    assert!(seen.contains(&RequestStatus::Running), "{seen:?}");
+    assert_eq!(seen.last(), Some(&RequestStatus::Completed));
+    assert!(
+        states.windows(2).all(|w| w[0].version < w[1].version),
+        "{states:?}"
+    );
+    let output = states.last().unwrap().output.clone().unwrap();
+    assert_eq!(output["rows"], 10, "{output}");
+    // Input the handler refuses ends FAILED, with its code.
+    let mut bad = report(5);
+    bad.rows = Some(-1);
+    let id = app.enqueue::<GenerateReport>(bad).await.unwrap();
+    let last = app.follow(&id).await.pop().unwrap();
+    assert_eq!(
+        (last.status, last.error_code.as_deref()),
+        (RequestStatus::Failed, Some("BAD_INPUT"))
+    );
+}
+
+#[tokio::test]
+async fn injected_failures_are_retried_until_the_budget_is_spent() {
+    let app = AppTest::start_with(handlers::app(), |stack| stack);
+    app.fail_next_attempts::<FlakyImport>(2);
+    let id = app
+        .enqueue::<FlakyImport>(FlakyImportInput { fail_times: 0 })
+        .await
+        .unwrap();
+    let states = app.follow(&id).await;
+    let retries: Vec<&RequestState> = states
+        .iter()
+        .filter(|s| s.status == RequestStatus::Retrying)
+        .collect();
+    assert_eq!(retries.len(), 2, "{states:?}");
+    assert!(
+        retries
+            .iter()
+            .all(|s| s.error_code.as_deref() == Some("INJECTED_FAILURE"))
+    );
+    let last = states.last().unwrap();
+    assert_eq!((last.status, last.attempts), (RequestStatus::Completed, 3));
+
+    // Past the budget (five attempts) the request fails for good.
+    app.fail_next_attempts::<FlakyImport>(5);
+    let id = app
+        .enqueue::<FlakyImport>(FlakyImportInput { fail_times: 0 })
+        .await
+        .unwrap();
+    let last = app.follow(&id).await.pop().unwrap();
+    assert_eq!(
+        (last.status, last.attempts, last.error_code.as_deref()),
+        (RequestStatus::Failed, 5, Some("INJECTED_FAILURE"))
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_through_the_api_stops_a_running_job() {
+    let app = AppTest::start(handlers::app());
+    let id = app.enqueue::<GenerateReport>(report(10_000)).await.unwrap();
+    app.wait_for(&id, |s| s.status == RequestStatus::Running)
+        .await;
+    app.cancel(&id).await.unwrap();
+    let states = app.follow(&id).await;
+    assert_eq!(states.last().unwrap().status, RequestStatus::Cancelled);
+    assert!(app.cancel("no-such-request").await.is_err());
+}
+
+#[tokio::test]
+async fn the_manual_clock_holds_a_retry_and_a_killed_worker_s_lease_until_it_moves() {
+    let app = AppTest::with_manual_clock(handlers::app());
+
+    // A retry waits out its backoff by the manual clock.
+    let id = app
+        .enqueue::<FlakyImport>(FlakyImportInput { fail_times: 1 })
+        .await
+        .unwrap();
+    app.wait_for(&id, |s| s.status == RequestStatus::Retrying)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        app.state(&id).await.unwrap().status,
+        RequestStatus::Retrying,
+        "not due while the clock stands still"
+    );
+    app.advance(Duration::from_secs(120));
+    let last = app.follow(&id).await.pop().unwrap();
+    assert_eq!((last.status, last.attempts), (RequestStatus::Completed, 2));
+
+    // A killed worker's request runs again once its lease has passed by the clock.
+    let id = app.enqueue::<GenerateReport>(report(200)).await.unwrap();
+    app.wait_for(&id, |s| s.status == RequestStatus::Running)
+        .await;
+    assert!(app.kill_worker(&id));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = app.state(&id).await.unwrap();
+    assert_eq!((held.status, held.attempts), (RequestStatus::Running, 1));
+    app.advance(Duration::from_secs(31));
+    let last = app.follow(&id).await.pop().unwrap();
+    assert_eq!((last.status, last.attempts), (RequestStatus::Completed, 2));
 }

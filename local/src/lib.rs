@@ -22,4 +22,4 @@ pub mod stack;
 pub use server::{Server, SocketLimits, Timeouts};
 pub use sigv4::ManagementCredentials;
 pub use sockets::{LocalSender, Sockets};
-pub use stack::{Backend, Embedded, Stack, StackBuilder};
+pub use stack::{Backend, Embedded, InProcess, Stack, StackBuilder};

@@ -117,6 +117,11 @@ impl Server {
         }
     }
 
+    /// The gateway frames and requests are handed to.
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
     /// The gateway posts through `sender` (the stack's, once it knows the server's address).
     pub(crate) fn with_gateway_sender(mut self, sender: Arc<dyn streamer_core::Sender>) -> Self {
         self.gateway = self.gateway.with_sender(sender);

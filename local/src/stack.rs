@@ -484,12 +484,42 @@ impl Stack {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let endpoint = format!("http://{}", listener.local_addr()?);
+        let (server, engine) = self.start_engine(&endpoint)?;
+        let served = server.run(listener, shutdown).await;
+        drop(engine);
+        served
+    }
+
+    /// Runs the processor and the sweeper with no server: GraphQL requests go straight to
+    /// the gateway ([`InProcess::execute`]) and nobody is connected to push to. For the test
+    /// kit, which reads states from the store. Stops when the returned value is dropped.
+    ///
+    /// # Errors
+    ///
+    /// When the processor's thread cannot start.
+    pub fn start_in_process(self) -> std::io::Result<InProcess> {
+        let store = Arc::clone(&self.store);
+        let workers = self.dispatcher.clone();
+        // No server listens: a backend whose pushes go through the Management API would
+        // find nothing there, as a post to a connection that is gone.
+        let (server, engine) = self.start_engine("http://127.0.0.1:9")?;
+        Ok(InProcess {
+            gateway: server.gateway().clone(),
+            store,
+            workers,
+            _engine: engine,
+        })
+    }
+
+    /// Starts what runs besides the server (the processor on the backend's feed, the
+    /// sweeper) and returns the server, its gateway posting through the backend's sender.
+    fn start_engine(self, endpoint: &str) -> std::io::Result<(Server, Engine)> {
         let sender = self
             .backend
-            .sender(&endpoint, &self.management_credentials, &self.sockets);
+            .sender(endpoint, &self.management_credentials, &self.sockets);
         let replies = self
             .backend
-            .replies(&endpoint, &self.management_credentials, &self.sockets);
+            .replies(endpoint, &self.management_credentials, &self.sockets);
         let server = self.server.with_gateway_sender(Arc::clone(&replies));
         let processor = Processor::new(
             self.schema,
@@ -528,10 +558,61 @@ impl Stack {
                 }
             }
         });
-        let served = server.run(listener, shutdown).await;
-        drop(pipeline);
-        sweeping.abort();
-        served
+        Ok((
+            server,
+            Engine {
+                _pipeline: pipeline,
+                sweeping: sweeping.abort_handle(),
+            },
+        ))
+    }
+}
+
+/// The processor and the sweeper of a running stack; both stop when it is dropped.
+#[derive(Debug)]
+struct Engine {
+    _pipeline: Pipeline,
+    sweeping: tokio::task::AbortHandle,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.sweeping.abort();
+    }
+}
+
+/// A stack running without a server ([`Stack::start_in_process`]).
+#[derive(Debug)]
+pub struct InProcess {
+    gateway: Gateway,
+    store: Arc<dyn Store>,
+    workers: TaskDispatcher,
+    _engine: Engine,
+}
+
+impl InProcess {
+    /// Executes a GraphQL request (`{"query", "variables", "operationName"}`) as an HTTP
+    /// client without credentials would: the status code and the JSON answer.
+    pub async fn execute(&self, request: &serde_json::Value) -> (u16, serde_json::Value) {
+        let body = request.to_string();
+        let (status, answer) = self
+            .gateway
+            .execute_http(body.as_bytes(), None, Some("application/json"))
+            .await;
+        (
+            status,
+            serde_json::from_str(&answer).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// The store the stack runs on.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// The local workers, for fault injection.
+    pub fn workers(&self) -> &TaskDispatcher {
+        &self.workers
     }
 }
 
@@ -539,6 +620,7 @@ impl Stack {
 /// runtime of their own (as on AWS they run in functions of their own), so that a burst of
 /// client messages on the server's threads does not hold pushes up behind it. Stops when
 /// dropped.
+#[derive(Debug)]
 struct Pipeline {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }

@@ -194,6 +194,12 @@ impl TaskDispatcher {
         self.kill(request_id);
     }
 
+    /// Fails the next `attempts` attempts of `target` (a request id or an action); see
+    /// [`Worker::fail_next_attempts`]. For fault injection.
+    pub fn fail_next_attempts(&self, target: &str, attempts: u32) {
+        self.inner.worker.fail_next_attempts(target, attempts);
+    }
+
     /// The ids of the jobs running now.
     pub fn running(&self) -> Vec<String> {
         let running = self.inner.running.lock().expect("tasks lock");

@@ -204,6 +204,8 @@ pub struct Worker {
     clock: Arc<dyn Clock>,
     handlers: Arc<Handlers>,
     settings: WorkerSettings,
+    /// Attempts still to fail, by request id or action (fault injection).
+    failing: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
 }
 
 /// How a worker runs jobs: the same knobs on the local stack (its builder) and on Lambda
@@ -270,7 +272,28 @@ impl Worker {
             clock,
             handlers,
             settings: WorkerSettings::default(),
+            failing: Arc::default(),
         }
+    }
+
+    /// Fails the next `attempts` attempts of `target` (a request id, or an action: any of
+    /// its requests) with a retryable `INJECTED_FAILURE`, without running the handler. For
+    /// fault injection.
+    pub fn fail_next_attempts(&self, target: &str, attempts: u32) {
+        let mut failing = self.failing.lock().expect("faults lock");
+        failing.insert(target.to_owned(), attempts);
+    }
+
+    /// Whether this attempt of `request` is one to fail (and counts it).
+    fn injected_failure(&self, request: &AsyncRequest) -> bool {
+        let mut failing = self.failing.lock().expect("faults lock");
+        for target in [&request.id, &request.action] {
+            if let Some(left) = failing.get_mut(target.as_str()).filter(|left| **left > 0) {
+                *left -= 1;
+                return true;
+            }
+        }
+        false
     }
 
     /// With these settings instead of the defaults.
@@ -391,6 +414,17 @@ impl Worker {
             );
             return self.finish(&request, Err(error), 1, JOB_BACKOFF).await;
         };
+        if self.injected_failure(&request) {
+            let error = JobError::retryable("INJECTED_FAILURE", "a failure injected by a test");
+            return self
+                .finish(
+                    &request,
+                    Err(error),
+                    handler.max_attempts(),
+                    handler.backoff(),
+                )
+                .await;
+        }
         let sink = Arc::new(StoreSink {
             store: Arc::clone(&self.store),
             clock: Arc::clone(&self.clock),
