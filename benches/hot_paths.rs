@@ -4,8 +4,7 @@
 //!
 //! `cargo bench --bench hot_paths`; figures in BENCHMARKS.md.
 
-#[path = "../examples/report/handlers.rs"]
-mod handlers;
+use report_handlers as handlers;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

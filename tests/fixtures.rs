@@ -2,8 +2,7 @@
 //! from DynamoDB Local, and AWS's TTL shape) and API Gateway WebSocket events (AWS's shapes).
 //! Each is parsed, round-tripped through the `aws_lambda_events` types, and handled.
 
-#[path = "../examples/report/handlers.rs"]
-mod handlers;
+use report_handlers as handlers;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

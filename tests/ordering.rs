@@ -3,8 +3,7 @@
 //! race them, and posts take a random while. Every subscriber still sees strictly increasing
 //! versions, then the terminal state and one `complete`.
 
-#[path = "../examples/report/handlers.rs"]
-mod handlers;
+use report_handlers as handlers;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,7 +19,7 @@ use streamer::core::{
     Subscription, SubscriptionKey, SystemClock,
 };
 use streamer::processor::{Dispatcher, Processor};
-use streamer::schema::{Services, deliver};
+use streamer::schema::{Pusher, Services};
 
 /// A sender whose posts take up to two milliseconds and fail (as a throttled or unreachable
 /// endpoint would) with the given chance; a frame counts as arrived when its post returns.
@@ -203,14 +202,14 @@ async fn concurrent_fan_outs_and_a_retried_batch_keep_versions_increasing() {
             let subscription = subscription.clone();
             let state = Arc::new(states[(i * 3 + round) % 9].clone());
             tasks.spawn(async move {
-                deliver(
-                    &schema,
-                    &*store,
-                    &*sender,
-                    &subscription,
-                    &state,
-                    &Limits::default(),
-                )
+                Pusher {
+                    schema: &schema,
+                    store: &*store,
+                    sender: &*sender,
+                    limits: &Limits::default(),
+                    clock: &SystemClock,
+                }
+                .deliver(&subscription, &state)
                 .await
                 .unwrap();
             });
@@ -293,7 +292,7 @@ async fn a_dead_pusher_s_hold_is_waited_out_not_failed() {
     let subscription = following("c", "o");
     store.put_subscription(&subscription).await.unwrap();
     // The dead pusher claimed version 1 and held the subscription for 1.5 s more.
-    let now = streamer::schema::now_ms();
+    let now = chrono::Utc::now().timestamp_millis();
     store
         .claim_push(&subscription.key, 1, now, now + 1_500)
         .await

@@ -4,8 +4,7 @@
 //! item in order, children only after their parent, and a record that keeps failing is given
 //! up without stopping its shard.
 
-#[path = "../examples/report/handlers.rs"]
-mod handlers;
+use report_handlers as handlers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,8 +1,6 @@
 //! The test kit on the example app's handlers: each fault it injects takes effect.
 
-#[path = "../examples/report/handlers.rs"]
-#[allow(dead_code)]
-mod handlers;
+use report_handlers as handlers;
 
 use std::time::{Duration, Instant};
 

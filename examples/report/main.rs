@@ -9,7 +9,7 @@
 //! `--jwt-secret SECRET` asks for HS256 JWTs (claims `sub`, `tenant`, `exp`), presented in
 //! the `connection_init` payload as `authorization: "Bearer <token>"`.
 
-mod handlers;
+use report_handlers as handlers;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

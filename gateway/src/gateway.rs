@@ -16,7 +16,7 @@ use streamer_core::{
 };
 use streamer_schema::document::{Document, Refusal};
 use streamer_schema::execute::{self, OperationKind};
-use streamer_schema::{ResultBudget, Services, deliver, next_or_error, prune_connection};
+use streamer_schema::{Delivery, Pusher, ResultBudget, Services, next_or_error, prune_connection};
 
 use crate::event::WsEvent;
 
@@ -212,6 +212,19 @@ impl Gateway {
             tracing::warn!(tenant = ?principal.tenant, max, "connection quota exceeded");
         }
         Ok(others < max)
+    }
+
+    /// How this gateway pushes a state to a subscription (the snapshot on subscribe, the
+    /// states a resuming subscriber missed): as the processor does, with this gateway's
+    /// clock.
+    fn pusher(&self) -> Pusher<'_> {
+        Pusher {
+            schema: &self.resolving,
+            store: &*self.store,
+            sender: &*self.sender,
+            limits: &self.limits,
+            clock: &*self.clock,
+        }
     }
 
     /// The schema.
@@ -760,7 +773,7 @@ impl Gateway {
             // missed go out, in order, before anything newer.
             pushing_until: target
                 .after_version
-                .map(|_| streamer_schema::now_ms() + streamer_schema::PUSH_HOLD_MS),
+                .map(|_| self.clock.now().timestamp_millis() + streamer_schema::PUSH_HOLD_MS),
             principal: connection.principal.clone(),
         };
         self.store.put_subscription(&subscription).await?;
@@ -785,15 +798,9 @@ impl Gateway {
                 self.resume(&subscription, after).await?;
             }
             Some(state) => {
-                deliver(
-                    &self.resolving,
-                    &*self.store,
-                    &*self.sender,
-                    &subscription,
-                    &Arc::new(state),
-                    &self.limits,
-                )
-                .await?;
+                self.pusher()
+                    .deliver(&subscription, &Arc::new(state))
+                    .await?;
             }
             None => {
                 // Removed (TTL) since it was checked.
@@ -812,7 +819,6 @@ impl Gateway {
     async fn resume(&self, subscription: &Subscription, after: u64) -> Result<()> {
         const PAGE: usize = 100;
         let key = &subscription.key;
-        let variables = subscription.variables.as_ref().and_then(|v| v.as_object());
         let mut last = after;
         let mut terminal = None;
         'pages: loop {
@@ -826,30 +832,9 @@ impl Gateway {
                 if state.version != last + 1 {
                     break 'pages;
                 }
-                let document = execute::request(
-                    &subscription.query,
-                    subscription.operation_name.as_deref(),
-                    variables,
-                );
-                if let Some(response) =
-                    execute::resolve(&self.resolving, document, Arc::clone(&state)).await
-                {
-                    let frame = next_or_error(&key.operation_id, &response, &self.limits);
-                    let ended = matches!(frame, ServerMessage::Error { .. });
-                    match self.post(&key.connection_id, &frame).await {
-                        Err(Error::Gone(_)) => {
-                            prune_connection(&*self.store, &key.connection_id).await?;
-                            return Ok(());
-                        }
-                        other => other?,
-                    }
-                    if ended {
-                        self.store.delete_subscription(key).await?;
-                        self.store
-                            .remove_operation(&key.connection_id, &key.operation_id)
-                            .await?;
-                        return Ok(());
-                    }
+                let posted = self.pusher().post_held(subscription, &state).await?;
+                if matches!(posted, Delivery::Gone | Delivery::TooLarge) {
+                    return Ok(());
                 }
                 last = state.version;
                 if state.status.is_terminal() {
@@ -873,15 +858,7 @@ impl Gateway {
         }
         if let Some(state) = terminal {
             // Already pushed: this only ends the subscription with `complete`.
-            deliver(
-                &self.resolving,
-                &*self.store,
-                &*self.sender,
-                subscription,
-                &state,
-                &self.limits,
-            )
-            .await?;
+            self.pusher().deliver(subscription, &state).await?;
         }
         Ok(())
     }

@@ -527,7 +527,8 @@ impl Stack {
             sender,
             Arc::new(self.dispatcher.clone()),
         )
-        .with_limits(self.limits);
+        .with_limits(self.limits)
+        .with_clock(Arc::clone(&self.clock));
         let ttl = self.backend.ttl();
         let pipeline = Pipeline::start(self.backend.feed(processor))?;
         let (every, options) = self.sweep;

@@ -10,9 +10,10 @@ use async_trait::async_trait;
 use futures::{StreamExt, stream};
 use streamer_core::store::{Change, ChangeKind};
 use streamer_core::{
-    AsyncRequest, Limits, Result, Sender, Store, Subscription, SubscriptionKey, metric,
+    AsyncRequest, Clock, Limits, Result, Sender, Store, Subscription, SubscriptionKey, SystemClock,
+    metric,
 };
-use streamer_schema::{Delivery, Resolutions, deliver_resolving};
+use streamer_schema::{Delivery, Pusher, Resolutions};
 
 /// Starts a job somewhere else, without waiting for it: locally a task, on AWS an
 /// asynchronous invocation of the worker function. A job never blocks the feed.
@@ -59,6 +60,7 @@ pub struct Processor {
     sender: Arc<dyn Sender>,
     dispatcher: Arc<dyn Dispatcher>,
     limits: Limits,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Processor {
@@ -83,7 +85,14 @@ impl Processor {
             sender,
             dispatcher,
             limits: Limits::default(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// With this clock (holds, credential expiry) instead of the system's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// With these limits instead of the defaults (the message size applies here).
@@ -169,7 +178,7 @@ impl Processor {
                 .iter()
                 .any(|d| matches!(d, Delivery::Pushed | Delivery::Completed))
             {
-                let since_write = chrono::Utc::now() - state.updated_at;
+                let since_write = self.clock.now() - state.updated_at;
                 metrics::histogram!(metric::PUSH_LATENCY)
                     .record(since_write.num_microseconds().unwrap_or_default() as f64 / 1000.0);
             }
@@ -203,16 +212,16 @@ impl Processor {
             let (this, state, resolutions) =
                 (self.clone(), Arc::clone(state), Arc::clone(&resolutions));
             async move {
-                let delivery = deliver_resolving(
-                    &this.schema,
-                    &*this.store,
-                    &*this.sender,
-                    &subscription,
-                    &state,
-                    &this.limits,
-                    &resolutions,
-                )
-                .await?;
+                let pusher = Pusher {
+                    schema: &this.schema,
+                    store: &*this.store,
+                    sender: &*this.sender,
+                    limits: &this.limits,
+                    clock: &*this.clock,
+                };
+                let delivery = pusher
+                    .deliver_resolving(&subscription, &state, &resolutions)
+                    .await?;
                 Ok((subscription.key.clone(), delivery))
             }
         });

@@ -23,8 +23,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use streamer_core::protocol::{Close, ServerMessage, next_text};
 use streamer_core::{
-    AsyncRequest, Claim, Connection, Error, Finish, LimitExceeded, Limits, Result, Sender, Store,
-    Subscription, SubscriptionKey,
+    AsyncRequest, Claim, Clock, Connection, Error, Finish, LimitExceeded, Limits, Result, Sender,
+    Store, Subscription, SubscriptionKey,
 };
 use tokio::sync::OnceCell;
 
@@ -52,11 +52,6 @@ pub enum Delivery {
 /// How long a push holds its subscription at most: if its pusher dies, the next one waits
 /// this long.
 pub const PUSH_HOLD_MS: i64 = 10_000;
-
-/// The time as holds count it (epoch milliseconds).
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 /// A resolved `next` payload, serialized once and shared by every subscriber it goes to.
 type Payload = Arc<RawValue>;
@@ -133,42 +128,117 @@ async fn resolve(
     Some(serialized(&response))
 }
 
-/// Pushes `state` to `subscription` under the rules above.
-pub async fn deliver(
-    schema: &Schema,
-    store: &dyn Store,
-    sender: &dyn Sender,
+/// What a push needs, borrowed from whoever pushes (the gateway, the processor).
+#[derive(Clone, Copy)]
+pub struct Pusher<'a> {
+    /// Resolves the stored documents ([`crate::build_for_stored_documents`]).
+    pub schema: &'a Schema,
+    /// Where subscriptions and their claims are.
+    pub store: &'a dyn Store,
+    /// Where frames go.
+    pub sender: &'a dyn Sender,
+    /// The message size limit applies to every frame.
+    pub limits: &'a Limits,
+    /// The time of holds and of credential expiry: the pusher's own clock.
+    pub clock: &'a dyn Clock,
+}
+
+impl std::fmt::Debug for Pusher<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pusher")
+            .field("limits", self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pusher<'_> {
+    /// Pushes `state` to `subscription` under the rules above.
+    pub async fn deliver(
+        &self,
+        subscription: &Subscription,
+        state: &Arc<AsyncRequest>,
+    ) -> Result<Delivery> {
+        self.deliver_resolving(subscription, state, &Resolutions::default())
+            .await
+    }
+
+    /// [`Pusher::deliver`], with the documents resolved through `resolutions` (shared by
+    /// every subscription of one fan-out of `state`).
+    pub async fn deliver_resolving(
+        &self,
+        subscription: &Subscription,
+        state: &Arc<AsyncRequest>,
+        resolutions: &Resolutions,
+    ) -> Result<Delivery> {
+        deliver_resolving(*self, subscription, state, resolutions).await
+    }
+
+    /// Posts `state` to a subscription the caller holds already (a resume replays the
+    /// history, in order, before the processor may push anything newer): resolved, sized
+    /// and posted as [`Pusher::deliver`] does, a 410 pruning the connection and a result
+    /// too large ending the operation with an `error`, without a claim of its own. The
+    /// caller releases the hold.
+    pub async fn post_held(
+        &self,
+        subscription: &Subscription,
+        state: &Arc<AsyncRequest>,
+    ) -> Result<Delivery> {
+        let key = &subscription.key;
+        let resolutions = Resolutions::default();
+        let Some(payload) = resolutions.resolve(self.schema, subscription, state).await else {
+            return Ok(Delivery::Skipped);
+        };
+        let (frame, too_large) = next_frame(&key.operation_id, &payload, self.limits);
+        let ended = match self.sender.post(&key.connection_id, &frame).await {
+            Ok(()) => too_large,
+            Err(Error::Gone(_)) => {
+                prune_connection(self.store, &key.connection_id).await?;
+                self.store.delete_subscription(key).await?;
+                return Ok(Delivery::Gone);
+            }
+            Err(Error::TooLarge(_)) => {
+                let error = ServerMessage::error(
+                    &key.operation_id,
+                    "the result is larger than the connection accepts",
+                );
+                match self.sender.post(&key.connection_id, &error.to_text()).await {
+                    Ok(()) | Err(Error::Gone(_)) => {}
+                    Err(other) => {
+                        tracing::warn!(connection_id = %key.connection_id, error = ?other.to_string(), "the too-large error was not delivered");
+                    }
+                }
+                true
+            }
+            Err(other) => return Err(other),
+        };
+        if ended {
+            self.store.delete_subscription(key).await?;
+            self.store
+                .remove_operation(&key.connection_id, &key.operation_id)
+                .await?;
+            return Ok(Delivery::TooLarge);
+        }
+        Ok(Delivery::Pushed)
+    }
+}
+
+/// [`Pusher::deliver_resolving`].
+async fn deliver_resolving(
+    pusher: Pusher<'_>,
     subscription: &Subscription,
     state: &Arc<AsyncRequest>,
-    limits: &Limits,
+    resolutions: &Resolutions,
 ) -> Result<Delivery> {
-    let resolutions = Resolutions::default();
-    deliver_resolving(
+    let Pusher {
         schema,
         store,
         sender,
-        subscription,
-        state,
         limits,
-        &resolutions,
-    )
-    .await
-}
-
-/// [`deliver`], with the documents resolved through `resolutions` (shared by every
-/// subscription of one fan-out of `state`).
-pub async fn deliver_resolving(
-    schema: &Schema,
-    store: &dyn Store,
-    sender: &dyn Sender,
-    subscription: &Subscription,
-    state: &Arc<AsyncRequest>,
-    limits: &Limits,
-    resolutions: &Resolutions,
-) -> Result<Delivery> {
+        clock,
+    } = pusher;
     let key = &subscription.key;
     if let Some(principal) = &subscription.principal {
-        if principal.is_expired(chrono::Utc::now()) {
+        if principal.is_expired(clock.now()) {
             // Nothing more for expired credentials: the connection is closed.
             tracing::info!(connection_id = %key.connection_id, "closed: credentials expired");
             match sender.close(&key.connection_id, &Close::expired()).await {
@@ -191,7 +261,10 @@ pub async fn deliver_resolving(
     // The subscription this delivery deleted, to put back if its frames cannot be posted.
     let mut finished = None;
     let outcome = if state.status.is_terminal() {
-        let stored = match store.finish_subscription(key, now_ms()).await? {
+        let stored = match store
+            .finish_subscription(key, clock.now().timestamp_millis())
+            .await?
+        {
             Finish::Deleted(stored) => *stored,
             Finish::Gone => return Ok(Delivery::Skipped),
             Finish::Busy => return Ok(Delivery::Busy),
@@ -222,7 +295,7 @@ pub async fn deliver_resolving(
         let Some(payload) = resolutions.resolve(schema, subscription, state).await else {
             return Ok(Delivery::Skipped);
         };
-        let now = now_ms();
+        let now = clock.now().timestamp_millis();
         match store
             .claim_push(key, state.version, now, now + PUSH_HOLD_MS)
             .await?

@@ -27,10 +27,7 @@ pub mod schema;
 
 pub use async_graphql;
 pub use async_graphql::dynamic::Schema;
-pub use delivery::{
-    Delivery, PUSH_HOLD_MS, Resolutions, deliver, deliver_resolving, next_or_error, now_ms,
-    prune_connection,
-};
+pub use delivery::{Delivery, PUSH_HOLD_MS, Pusher, Resolutions, next_or_error, prune_connection};
 pub use execute::{OperationKind, Target};
 pub use handler::{Handler, Handlers, JOB_BACKOFF, JobContext, JobError, ProgressSink, Registered};
 pub use schema::{ResultBudget, Services, build, build_for_stored_documents};

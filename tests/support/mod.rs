@@ -4,8 +4,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-#[path = "../../examples/report/handlers.rs"]
-pub mod handlers;
+pub use report_handlers as handlers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,12 +2,9 @@
 //! in `src/bin` is one line around `streamer::lambda`. `deploy/template.yaml` builds them with
 //! cargo-lambda.
 
-#[path = "../../report/handlers.rs"]
-mod handlers;
-
 use std::sync::Arc;
 
 /// The example app's handlers.
 pub fn handlers() -> Arc<streamer::Handlers> {
-    handlers::app().handlers()
+    report_handlers::app().handlers()
 }

@@ -9,35 +9,35 @@ use streamer::{Handler, JobContext, JobError};
 /// What report to generate.
 #[derive(Debug, InputObject)]
 #[graphql(crate = "streamer::async_graphql")]
-pub(crate) struct GenerateReportInput {
+pub struct GenerateReportInput {
     /// First day, inclusive.
-    pub(crate) from: String,
+    pub from: String,
     /// Last day, inclusive.
-    pub(crate) to: String,
+    pub to: String,
     /// How many rows to aggregate.
     #[graphql(default = 1000)]
-    pub(crate) rows: Option<i32>,
+    pub rows: Option<i32>,
     /// How long each step takes, in milliseconds.
     #[graphql(default = 300)]
-    pub(crate) step_delay_ms: Option<i32>,
+    pub step_delay_ms: Option<i32>,
 }
 
 /// A generated report.
 #[derive(Debug, SimpleObject, serde::Serialize)]
 #[graphql(crate = "streamer::async_graphql")]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct Report {
+pub struct Report {
     /// Where to download it.
-    pub(crate) url: String,
+    pub url: String,
     /// Rows it holds.
-    pub(crate) rows: i32,
+    pub rows: i32,
     /// Its size.
-    pub(crate) size_bytes: i32,
+    pub size_bytes: i32,
 }
 
 /// Generates a report in four steps, reporting each.
 #[derive(Debug)]
-pub(crate) struct GenerateReport;
+pub struct GenerateReport;
 
 /// The largest report, and the longest pause between its steps (a minute): a client cannot
 /// hold a job slot for longer than five of them.
@@ -101,23 +101,23 @@ impl Handler for GenerateReport {
 /// How many times the import fails before it succeeds.
 #[derive(Debug, InputObject)]
 #[graphql(crate = "streamer::async_graphql")]
-pub(crate) struct FlakyImportInput {
+pub struct FlakyImportInput {
     /// Retryable failures before success.
-    pub(crate) fail_times: i32,
+    pub fail_times: i32,
 }
 
 /// What an import brought in.
 #[derive(Debug, SimpleObject, serde::Serialize)]
 #[graphql(crate = "streamer::async_graphql")]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct ImportSummary {
+pub struct ImportSummary {
     /// Records imported.
-    pub(crate) imported: i32,
+    pub imported: i32,
 }
 
 /// An import against an upstream that fails `failTimes` times (retryably) first.
 #[derive(Debug)]
-pub(crate) struct FlakyImport;
+pub struct FlakyImport;
 
 impl Handler for FlakyImport {
     const ACTION: &'static str = "flakyImport";
@@ -149,7 +149,7 @@ impl Handler for FlakyImport {
 }
 
 /// The example app.
-pub(crate) fn app() -> streamer::App {
+pub fn app() -> streamer::App {
     streamer::App::new()
         .register(GenerateReport)
         .register(FlakyImport)
