@@ -11,6 +11,14 @@ pub enum Error {
     /// A conditional write found the item in another state than expected.
     #[error("conditional write lost: {0}")]
     Conflict(String),
+    /// Another push to a subscription of this request is in flight: the change must not
+    /// overtake it, and is handled again later.
+    #[error("a push is in flight: {0}")]
+    Busy(String),
+    /// The attempt that asked is no longer the request's current one (another worker took
+    /// the request over after its lease passed).
+    #[error("attempt superseded: {0}")]
+    Superseded(String),
     /// The item that an operation needs does not exist.
     #[error("not found: {0}")]
     NotFound(String),

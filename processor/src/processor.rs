@@ -169,7 +169,7 @@ impl Processor {
             // overtake that push: past the wait it fails and the stream delivers it again.
             let deliveries = self.fan_out_waiting(state).await?;
             if deliveries.contains(&Delivery::Busy) {
-                return Err(streamer_core::Error::Conflict(format!(
+                return Err(streamer_core::Error::Busy(format!(
                     "a push of request {} is in flight",
                     state.id
                 )));

@@ -522,7 +522,7 @@ impl Worker {
             tokio::time::sleep(self.settings.lease / 3).await;
             let renewed = modify_request(&*self.store, &*self.clock, request_id, |request, now| {
                 if request.attempts != attempt {
-                    return Err(Error::Conflict(format!("attempt {attempt} was superseded")));
+                    return Err(Error::Superseded(format!("attempt {attempt}")));
                 }
                 request.renew(now, lease)?;
                 Ok(request.cancel_requested)
@@ -534,7 +534,12 @@ impl Worker {
                         cancel.cancel();
                     }
                 }
-                Err(Error::Conflict(_) | Error::Transition { .. } | Error::NotFound(_)) => return,
+                Err(
+                    Error::Conflict(_)
+                    | Error::Superseded(_)
+                    | Error::Transition { .. }
+                    | Error::NotFound(_),
+                ) => return,
                 Err(error) => {
                     tracing::warn!(request_id, error = ?error.to_string(), "lease not renewed")
                 }
