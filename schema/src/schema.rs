@@ -648,6 +648,12 @@ async fn enqueue(
 
 fn typed_mutation(handler: Arc<Registered>) -> Field {
     let input_type = handler.input_type().to_owned();
+    // Clients generate their types from this line (`streamer-codegen`): keep its form.
+    let description = format!(
+        "Enqueues a `{}` request. Output: `{}`.",
+        handler.action(),
+        handler.output_type()
+    );
     let field = Field::new(
         handler.action().to_owned(),
         TypeRef::named_nn("AsyncRequest"),
@@ -667,6 +673,7 @@ fn typed_mutation(handler: Arc<Registered>) -> Field {
             })
         },
     )
+    .description(description)
     .argument(InputValue::new("input", TypeRef::named_nn(input_type)));
     EnqueueOptions::arguments(field)
 }
