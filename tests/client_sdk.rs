@@ -188,6 +188,34 @@ async fn generated_types_accept_correct_calls_and_refuse_wrong_ones() {
         "{module}"
     );
     assert!(module.contains("export interface Report {"), "{module}");
+    // The same from the SDL (the schema snapshot without its header).
+    let snapshot = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/schema__sdl.snap"),
+    )
+    .unwrap();
+    let sdl = snapshot.splitn(3, "---\n").nth(2).unwrap();
+    let schema_file = generated.join("schema.graphql");
+    std::fs::write(&schema_file, sdl).unwrap();
+    let from_sdl = run(
+        "node",
+        &[
+            "../typescript/dist/codegen.js",
+            "--schema",
+            schema_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let printed = String::from_utf8_lossy(&from_sdl.stdout);
+    assert!(
+        from_sdl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_sdl.stderr)
+    );
+    assert_eq!(
+        printed.lines().skip(1).collect::<Vec<_>>(),
+        module.lines().skip(1).collect::<Vec<_>>(),
+        "introspection and SDL give the same types"
+    );
     // tsc fails on a wrong call that compiles (its `@ts-expect-error` is unused) as on a
     // correct one that does not.
     let tsc = run(
