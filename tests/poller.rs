@@ -230,7 +230,7 @@ async fn split_shards_are_followed_parents_first_and_in_order_per_item() {
     let options = PollerOptions {
         idle: Duration::from_millis(5),
         refresh: Duration::from_millis(50),
-        max_attempts: 2,
+        max_record_age: Duration::from_millis(500),
         backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(5)),
         starting_position: StartingPosition::TrimHorizon,
         ..PollerOptions::default()

@@ -6,9 +6,10 @@
 //! JSON Lambda would deliver and handled by [`crate::stream::handle`]; failed records are
 //! retried from the lowest failed sequence number with backoff, as with
 //! `ReportBatchItemFailures`, and the shard moves past a batch only when it is done
-//! (checkpointed in memory). A batch still failing after the last attempt is logged and left,
-//! as an event source mapping with `MaximumRetryAttempts` sends it to its on-failure
-//! destination.
+//! (checkpointed in memory). Failed records are retried without a count, until they are older
+//! than `max_record_age` (six hours by default), as the template's event source mapping does
+//! (`MaximumRetryAttempts: -1`, `MaximumRecordAgeInSeconds`); then they are logged and left, as
+//! the mapping sends them to its on-failure destination.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -41,8 +42,9 @@ pub struct PollerOptions {
     pub idle: Duration,
     /// How often the stream is described again to find new shards.
     pub refresh: Duration,
-    /// A failing batch is handled at most this many times in all.
-    pub max_attempts: u32,
+    /// A failing batch is retried until it has been failing this long (the template's
+    /// `ProcessorMaximumRecordAgeSeconds`, six hours by default).
+    pub max_record_age: Duration,
     /// Delays between those attempts, and after failed reads.
     pub backoff: Backoff,
     /// Where shards present at start are read from (shards found later: from their start).
@@ -55,7 +57,7 @@ impl Default for PollerOptions {
             batch_size: 100,
             idle: Duration::from_millis(20),
             refresh: Duration::from_secs(1),
-            max_attempts: 5,
+            max_record_age: Duration::from_secs(6 * 60 * 60),
             backoff: Backoff::CHANGES,
             starting_position: StartingPosition::TrimHorizon,
         }
@@ -433,10 +435,11 @@ impl StreamPoller {
         });
     }
 
-    /// Handles a batch until no record fails or the attempts run out; each retry starts at
-    /// the lowest failed sequence number.
+    /// Handles a batch until no record fails, or until it has failed for `max_record_age`;
+    /// each retry starts at the lowest failed sequence number.
     async fn handle(&self, processor: &Processor, shard: &str, mut event: StreamEvent) {
         let mut attempt = 1;
+        let first_tried = tokio::time::Instant::now();
         loop {
             let response = stream::handle(processor, &event).await;
             let lowest = response
@@ -447,12 +450,14 @@ impl StreamPoller {
             let Some(lowest) = lowest else {
                 return;
             };
-            if attempt >= self.options.max_attempts {
+            if first_tried.elapsed() >= self.options.max_record_age {
                 tracing::error!(
                     %shard,
                     from = %lowest,
                     records = event.records.len(),
-                    "stream records given up after {attempt} attempts"
+                    attempts = attempt,
+                    "stream records given up after {:?}",
+                    self.options.max_record_age
                 );
                 return;
             }

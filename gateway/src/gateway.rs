@@ -16,7 +16,9 @@ use streamer_core::{
 };
 use streamer_schema::document::{Document, Refusal};
 use streamer_schema::execute::{self, OperationKind};
-use streamer_schema::{Delivery, Pusher, ResultBudget, Services, next_or_error, prune_connection};
+use streamer_schema::{
+    Delivery, Handlers, Pusher, ResultBudget, Services, next_or_error, prune_connection,
+};
 
 use crate::event::WsEvent;
 
@@ -142,6 +144,27 @@ fn bounded(message: &ServerMessage, max: usize) -> Option<String> {
 }
 
 impl Gateway {
+    /// The gateway of an app, as the local stack and the Lambda gateway both build it: the
+    /// clients' schema and the schema stored documents are resolved with, both from
+    /// `handlers` over `services` (store, clock, ids, limits, access rule), posting through
+    /// `sender` and authenticating with `auth`.
+    ///
+    /// # Errors
+    ///
+    /// When the schema cannot be built from the handlers.
+    pub fn for_app(
+        handlers: Arc<Handlers>,
+        services: &Services,
+        sender: Arc<dyn Sender>,
+        auth: Arc<dyn Authenticator>,
+    ) -> Result<Self, async_graphql::dynamic::SchemaError> {
+        let schema = streamer_schema::build(Arc::clone(&handlers), services.clone())?;
+        let resolving = streamer_schema::build_for_stored_documents(handlers, services.clone())?;
+        Ok(Self::new(schema, services, sender)
+            .with_resolving_schema(resolving)
+            .with_authenticator(auth))
+    }
+
     /// A gateway over a schema built with these services, posting through `sender`.
     pub fn new(schema: Schema, services: &Services, sender: Arc<dyn Sender>) -> Self {
         Self {

@@ -123,12 +123,13 @@ impl Function {
 pub async fn run_gateway(handlers: Arc<Handlers>) -> Result<(), Error> {
     let function = Function::setup("gateway").await?;
     let services = function.services(function.store());
-    let schema = streamer_schema::build(Arc::clone(&handlers), services.clone())?;
-    let resolving = streamer_schema::build_for_stored_documents(handlers, services.clone())?;
-    let sender = function.sender()?;
-    let gateway = Gateway::new(schema, &services, Arc::new(sender))
-        .with_resolving_schema(resolving)
-        .with_authenticator(function.config.authenticator()?);
+    let sender = Arc::new(function.sender()?);
+    let gateway = Gateway::for_app(
+        handlers,
+        &services,
+        sender,
+        function.config.authenticator()?,
+    )?;
     let (function, gateway) = (&function, &gateway);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         function
@@ -189,12 +190,9 @@ pub async fn run_processor(handlers: Arc<Handlers>) -> Result<(), Error> {
     let function = Function::setup("processor").await?;
     let store = function.store();
     let services = function.services(Arc::clone(&store));
-    // Stored documents were validated when subscribed.
-    let schema = streamer_schema::build_for_stored_documents(handlers, services)?;
-    let sender = function.sender()?;
+    let sender = Arc::new(function.sender()?);
     let dispatcher = function.dispatcher(&store)?;
-    let processor = Processor::new(schema, store, Arc::new(sender), dispatcher)
-        .with_limits(function.config.limits);
+    let processor = Processor::for_app(handlers, &services, sender, dispatcher)?;
     let (function, processor) = (&function, &processor);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<StreamEvent>| async move {

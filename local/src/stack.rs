@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::dynamic::Schema;
 use async_trait::async_trait;
 use streamer_core::store::Change;
 use streamer_core::{
@@ -359,26 +358,30 @@ impl StackBuilder {
             limits: self.limits,
             access: self.access,
         };
-        let schema = streamer_schema::build(Arc::clone(&self.handlers), services.clone())?;
-        // The processor's: documents it resolves were validated when subscribed.
-        let processor_schema = streamer_schema::build_for_stored_documents(
-            Arc::clone(&self.handlers),
-            services.clone(),
-        )?;
         let sockets = Sockets::default();
-        let gateway = Gateway::new(
-            schema,
+        let local_sender: Arc<dyn Sender> = Arc::new(LocalSender::new(sockets.clone()));
+        let gateway = Gateway::for_app(
+            Arc::clone(&self.handlers),
             &services,
-            Arc::new(LocalSender::new(sockets.clone())),
+            Arc::clone(&local_sender),
+            self.auth,
+        )?;
+        let worker = Worker::new(
+            Arc::clone(&store),
+            Arc::clone(&self.clock),
+            Arc::clone(&self.handlers),
         )
-        .with_resolving_schema(processor_schema.clone())
-        .with_authenticator(self.auth);
-        let worker = Worker::new(Arc::clone(&store), Arc::clone(&self.clock), self.handlers)
-            .with_settings(self.worker);
+        .with_settings(self.worker);
         let share = self.tenant_job_share.unwrap_or_else(|| {
             streamer_processor::local::default_tenant_share(self.job_concurrency)
         });
         let dispatcher = TaskDispatcher::with_tenant_share(worker, self.job_concurrency, share);
+        let processor = Processor::for_app(
+            Arc::clone(&self.handlers),
+            &services,
+            local_sender,
+            Arc::new(dispatcher.clone()),
+        )?;
         // Never logged: whoever has it can post to any client.
         let management_credentials =
             self.management_credentials
@@ -399,7 +402,6 @@ impl StackBuilder {
         Ok(Stack {
             management_credentials,
             retention: self.retention,
-            limits: self.limits,
             clock: self.clock,
             sweep: (
                 self.sweep_every,
@@ -410,7 +412,7 @@ impl StackBuilder {
             ),
             server,
             sockets,
-            schema: processor_schema,
+            processor,
             store,
             dispatcher,
             backend: Box::new(backend),
@@ -423,12 +425,11 @@ impl StackBuilder {
 pub struct Stack {
     server: Server,
     sockets: Sockets,
-    /// The processor's schema ([`streamer_schema::build_for_stored_documents`]).
-    schema: Schema,
+    /// The processor, its sender set when the stack runs.
+    processor: Processor,
     store: Arc<dyn Store>,
     dispatcher: TaskDispatcher,
     backend: Box<dyn Backend>,
-    limits: Limits,
     clock: Arc<dyn Clock>,
     sweep: (Duration, SweepOptions),
     retention: Duration,
@@ -521,14 +522,7 @@ impl Stack {
             .backend
             .replies(endpoint, &self.management_credentials, &self.sockets);
         let server = self.server.with_gateway_sender(Arc::clone(&replies));
-        let processor = Processor::new(
-            self.schema,
-            Arc::clone(&self.store),
-            sender,
-            Arc::new(self.dispatcher.clone()),
-        )
-        .with_limits(self.limits)
-        .with_clock(Arc::clone(&self.clock));
+        let processor = self.processor.with_sender(sender);
         let ttl = self.backend.ttl();
         let pipeline = Pipeline::start(self.backend.feed(processor))?;
         let (every, options) = self.sweep;

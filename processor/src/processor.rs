@@ -13,7 +13,7 @@ use streamer_core::{
     AsyncRequest, Clock, Limits, Result, Sender, Store, Subscription, SubscriptionKey, SystemClock,
     metric,
 };
-use streamer_schema::{Delivery, Pusher, Resolutions};
+use streamer_schema::{Delivery, Handlers, Pusher, Resolutions, Services};
 
 /// Starts a job somewhere else, without waiting for it: locally a task, on AWS an
 /// asynchronous invocation of the worker function. A job never blocks the feed.
@@ -92,6 +92,34 @@ impl Processor {
     /// With this clock (holds, credential expiry) instead of the system's.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The processor of an app, as the local stack and the Lambda processor both build it:
+    /// stored documents resolved with a schema from `handlers` over `services`, whose store,
+    /// limits and clock it uses; pushing through `sender`, starting jobs through `dispatcher`.
+    ///
+    /// # Errors
+    ///
+    /// When the schema cannot be built from the handlers.
+    pub fn for_app(
+        handlers: Arc<Handlers>,
+        services: &Services,
+        sender: Arc<dyn Sender>,
+        dispatcher: Arc<dyn Dispatcher>,
+    ) -> std::result::Result<Self, async_graphql::dynamic::SchemaError> {
+        // Stored documents were validated when subscribed.
+        let schema = streamer_schema::build_for_stored_documents(handlers, services.clone())?;
+        Ok(
+            Self::new(schema, Arc::clone(&services.store), sender, dispatcher)
+                .with_limits(services.limits)
+                .with_clock(Arc::clone(&services.clock)),
+        )
+    }
+
+    /// Pushes through `sender` instead (the local stack's, once it knows its address).
+    pub fn with_sender(mut self, sender: Arc<dyn Sender>) -> Self {
+        self.sender = sender;
         self
     }
 
