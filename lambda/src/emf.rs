@@ -4,6 +4,11 @@
 //! [`EmfRecorder::flush`], which prints one JSON line per set of labels: the labels become
 //! dimensions next to the function's own, and the invocation's request and trace ids ride
 //! along as properties. In Lambda, printing to stdout is all EMF needs.
+//!
+//! The `metrics_cloudwatch_embedded` crate (0.10) writes the same documents, but logs an error
+//! for each histogram value past the 100 a document holds. The processor records one
+//! `PushLatency` value per push, so one fan-out to 1,000 subscribers would log 900 errors per
+//! invocation. This recorder keeps the first 100 values of a flush and drops the rest quietly.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
