@@ -11,7 +11,10 @@
 //! - `idle`: opens the connections, initialises them and holds them for `--hold-secs`.
 //!
 //! With `--server-pid` it also reports the server's CPU time (per job) and RSS, read from
-//! `/proc`. Prints a human summary on stderr and one JSON line on stdout.
+//! `/proc`. Against the local stack it also reports the AWS calls the server made per job, by
+//! operation (`awsCallsPerJob`, from the server's `GET /stats`: on DynamoDB Local, every
+//! DynamoDB, Streams and Management API request). Prints a human summary on stderr and one
+//! JSON line on stdout.
 //!
 //! `cargo run --release --example load -- --url ws://127.0.0.1:4000/graphql --connections 100`
 
@@ -366,10 +369,34 @@ async fn run_idle(args: &Args) -> Result<Value, Failure> {
     Ok(json!({ "connections": sockets.len(), "openSecs": open_secs }))
 }
 
+/// The AWS calls the server has made so far, by `service.operation` (the local server's
+/// `GET /stats`); `None` for a server that does not serve it (the reference server).
+async fn aws_calls(url: &str) -> Option<BTreeMap<String, u64>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = url
+        .trim_start_matches("ws://")
+        .trim_start_matches("wss://")
+        .split('/')
+        .next()?;
+    let mut stream = TcpStream::connect(authority).await.ok()?;
+    let request = format!("GET /stats HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    let text = String::from_utf8(response).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let stats: Value = serde_json::from_str(body).ok()?;
+    serde_json::from_value(stats["awsCalls"].clone()).ok()
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Failure> {
     let args = Args::parse();
     let cpu_before = args.server_pid.and_then(cpu_seconds);
+    let calls_before = aws_calls(&args.url).await;
     let started = Instant::now();
     let mut report = match args.mode {
         Mode::Jobs => run_jobs(&args).await?,
@@ -384,6 +411,21 @@ async fn main() -> Result<(), Failure> {
     if let Some(jobs) = report["jobs"].as_u64() {
         report["jobsPerSec"] = json!(jobs as f64 / wall);
         report["statesPerSec"] = json!(report["states"].as_u64().unwrap_or_default() as f64 / wall);
+    }
+    let jobs = report["jobs"].as_u64().unwrap_or(1).max(1);
+    if let (Some(before), Some(after)) = (calls_before, aws_calls(&args.url).await) {
+        let per_job: BTreeMap<&String, f64> = after
+            .iter()
+            .map(|(call, n)| {
+                (
+                    call,
+                    (n - before.get(call).copied().unwrap_or(0)) as f64 / jobs as f64,
+                )
+            })
+            .filter(|(_, n)| *n > 0.0)
+            .collect();
+        report["awsCallsPerJobTotal"] = json!(per_job.values().sum::<f64>());
+        report["awsCallsPerJob"] = json!(per_job);
     }
     if let Some(pid) = args.server_pid {
         if let (Some(before), Some(after)) = (cpu_before, cpu_seconds(pid)) {

@@ -41,16 +41,18 @@
 //!
 //! # The supported API
 //!
-//! - The app: [`App`], [`Handler`], [`JobContext`], [`JobError`], [`Backoff`], [`Handlers`].
+//! - The app: [`App`], [`Handler`], [`JobContext`], [`JobError`], [`Backoff`], [`Handlers`],
+//!   and how workers run jobs, [`WorkerSettings`].
 //! - Who may do what, and how much: [`Limits`], [`Access`], [`Authenticator`], [`DevMode`],
 //!   [`JwtAuthenticator`], [`Principal`], [`Credentials`], [`AuthError`].
 //! - Requests: [`RequestStatus`], [`RequestError`].
 //! - Time: [`Clock`], [`SystemClock`].
 //! - Feature `local` (on by default): the whole stack in one process, [`App::local`],
-//!   [`StackBuilder`], [`Stack`], its [`Backend`]s ([`Embedded`]) and the local Management
-//!   API's [`ManagementCredentials`].
-//! - Feature `dynamodb`: [`Tables`]; with `local`, [`DynamoDbBackend`] (the local stack on
-//!   DynamoDB or DynamoDB Local).
+//!   [`StackBuilder`], [`Stack`], its [`Backend`]s ([`Embedded`]), the local server's
+//!   [`Timeouts`] and [`SocketLimits`], and the local Management API's
+//!   [`ManagementCredentials`].
+//! - Feature `dynamodb`: [`Tables`], [`SenderOptions`]; with `local`, [`DynamoDbBackend`]
+//!   (the local stack on DynamoDB or DynamoDB Local).
 //! - Feature `lambda`: [`lambda`], the four Lambda functions around an app.
 //! - Feature `testing`: [`testing`], the test kit.
 //! - [`async_graphql`]: the GraphQL crate, for the input and output derives.
@@ -89,15 +91,18 @@ pub use streamer_core::{
     RequestError, RequestStatus, SystemClock,
 };
 pub use streamer_gateway::JwtAuthenticator;
+pub use streamer_processor::WorkerSettings;
 pub use streamer_schema::async_graphql;
 pub use streamer_schema::{Handler, Handlers, JobContext, JobError};
 
 #[cfg(all(feature = "dynamodb", feature = "local"))]
 pub use dynamodb::DynamoDbBackend;
 #[cfg(feature = "dynamodb")]
-pub use streamer_aws::Tables;
+pub use streamer_aws::{SenderOptions, Tables};
 #[cfg(feature = "local")]
-pub use streamer_local::{Backend, Embedded, ManagementCredentials, Stack, StackBuilder};
+pub use streamer_local::{
+    Backend, Embedded, ManagementCredentials, SocketLimits, Stack, StackBuilder, Timeouts,
+};
 
 /// The four Lambda functions around an app's handlers, each a thin `main`:
 ///

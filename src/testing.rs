@@ -287,11 +287,12 @@ pub struct AppTest {
 
 impl AppTest {
     /// Starts `app` with the system clock and sweeps every 20 ms (a lost dispatch, an
-    /// abandoned lease or a due retry is picked up at once).
+    /// abandoned lease or a due retry is picked up at once). Call it within a Tokio runtime
+    /// (`#[tokio::test]`): the sweeper is a task of it.
     ///
     /// # Panics
     ///
-    /// When the app's schema does not build.
+    /// When the app's schema does not build, or outside a Tokio runtime.
     pub fn start(app: App) -> Self {
         Self::start_with(app, |stack| stack)
     }

@@ -3,7 +3,7 @@
 
 use aws_config::BehaviorVersion;
 
-use crate::{ApiGatewaySender, DynamoDbStore, LambdaDispatcher, SenderOptions, Tables};
+use crate::{ApiGatewaySender, CountCalls, DynamoDbStore, LambdaDispatcher, SenderOptions, Tables};
 
 /// The SDK configuration of a function.
 #[derive(Debug, Clone)]
@@ -21,7 +21,10 @@ impl Aws {
 
     /// The store on these tables.
     pub fn store(&self, tables: Tables) -> DynamoDbStore {
-        DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&self.config), tables)
+        let config = aws_sdk_dynamodb::config::Builder::from(&self.config)
+            .interceptor(CountCalls)
+            .build();
+        DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), tables)
     }
 
     /// The sender on the Management API of the stage at `endpoint`
@@ -29,6 +32,7 @@ impl Aws {
     pub fn sender(&self, endpoint: &str, options: SenderOptions) -> ApiGatewaySender {
         let config = aws_sdk_apigatewaymanagement::config::Builder::from(&self.config)
             .endpoint_url(endpoint)
+            .interceptor(CountCalls)
             // The sender retries throttling itself, with its own bound on posts in flight.
             .retry_config(aws_sdk_apigatewaymanagement::config::retry::RetryConfig::disabled())
             .build();
@@ -41,7 +45,10 @@ impl Aws {
     /// The dispatcher that invokes the worker `function`, and `priority_function` for
     /// requests of priority above 0 when there is one.
     pub fn dispatcher(&self, function: &str, priority_function: Option<&str>) -> LambdaDispatcher {
-        let dispatcher = LambdaDispatcher::new(aws_sdk_lambda::Client::new(&self.config), function);
+        let config = aws_sdk_lambda::config::Builder::from(&self.config)
+            .interceptor(CountCalls)
+            .build();
+        let dispatcher = LambdaDispatcher::new(aws_sdk_lambda::Client::from_conf(config), function);
         match priority_function {
             Some(priority) => dispatcher.with_priority_function(priority),
             None => dispatcher,

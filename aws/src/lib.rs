@@ -13,6 +13,7 @@
 //! - [`dispatch`]: [`LambdaDispatcher`], jobs started by invoking the worker function.
 //! - [`clients`]: [`Aws`], the SDK configuration from the environment.
 
+pub mod calls;
 pub mod clients;
 pub mod dispatch;
 pub mod items;
@@ -22,6 +23,7 @@ pub mod store;
 pub mod stream;
 pub mod tables;
 
+pub use calls::CountCalls;
 pub use clients::Aws;
 pub use dispatch::{LambdaDispatcher, WorkerEvent};
 pub use poller::{PollerOptions, StartingPosition, StreamPoller};

@@ -175,6 +175,7 @@ impl StreamPoller {
                 None,
                 "streamer-local",
             ))
+            .interceptor(crate::CountCalls)
             .build();
         Self::new(
             crate::store::local_client(endpoint),

@@ -129,6 +129,7 @@ impl ApiGatewaySender {
                 None,
                 "streamer-local",
             ))
+            .interceptor(crate::CountCalls)
             .retry_config(aws_sdk_apigatewaymanagement::config::retry::RetryConfig::disabled())
             .build();
         Self::new(Client::from_conf(config), options)

@@ -118,6 +118,7 @@ pub(crate) fn local_client(endpoint: &str) -> Client {
         .region(aws_sdk_dynamodb::config::Region::new(crate::LOCAL_REGION))
         .endpoint_url(endpoint)
         .credentials_provider(credentials)
+        .interceptor(crate::CountCalls)
         .build();
     Client::from_conf(config)
 }

@@ -22,9 +22,11 @@
 //! - [`memory`]: [`MemoryStore`], the embedded store with its own ordered change feed.
 //! - [`lag`]: [`LaggingIndexes`], index queries answered late, as DynamoDB's indexes are.
 //! - [`metric`]: the names of the metrics the other crates record.
+//! - [`calls`]: the cloud API calls this process made, by service and operation.
 
 pub mod auth;
 pub mod backoff;
+pub mod calls;
 pub mod clock;
 pub mod connection;
 mod error;

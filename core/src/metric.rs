@@ -28,6 +28,9 @@ pub const INIT_TIMEOUTS: &str = "InitTimeouts";
 /// Counter: jobs held back because their tenant was running its share of the job slots.
 pub const DISPATCH_DEFERRED: &str = "DispatchDeferred";
 
+/// Counter, labels `service` and `operation`: calls sent to an AWS API (each attempt).
+pub const AWS_CALLS: &str = "AwsCalls";
+
 /// The unit of a metric, for exporters.
 pub fn unit(name: &str) -> &'static str {
     match name {

@@ -171,6 +171,7 @@ impl Server {
         Router::new()
             .route("/", get(graphiql))
             .route("/graphql", get(upgrade).post(graphql))
+            .route("/stats", get(stats))
             .fallback(management)
             .with_state(self)
     }
@@ -194,6 +195,12 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await
     }
+}
+
+/// `GET /stats`: the cloud API calls this process has made, by service and operation
+/// (`{"awsCalls": {"DynamoDB.PutItem": 12, …}}`), for the load generator's cost per job.
+async fn stats() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "awsCalls": streamer_core::calls::snapshot() }))
 }
 
 async fn graphiql() -> Html<String> {

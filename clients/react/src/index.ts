@@ -69,21 +69,21 @@ export function useRequest<Actions extends ActionsOf<Actions>, A extends keyof A
       current.current?.stop();
       let live = true;
       let following: AsyncIterableIterator<RequestState<Output>> | undefined;
-      const run = {
+      const started = {
         id: undefined as string | undefined,
         stop: () => {
           live = false;
           void following?.return?.();
         },
       };
-      current.current = run;
+      current.current = started;
       setState(null);
       setError(null);
       setStatus('ENQUEUING');
       void (async () => {
         try {
           const { id } = await client.enqueue(action, input, options);
-          run.id = id;
+          started.id = id;
           if (!live) return;
           following = client.follow<Output>(id);
           for await (const next of following) {
