@@ -370,8 +370,16 @@ async fn run_idle(args: &Args) -> Result<Value, Failure> {
 }
 
 /// The AWS calls the server has made so far, by `service.operation` (the local server's
-/// `GET /stats`); `None` for a server that does not serve it (the reference server).
+/// `GET /stats`); `None` for a server that does not serve it (the reference server), or
+/// does not answer within two seconds.
 async fn aws_calls(url: &str) -> Option<BTreeMap<String, u64>> {
+    tokio::time::timeout(Duration::from_secs(2), read_aws_calls(url))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn read_aws_calls(url: &str) -> Option<BTreeMap<String, u64>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let authority = url
         .trim_start_matches("ws://")
