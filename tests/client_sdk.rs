@@ -113,21 +113,7 @@ async fn a_socket_dropped_twice_mid_job_loses_no_state(on: On) {
     let client = tokio::spawn(async move { run("node", &["reconnect.mjs", &url]).await });
     // The server ends the client's connection twice (connection ids are sequential in tests),
     // through the Management API with the AWS SDK's own client, as API Gateway would.
-    use aws_sdk_apigatewaymanagement::{Client, config};
-    let management = Client::from_conf(
-        config::Config::builder()
-            .behavior_version(config::BehaviorVersion::latest())
-            .region(config::Region::new("us-east-1"))
-            .endpoint_url(format!("http://{}", server.addr))
-            .credentials_provider(config::Credentials::new(
-                support::MANAGEMENT_KEY,
-                support::MANAGEMENT_SECRET,
-                None,
-                None,
-                "test",
-            ))
-            .build(),
-    );
+    let management = server.management_client();
     for (connection, version) in [("conn-1", 3), ("conn-2", 5)] {
         acknowledged(&server, connection).await;
         request_reaches(&server, version).await;

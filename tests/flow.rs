@@ -105,20 +105,7 @@ async fn management_api_posts_describes_and_deletes_connections(on: On) {
     client.init().await;
     // The connection ids are sequential in tests: this socket is conn-1. The AWS SDK's own
     // client, signing (SigV4) with the stack's credentials, as a function's role would.
-    use aws_sdk_apigatewaymanagement::{Client, config};
-    let client_config = config::Config::builder()
-        .behavior_version(config::BehaviorVersion::latest())
-        .region(config::Region::new("us-east-1"))
-        .endpoint_url(format!("http://{}", server.addr))
-        .credentials_provider(config::Credentials::new(
-            support::MANAGEMENT_KEY,
-            support::MANAGEMENT_SECRET,
-            None,
-            None,
-            "test",
-        ))
-        .build();
-    let management = Client::from_conf(client_config);
+    let management = server.management_client();
     let frame = r#"{"type":"ping","payload":{"from":"management"}}"#;
     management
         .post_to_connection()

@@ -224,6 +224,26 @@ impl TestServer {
         format!("ws://{}/graphql", self.addr)
     }
 
+    /// The AWS SDK's own Management API client for this stack, signing (SigV4) with the
+    /// test stacks' credentials, as a function's role would.
+    pub fn management_client(&self) -> aws_sdk_apigatewaymanagement::Client {
+        use aws_sdk_apigatewaymanagement::{Client, config};
+        Client::from_conf(
+            config::Config::builder()
+                .behavior_version(config::BehaviorVersion::latest())
+                .region(config::Region::new("us-east-1"))
+                .endpoint_url(format!("http://{}", self.addr))
+                .credentials_provider(config::Credentials::new(
+                    MANAGEMENT_KEY,
+                    MANAGEMENT_SECRET,
+                    None,
+                    None,
+                    "test",
+                ))
+                .build(),
+        )
+    }
+
     pub async fn client(&self) -> Client {
         Client::connect(&self.ws_url(), Some("graphql-transport-ws"))
             .await
