@@ -5,21 +5,15 @@
 import assert from 'node:assert/strict';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
+import { once } from './collect.mjs';
 
 const url = process.argv[2];
 assert.ok(url, 'usage: node graphql-ws-conformance.mjs WS_URL');
 const client = createClient({ url, webSocketImpl: WebSocket, retryAttempts: 0, lazy: false });
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function once(payload) {
-  return new Promise((resolve, reject) => {
-    let result;
-    client.subscribe(payload, { next: (value) => (result = value), error: reject, complete: () => resolve(result) });
-  });
-}
-
 try {
-  const enqueued = await once({
+  const enqueued = await once(client, {
     query: 'mutation { generateReport(input: {from: "2026-04-01", to: "2026-04-30", rows: 3, stepDelayMs: 150}) { id } }',
   });
   const id = enqueued.data.generateReport.id;
@@ -57,7 +51,7 @@ try {
   assert.ok(Array.isArray(errors) && errors[0].message.includes('nope'), JSON.stringify(errors));
 
   // Still working.
-  const actions = await once({ query: '{ actions }' });
+  const actions = await once(client, { query: '{ actions }' });
   assert.deepEqual(actions.data.actions, ['flakyImport', 'generateReport']);
   console.log(JSON.stringify({ ok: true, afterUnsubscribe }));
   await client.dispose();

@@ -5,36 +5,15 @@
 import assert from 'node:assert/strict';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
+import { all, once } from './collect.mjs';
 
 const url = process.argv[2];
 assert.ok(url, 'usage: node graphql-ws.mjs WS_URL');
 
 const client = createClient({ url, webSocketImpl: WebSocket, retryAttempts: 0, keepAlive: 10_000 });
 
-function once(payload) {
-  return new Promise((resolve, reject) => {
-    let result;
-    client.subscribe(payload, {
-      next: (value) => (result = value),
-      error: reject,
-      complete: () => resolve(result),
-    });
-  });
-}
-
-function all(payload) {
-  return new Promise((resolve, reject) => {
-    const values = [];
-    client.subscribe(payload, {
-      next: (value) => values.push(value),
-      error: reject,
-      complete: () => resolve(values),
-    });
-  });
-}
-
 try {
-  const enqueued = await once({
+  const enqueued = await once(client, {
     query: 'mutation($input: GenerateReportInput!) { generateReport(input: $input) { id status version } }',
     variables: { input: { from: '2026-01-01', to: '2026-01-31', rows: 25, stepDelayMs: 80 } },
   });
@@ -43,7 +22,7 @@ try {
   assert.equal(status, 'QUEUED');
 
   // afterVersion 1: every state after QUEUED, however late this subscription arrives.
-  const results = await all({
+  const results = await all(client, {
     query: `subscription($id: ID!, $after: Int) { requestProgress(id: $id, afterVersion: $after) {
       id status progress message version attempts
       output { __typename ... on Report { url rows sizeBytes } }

@@ -5,31 +5,21 @@
 import assert from 'node:assert/strict';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
+import { all } from './collect.mjs';
 
 const url = process.argv[2];
 assert.ok(url, 'usage: node greeter.mjs WS_URL');
 
 const client = createClient({ url, webSocketImpl: WebSocket, retryAttempts: 0 });
 
-function all(payload) {
-  return new Promise((resolve, reject) => {
-    const values = [];
-    client.subscribe(payload, {
-      next: (value) => values.push(value),
-      error: reject,
-      complete: () => resolve(values),
-    });
-  });
-}
-
 try {
-  const [enqueued] = await all({
+  const [enqueued] = await all(client, {
     query: 'mutation { greet(input: { name: "Ada", times: 3 }) { id status } }',
   });
   assert.equal(enqueued.errors, undefined, JSON.stringify(enqueued.errors));
   const { id, status } = enqueued.data.greet;
   assert.equal(status, 'QUEUED');
-  const results = await all({
+  const results = await all(client, {
     // afterVersion 1: every state after QUEUED, from the history if it is already past.
     query: `subscription($id: ID!) { requestProgress(id: $id, afterVersion: 1) {
       status message version output { __typename ... on Greeting { text count } }
