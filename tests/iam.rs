@@ -77,6 +77,21 @@ impl Intercept for Recorder {
                     .map(String::as_str)
             })
             .unwrap_or_default();
+        // A transaction is allowed by the actions of its items, each on its own table.
+        if let Some(items) = body["TransactItems"].as_array() {
+            for item in items.iter().filter_map(Value::as_object) {
+                for (kind, write) in item {
+                    let action = match kind.as_str() {
+                        "ConditionCheck" => "ConditionCheckItem".to_owned(),
+                        other => format!("{other}Item"),
+                    };
+                    let table = write["TableName"].as_str().unwrap_or_default();
+                    let resource = self.tables.get(table).copied().unwrap_or("?");
+                    self.calls.add(format!("dynamodb:{action} {resource}"));
+                }
+            }
+            return Ok(());
+        }
         let resource = self.tables.get(table).copied().unwrap_or("?").to_owned();
         let resource = if body.get("IndexName").is_some() {
             format!("{resource}/index")

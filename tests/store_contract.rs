@@ -10,8 +10,8 @@ use streamer::aws::tables::REQUESTS;
 use streamer::aws::{DynamoDbStore, PollerOptions, StreamPoller, Tables};
 use streamer::core::store::{Change, ChangeKind, Claim, Finish, RequestFilter};
 use streamer::core::{
-    AsyncRequest, Connection, Error, MemoryStore, Principal, RequestStatus, Store, Subscription,
-    SubscriptionKey,
+    AsyncRequest, Connection, Error, MemoryStore, Principal, RequestError, RequestStatus, Store,
+    Subscription, SubscriptionKey,
 };
 
 /// `seconds` after the start of this hour: recent, since DynamoDB Local deletes items whose
@@ -448,6 +448,7 @@ async fn tenants(store: &dyn Store) {
         2,
         "ended ones do not count"
     );
+    active_count(store, &acme, &ann, &ids[1]).await;
     // Every tenant's unfinished requests, by status: the sweeper's listing.
     let queued = store
         .list_requests(&RequestFilter {
@@ -545,6 +546,67 @@ async fn item_size(store: &dyn Store) {
 #[tokio::test]
 async fn memory_store_keeps_the_contract() {
     contract(&MemoryStore::new()).await;
+}
+
+/// The count of a tenant's requests not yet ended (2 on entry, `running` among them) follows
+/// every move in and out of it exactly once, lost writes move nothing, and the quota holds
+/// against concurrent creates.
+async fn active_count(store: &dyn Store, tenant: &str, owner: &Principal, running: &str) {
+    let count = || async { store.count_active_requests(tenant, 100).await.unwrap() };
+    let mut request = store.get_request(running).await.unwrap().unwrap();
+    request.start(at(10)).unwrap();
+    save(store, &mut request).await.unwrap();
+    assert_eq!(count().await, 2, "a move between active statuses");
+    request
+        .fail(
+            RequestError {
+                code: "E".into(),
+                message: "no".into(),
+                retryable: false,
+            },
+            at(11),
+        )
+        .unwrap();
+    let mut stale = request.clone();
+    save(store, &mut request).await.unwrap();
+    assert_eq!(count().await, 1, "an end counts once");
+    assert!(matches!(
+        save(store, &mut stale).await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(count().await, 1, "a lost write moves nothing");
+    // A write of an ended request that keeps it ended.
+    store
+        .update_request(&request, request.revision)
+        .await
+        .unwrap();
+    assert_eq!(count().await, 1);
+    request.redrive(at(12)).unwrap();
+    save(store, &mut request).await.unwrap();
+    assert_eq!(count().await, 2, "a re-drive counts again");
+
+    // The quota: of 6 concurrent creates with room for 2, exactly 2 are stored.
+    let creates = (0..6).map(|n| async move {
+        let request = AsyncRequest::new(unique("q"), "a", json!(n), at(20)).owned_by(owner);
+        store.create_request_within(&request, Some(4)).await
+    });
+    let outcomes = futures::future::join_all(creates).await;
+    let stored = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    assert_eq!(stored, 2, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .filter_map(|outcome| outcome.as_ref().err())
+            .all(|error| matches!(error, Error::QuotaFull(_))),
+        "{outcomes:?}"
+    );
+    assert_eq!(count().await, 4);
+    // An existing id is a conflict before it is over the quota (an idempotent repeat).
+    let again = store.get_request(running).await.unwrap().unwrap();
+    assert!(matches!(
+        store.create_request_within(&again, Some(4)).await,
+        Err(Error::Conflict(_))
+    ));
 }
 
 /// Takes one request through its life, with a write that changes nothing on the way.

@@ -94,6 +94,47 @@ async fn a_quota_exceeded_names_itself_and_spares_other_work() {
     ann.flaky_import("m4", 0).await;
 }
 
+/// The active-requests quota holds against a burst of concurrent enqueues while the indexes
+/// lag: the count is a counter on the base table, moved in the same write as the request.
+async fn a_burst_of_enqueues_cannot_pass_the_quota(on: On) {
+    let limits = Limits {
+        max_tenant_active_requests: Some(3),
+        ..Limits::default()
+    };
+    let server = TestServer::start_tuned(on, move |stack| {
+        stack
+            .with_clock(Arc::new(SystemClock))
+            .with_limits(limits)
+            .with_authenticator(Arc::new(JwtAuthenticator::hs256(SECRET)))
+            .with_index_lag(std::time::Duration::from_secs(2))
+    })
+    .await;
+    let enqueues = (0..8).map(|n| {
+        let server = &server;
+        async move {
+            let mut client = server.client().await;
+            client.init_as(&token("acme", "ann", 600, SECRET)).await;
+            let query = "mutation { generateReport(input: {from: \"2026-01-01\", to: \"2026-01-31\", rows: 1, stepDelayMs: 2000}) { id } }";
+            client
+                .send(json!({ "id": format!("m{n}"), "type": "subscribe", "payload": { "query": query } }))
+                .await;
+            client.until_done(&format!("m{n}")).await
+        }
+    });
+    let answers = futures::future::join_all(enqueues).await;
+    let accepted = answers
+        .iter()
+        .filter(|frames| frames[0]["payload"]["data"]["generateReport"]["id"].is_string())
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|frames| frames[0]["payload"][0]["extensions"]["code"] == "QUOTA_EXCEEDED")
+        .count();
+    assert_eq!((accepted, refused), (3, 5), "{answers:?}");
+}
+
+on_both_stores!(a_burst_of_enqueues_cannot_pass_the_quota);
+
 /// The connection quota: a tenant's connection over it is closed at `connection_init` with
 /// 4403; another tenant connects; a closed connection makes room.
 #[tokio::test]

@@ -153,6 +153,11 @@ pub(crate) fn enqueue_counter_id(tenant: &str, window: i64) -> String {
     format!("quota#enqueue#{tenant}#{window}")
 }
 
+/// The connections-table item that counts a tenant's requests not yet ended (`active`).
+pub(crate) fn active_counter_id(tenant: &str) -> String {
+    format!("quota#active#{tenant}")
+}
+
 /// The sort key of the listing indexes: creation time, then id.
 pub(crate) fn created_key(request: &AsyncRequest) -> String {
     format!(

@@ -43,7 +43,9 @@ pub struct PollerOptions {
     /// How often the stream is described again to find new shards.
     pub refresh: Duration,
     /// A failing batch is retried until it has been failing this long (the template's
-    /// `ProcessorMaximumRecordAgeSeconds`, six hours by default).
+    /// `ProcessorMaximumRecordAgeSeconds`, six hours by default). Keep it above the
+    /// connections' lifetime ([`streamer_core::MAX_CONNECTION_LIFETIME`]): a terminal state
+    /// given up sooner could leave a subscriber that is still open without its last state.
     pub max_record_age: Duration,
     /// Delays between those attempts, and after failed reads.
     pub backoff: Backoff,

@@ -8,19 +8,24 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
+};
 use serde_json::Value;
 use streamer_core::store::{Page, RequestFilter};
 use streamer_core::{
-    AsyncRequest, Claim, Connection, Error, Finish, Phase, Principal, RequestStatus, Result, Store,
-    Subscription, SubscriptionKey,
+    AsyncRequest, Claim, Connection, Error, Finish, Phase, Principal, Result, Store, Subscription,
+    SubscriptionKey,
 };
 
 use crate::items::{
-    AWAITING_PARTITION, Item, connection_from_item, connection_item, created_key,
-    enqueue_counter_id, history_item, json_text, n, request_from_item, request_item, s, sharded,
-    status_partition, subscription_from_item, subscription_item, subscription_key, version_key,
+    AWAITING_PARTITION, Item, active_counter_id, connection_from_item, connection_item,
+    created_key, enqueue_counter_id, history_item, json_text, n, request_from_item, request_item,
+    s, sharded, status_partition, subscription_from_item, subscription_item, subscription_key,
+    version_key,
 };
 use crate::tables::{
     self, ACTIVE, AWAITING_INIT, BY_CREATION, BY_STATUS, CONNECTIONS, CONNECTIONS_BY_TENANT,
@@ -178,6 +183,90 @@ impl DynamoDbStore {
             }
         }
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    /// The transaction item that moves `tenant`'s count of requests not yet ended by
+    /// `delta`, refused when it would rise to more than `max`.
+    fn active_count_change(
+        &self,
+        tenant: &str,
+        delta: i64,
+        max: Option<usize>,
+    ) -> Result<TransactWriteItem> {
+        let mut update = Update::builder()
+            .table_name(&self.connections)
+            .key("id", s(active_counter_id(tenant)))
+            .update_expression("ADD active :delta")
+            .expression_attribute_values(":delta", n(delta));
+        if let Some(max) = max {
+            update = update
+                .condition_expression("attribute_not_exists(active) OR active < :max")
+                .expression_attribute_values(":max", n(max));
+        }
+        let update = update
+            .build()
+            .map_err(|e| Error::backend("counting requests", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// A conditional update of a request: `false` when its condition failed.
+    async fn update_plain(&self, update: Update) -> Result<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(update.table_name)
+            .set_key(Some(update.key))
+            .update_expression(update.update_expression)
+            .set_condition_expression(update.condition_expression)
+            .set_expression_attribute_names(update.expression_attribute_names)
+            .set_expression_attribute_values(update.expression_attribute_values)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if condition_failed(&error) => Ok(false),
+            Err(error) => Err(Error::backend("updating a request", error)),
+        }
+    }
+
+    /// A conditional update of a request that moves its tenant's count by `delta` in the
+    /// same transaction: `false` when its condition failed.
+    async fn update_counted(&self, update: Update, tenant: &str, delta: i64) -> Result<bool> {
+        let items = vec![
+            TransactWriteItem::builder().update(update).build(),
+            self.active_count_change(tenant, delta, None)?,
+        ];
+        Ok(self.transact(items, "updating a request").await?.is_ok())
+    }
+
+    /// Writes `items` in one transaction: `Err(i)` when it was cancelled because the
+    /// condition of item `i` failed.
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+        context: &'static str,
+    ) -> Result<std::result::Result<(), usize>> {
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Ok(())),
+            Err(error) => {
+                if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                    error.as_service_error()
+                    && let Some(failed) = cancelled
+                        .cancellation_reasons()
+                        .iter()
+                        .position(|reason| reason.code() == Some("ConditionalCheckFailed"))
+                {
+                    return Ok(Err(failed));
+                }
+                Err(Error::backend(context, error))
+            }
+        }
     }
 
     /// A store over these tables.
@@ -589,21 +678,47 @@ impl Store for DynamoDbStore {
         output.attributes.map(subscription_from_item).transpose()
     }
 
-    async fn create_request(&self, request: &AsyncRequest) -> Result<()> {
-        let result = self
-            .client
-            .put_item()
+    async fn create_request_within(
+        &self,
+        request: &AsyncRequest,
+        max_active: Option<usize>,
+    ) -> Result<()> {
+        let conflict = || Error::Conflict(format!("request {} exists", request.id));
+        if request.status.is_terminal() {
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.requests)
+                .set_item(Some(request_item(request)?))
+                .condition_expression("attribute_not_exists(id)")
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(()),
+                Err(error) if condition_failed(&error) => Err(conflict()),
+                Err(error) => Err(Error::backend("creating a request", error)),
+            };
+        }
+        // The request and its count in one transaction: concurrent enqueues cannot pass the
+        // quota, and a request is counted once, whatever fails in between.
+        let put = Put::builder()
             .table_name(&self.requests)
             .set_item(Some(request_item(request)?))
             .condition_expression("attribute_not_exists(id)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if condition_failed(&error) => {
-                Err(Error::Conflict(format!("request {} exists", request.id)))
-            }
-            Err(error) => Err(Error::backend("creating a request", error)),
+            .build()
+            .map_err(|e| Error::backend("creating a request", e))?;
+        let items = vec![
+            TransactWriteItem::builder().put(put).build(),
+            self.active_count_change(&request.tenant, 1, max_active)?,
+        ];
+        match self.transact(items, "creating a request").await? {
+            Ok(()) => Ok(()),
+            Err(0) => Err(conflict()),
+            Err(_) => Err(Error::QuotaFull(format!(
+                "tenant {} has {} active requests",
+                request.tenant,
+                max_active.unwrap_or_default()
+            ))),
         }
     }
 
@@ -638,30 +753,53 @@ impl Store for DynamoDbStore {
             set.push(format!("#a{n} = :v{n}"));
         }
         let mut expression = format!("SET {}", set.join(", "));
-        if request.status.is_terminal() {
-            names.insert("#active".to_owned(), ACTIVE.partition_key.to_owned());
+        let ended = request.status.is_terminal();
+        if ended {
             expression.push_str(" REMOVE #active");
         }
+        names.insert("#active".to_owned(), ACTIVE.partition_key.to_owned());
         values.insert(":expected".to_owned(), n(expected_revision));
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.requests)
-            .key("id", s(&request.id))
-            .update_expression(expression)
-            .condition_expression("revision = :expected")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if condition_failed(&error) => Err(Error::Conflict(format!(
+        let update = |condition: &str| {
+            Update::builder()
+                .table_name(&self.requests)
+                .key("id", s(&request.id))
+                .update_expression(&expression)
+                .condition_expression(condition)
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .build()
+                .map_err(|e| Error::backend("updating a request", e))
+        };
+        let conflict = || {
+            Error::Conflict(format!(
                 "request {} is not at revision {expected_revision}",
                 request.id
-            ))),
-            Err(error) => Err(Error::backend("updating a request", error)),
-        }
+            ))
+        };
+        // `activeStatus` is on a stored request exactly while it is counted. A move that
+        // keeps it active or ended (every progress report and renewal) is one conditional
+        // update; a move into or out of the count is a transaction with the counter. The
+        // first try assumes the common move; a lost condition tries the other before it is
+        // a conflict.
+        let same = if ended {
+            "revision = :expected AND attribute_not_exists(#active)"
+        } else {
+            "revision = :expected AND attribute_exists(#active)"
+        };
+        let crossing = if ended {
+            "revision = :expected AND attribute_exists(#active)"
+        } else {
+            "revision = :expected AND attribute_not_exists(#active)"
+        };
+        let (same, crossing) = (update(same)?, update(crossing)?);
+        let done = if ended {
+            self.update_counted(crossing, &request.tenant, -1).await?
+                || self.update_plain(same).await?
+        } else {
+            self.update_plain(same).await?
+                || self.update_counted(crossing, &request.tenant, 1).await?
+        };
+        if done { Ok(()) } else { Err(conflict()) }
     }
 
     async fn record_history(&self, state: &Arc<AsyncRequest>) -> Result<()> {
@@ -804,29 +942,23 @@ impl Store for DynamoDbStore {
     }
 
     async fn count_active_requests(&self, tenant: &str, up_to: usize) -> Result<usize> {
-        let mut count = 0;
-        for status in [
-            RequestStatus::Queued,
-            RequestStatus::Running,
-            RequestStatus::Retrying,
-        ] {
-            if count >= up_to {
-                break;
-            }
-            let query = self
-                .client
-                .query()
-                .table_name(&self.requests)
-                .index_name(BY_STATUS.name)
-                .key_condition_expression("#partition = :partition")
-                .expression_attribute_names("#partition", BY_STATUS.partition_key)
-                .expression_attribute_values(":partition", s(status_partition(tenant, status)))
-                .projection_expression("id");
-            count += query_up_to(query, up_to - count, "counting requests")
-                .await?
-                .len();
-        }
-        Ok(count)
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.connections)
+            .key("id", s(active_counter_id(tenant)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::backend("counting requests", e))?;
+        let active = output
+            .item
+            .as_ref()
+            .and_then(|item| item.get("active"))
+            .and_then(|value| value.as_n().ok())
+            .and_then(|value| value.parse::<i64>().ok())
+            .unwrap_or_default();
+        Ok(usize::try_from(active).unwrap_or_default().min(up_to))
     }
 
     async fn take_enqueue_token(&self, tenant: &str, window: i64, limit: u32) -> Result<bool> {

@@ -8,8 +8,16 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A connection is dropped by TTL this long after it opened: API Gateway closes every
-/// connection after two hours, and `$disconnect` is best effort.
+/// API Gateway closes every WebSocket connection this long after it opened (the local server
+/// does the same by default). A state change whose stream records keep failing is retried at
+/// least this long (the template's `ProcessorMaximumRecordAgeSeconds`, the poller's
+/// `max_record_age`), so that no connection that could receive it is still open when it is
+/// given up.
+pub const MAX_CONNECTION_LIFETIME: Duration = Duration::hours(2);
+
+/// A connection is dropped by TTL this long after it opened, and its subscriptions with it:
+/// API Gateway closes every connection after [`MAX_CONNECTION_LIFETIME`], and `$disconnect` is best
+/// effort.
 pub const RETENTION: Duration = Duration::hours(3);
 
 /// Where a connection is in the graphql-transport-ws handshake.

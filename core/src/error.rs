@@ -28,6 +28,9 @@ pub enum Error {
     /// The Management API refused a frame as too large for the connection (HTTP 413).
     #[error("the frame for connection {0} is too large")]
     TooLarge(String),
+    /// A write would take the tenant past one of its quotas.
+    #[error("quota full: {0}")]
+    QuotaFull(String),
     /// A request was asked to make a move its status does not allow.
     #[error("request {id} cannot {action} while {status}")]
     Transition {

@@ -25,7 +25,7 @@ enum Copy {
 }
 
 /// Wraps a store; its index queries (connections awaiting init, request listings and the
-/// quota counts) see every write `lag` late. See the [module](self).
+/// connections quota's count) see every write `lag` late. See the [module](self).
 #[derive(Debug, Clone)]
 pub struct LaggingIndexes {
     inner: Arc<dyn Store>,
@@ -199,8 +199,14 @@ impl Store for LaggingIndexes {
         self.inner.delete_subscription(key).await
     }
 
-    async fn create_request(&self, request: &AsyncRequest) -> Result<()> {
-        self.inner.create_request(request).await?;
+    async fn create_request_within(
+        &self,
+        request: &AsyncRequest,
+        max_active: Option<usize>,
+    ) -> Result<()> {
+        self.inner
+            .create_request_within(request, max_active)
+            .await?;
         self.copy_request(&request.id).await;
         Ok(())
     }
@@ -231,7 +237,8 @@ impl Store for LaggingIndexes {
     }
 
     async fn count_active_requests(&self, tenant: &str, up_to: usize) -> Result<usize> {
-        self.view.count_active_requests(tenant, up_to).await
+        // A counter on the base table, not an index.
+        self.inner.count_active_requests(tenant, up_to).await
     }
 
     async fn take_enqueue_token(&self, tenant: &str, window: i64, limit: u32) -> Result<bool> {

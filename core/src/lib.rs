@@ -44,7 +44,9 @@ pub mod subscription;
 pub use auth::{Access, AuthError, Authenticator, Credentials, DEV_TENANT, DevMode, Principal};
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use connection::{Connection, Phase, completed_early_at, completed_early_mark};
+pub use connection::{
+    Connection, MAX_CONNECTION_LIFETIME, Phase, completed_early_at, completed_early_mark,
+};
 pub use error::{Error, Result};
 pub use id::{IdGenerator, RandomIds, SequentialIds};
 pub use lag::LaggingIndexes;

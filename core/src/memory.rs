@@ -437,12 +437,25 @@ impl Store for MemoryStore {
         Ok(deleted.map(Arc::unwrap_or_clone))
     }
 
-    async fn create_request(&self, request: &AsyncRequest) -> Result<()> {
+    async fn create_request_within(
+        &self,
+        request: &AsyncRequest,
+        max_active: Option<usize>,
+    ) -> Result<()> {
         within_item_size(request)?;
         let request = Arc::new(request.clone());
         let mut tables = self.tables();
         if tables.requests.contains_key(&request.id) {
             return Err(Error::Conflict(format!("request {} exists", request.id)));
+        }
+        if let Some(max) = max_active {
+            let active = tables.active.get(&request.tenant).map_or(0, HashSet::len);
+            if active >= max && !request.status.is_terminal() {
+                return Err(Error::QuotaFull(format!(
+                    "tenant {} has {active} active requests",
+                    request.tenant
+                )));
+            }
         }
         tables.put_request(Arc::clone(&request));
         tables.emit(ChangeKind::Insert, None, Some(request));

@@ -201,7 +201,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<Option<Subscription>>;
 
     /// Stores a new request: [`Error::Conflict`] when the id exists.
-    async fn create_request(&self, request: &AsyncRequest) -> Result<()>;
+    async fn create_request(&self, request: &AsyncRequest) -> Result<()> {
+        self.create_request_within(request, None).await
+    }
+    /// Stores a new request unless its tenant already has `max_active` requests not yet
+    /// ended ([`Error::QuotaFull`]); [`Error::Conflict`] when the id exists, which is
+    /// checked first. The count and the write are one atomic step: concurrent enqueues
+    /// never take a tenant past its quota.
+    async fn create_request_within(
+        &self,
+        request: &AsyncRequest,
+        max_active: Option<usize>,
+    ) -> Result<()>;
     /// Reads a request.
     async fn get_request(&self, id: &str) -> Result<Option<AsyncRequest>>;
     /// Replaces a request if its stored revision is still `expected_revision`, else
@@ -222,7 +233,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         up_to: usize,
     ) -> Result<usize>;
     /// How many of `tenant`'s requests are QUEUED, RUNNING or RETRYING, counting no further
-    /// than `up_to`.
+    /// than `up_to`: the count [`Store::create_request_within`] holds to its quota, read
+    /// consistently.
     async fn count_active_requests(&self, tenant: &str, up_to: usize) -> Result<usize>;
     /// Takes one of `limit` enqueues `tenant` may make in the one-second window starting at
     /// `window` (epoch seconds): `false` when they are all taken.
@@ -248,20 +260,90 @@ pub async fn modify_request<T>(
     store: &dyn Store,
     clock: &dyn Clock,
     id: &str,
+    change: impl FnMut(&mut AsyncRequest, chrono::DateTime<chrono::Utc>) -> Result<T> + Send,
+) -> Result<(AsyncRequest, T)> {
+    modify_request_from(store, clock, None, id, change).await
+}
+
+/// [`modify_request`] from `known`, a state of the request the caller wrote or read: while it
+/// is still the stored one (nobody else wrote since), the change is one conditional write
+/// and no read. On a lost race, the request is read as by [`modify_request`].
+pub async fn modify_request_from<T>(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    mut known: Option<AsyncRequest>,
+    id: &str,
     mut change: impl FnMut(&mut AsyncRequest, chrono::DateTime<chrono::Utc>) -> Result<T> + Send,
 ) -> Result<(AsyncRequest, T)> {
     loop {
-        let mut request = store
-            .get_request(id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("request {id}")))?;
+        let assumed = known.is_some();
+        let mut request = match known.take() {
+            Some(request) => request,
+            None => store
+                .get_request(id)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("request {id}")))?,
+        };
         let expected = request.revision;
-        let outcome = change(&mut request, clock.now())?;
+        let outcome = match change(&mut request, clock.now()) {
+            Ok(outcome) => outcome,
+            // A refusal counts only on a state read now: the known one may be stale.
+            Err(_) if assumed => continue,
+            Err(error) => return Err(error),
+        };
         request.revision = expected + 1;
         match store.update_request(&request, expected).await {
             Ok(()) => return Ok((request, outcome)),
             Err(Error::Conflict(_)) => continue,
             Err(other) => return Err(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{ManualClock, MemoryStore};
+
+    /// A stale known state costs a lost write and a read, never a lost change: a cancel
+    /// written since is seen, and the write lands on top of it.
+    #[tokio::test]
+    async fn a_change_from_a_stale_state_sees_what_was_written_since() {
+        let store = MemoryStore::new();
+        let clock = ManualClock::default();
+        let request = AsyncRequest::new("r", "a", json!({}), clock.now());
+        store.create_request(&request).await.unwrap();
+        let (started, ()) = modify_request(&store, &clock, "r", |r, now| r.start(now))
+            .await
+            .unwrap();
+        let (cancelling, ()) = modify_request(&store, &clock, "r", |r, now| r.cancel(now))
+            .await
+            .unwrap();
+        assert!(cancelling.cancel_requested);
+        let mut seen = Vec::new();
+        let (written, _) = modify_request_from(&store, &clock, Some(started), "r", |r, now| {
+            seen.push(r.cancel_requested);
+            r.report(0.5, None, now)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            seen,
+            [false, true],
+            "tried on the known state, then on a read"
+        );
+        assert!(written.cancel_requested);
+        assert_eq!(store.get_request("r").await.unwrap().unwrap(), written);
+        // From the current state: one try.
+        let mut tries = 0;
+        modify_request_from(&store, &clock, Some(written), "r", |r, now| {
+            tries += 1;
+            r.report(0.6, None, now)
+        })
+        .await
+        .unwrap();
+        assert_eq!(tries, 1);
     }
 }

@@ -47,7 +47,9 @@ impl Default for Timeouts {
         Self {
             init: Duration::from_secs(3),
             idle: Duration::from_secs(10 * 60),
-            lifetime: Duration::from_secs(2 * 60 * 60),
+            lifetime: streamer_core::MAX_CONNECTION_LIFETIME
+                .to_std()
+                .expect("a positive duration"),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use streamer_core::store::modify_request;
+use streamer_core::store::{modify_request, modify_request_from};
 use streamer_core::{
     AsyncRequest, Backoff, Claimed, Clock, Error, RequestError, RequestStatus, Result, Store,
     metric,
@@ -58,6 +58,29 @@ impl CancelSignal {
     }
 }
 
+/// The state of a request its attempt last wrote: the next write starts from it instead of
+/// reading the request again, while nobody else has written it since.
+#[derive(Debug)]
+struct Latest(std::sync::Mutex<AsyncRequest>);
+
+impl Latest {
+    fn new(request: &AsyncRequest) -> Self {
+        Self(std::sync::Mutex::new(request.clone()))
+    }
+
+    fn get(&self) -> AsyncRequest {
+        self.0.lock().expect("latest lock").clone()
+    }
+
+    /// Keeps `written` unless a later revision is kept already.
+    fn set(&self, written: &AsyncRequest) {
+        let mut latest = self.0.lock().expect("latest lock");
+        if written.revision > latest.revision {
+            *latest = written.clone();
+        }
+    }
+}
+
 /// Writes a running job's progress to the store, coalesced: at most one write per interval;
 /// a report within it waits (the latest one wins) and is written when the interval has
 /// passed, and before the attempt's outcome.
@@ -65,6 +88,7 @@ struct StoreSink {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     request_id: String,
+    latest: Arc<Latest>,
     cancelled: CancelSignal,
     interval: Duration,
     coalesce: std::sync::Mutex<Coalesce>,
@@ -129,9 +153,10 @@ impl StoreSink {
     }
 
     async fn write(&self, fraction: f64, message: Option<String>) -> Result<(), JobError> {
-        let written = modify_request(
+        let written = modify_request_from(
             &*self.store,
             &*self.clock,
+            Some(self.latest.get()),
             &self.request_id,
             |request, now| {
                 let cancel = request.cancel_requested;
@@ -140,6 +165,9 @@ impl StoreSink {
             },
         )
         .await;
+        if let Ok((written, _)) = &written {
+            self.latest.set(written);
+        }
         match written {
             Ok((_, false)) => Ok(()),
             Ok((_, true))
@@ -412,23 +440,27 @@ impl Worker {
                 "UNKNOWN_ACTION",
                 format!("no handler for action \"{}\"", request.action),
             );
-            return self.finish(&request, Err(error), 1, JOB_BACKOFF).await;
+            return self
+                .finish(&Latest::new(&request), Err(error), 1, JOB_BACKOFF)
+                .await;
         };
         if self.injected_failure(&request) {
             let error = JobError::retryable("INJECTED_FAILURE", "a failure injected by a test");
             return self
                 .finish(
-                    &request,
+                    &Latest::new(&request),
                     Err(error),
                     handler.max_attempts(),
                     handler.backoff(),
                 )
                 .await;
         }
+        let latest = Arc::new(Latest::new(&request));
         let sink = Arc::new(StoreSink {
             store: Arc::clone(&self.store),
             clock: Arc::clone(&self.clock),
             request_id: request_id.to_owned(),
+            latest: Arc::clone(&latest),
             cancelled: cancel.clone(),
             interval: self.settings.progress_interval,
             coalesce: std::sync::Mutex::default(),
@@ -455,7 +487,7 @@ impl Worker {
                     ))
                 }
             },
-            () = self.keep_lease(request_id, request.attempts, &cancel) => {
+            () = self.keep_lease(&latest, request.attempts, &cancel) => {
                 tracing::warn!(request_id, attempt = request.attempts, "lease lost: handler stopped");
                 return Ok(Outcome::NotClaimed);
             }
@@ -469,13 +501,10 @@ impl Worker {
         // The latest report is written before the outcome.
         let _ = sink.flush().await;
         metrics::histogram!(metric::JOB_DURATION).record(started.elapsed().as_secs_f64() * 1000.0);
-        self.finish(&request, result, handler.max_attempts(), handler.backoff())
+        self.finish(&latest, result, handler.max_attempts(), handler.backoff())
             .await
     }
 
-    /// Renews the lease of `attempt` until it cannot: returns when the request no longer
-    /// runs that attempt (another worker took it over, or it ended). A cancel it reads on
-    /// the way is signalled to the attempt.
     /// The output, or a permanent `RESULT_TOO_LARGE` when it is over the bytes a request
     /// can keep (a DynamoDB item holds 400 KB, input and state included): an output that
     /// cannot be written would otherwise fail every attempt in full.
@@ -516,18 +545,33 @@ impl Worker {
         })
     }
 
-    async fn keep_lease(&self, request_id: &str, attempt: u32, cancel: &CancelSignal) {
+    /// Renews the lease of `attempt` until it cannot: returns when the request no longer
+    /// runs that attempt (another worker took it over, or it ended). A cancel it reads on
+    /// the way is signalled to the attempt.
+    async fn keep_lease(&self, latest: &Latest, attempt: u32, cancel: &CancelSignal) {
         let lease = self.lease();
         loop {
             tokio::time::sleep(self.settings.lease / 3).await;
-            let renewed = modify_request(&*self.store, &*self.clock, request_id, |request, now| {
-                if request.attempts != attempt {
-                    return Err(Error::Superseded(format!("attempt {attempt}")));
-                }
-                request.renew(now, lease)?;
-                Ok(request.cancel_requested)
-            })
+            let known = latest.get();
+            let request_id = known.id.clone();
+            let renewed = modify_request_from(
+                &*self.store,
+                &*self.clock,
+                Some(known),
+                &request_id,
+                |request, now| {
+                    if request.attempts != attempt {
+                        return Err(Error::Superseded(format!("attempt {attempt}")));
+                    }
+                    request.renew(now, lease)?;
+                    Ok(request.cancel_requested)
+                },
+            )
             .await;
+            if let Ok((written, _)) = &renewed {
+                latest.set(written);
+            }
+            let request_id = request_id.as_str();
             match renewed {
                 Ok((_, cancel_requested)) => {
                     if cancel_requested {
@@ -549,14 +593,20 @@ impl Worker {
 
     async fn finish(
         &self,
-        started: &AsyncRequest,
+        latest: &Latest,
         result: Result<serde_json::Value, JobError>,
         max_attempts: u32,
         backoff: Backoff,
     ) -> Result<Outcome> {
+        let started = latest.get();
         let retry_delay = backoff.delay(started.drive_attempts(), &mut rand::rng());
-        let (request, outcome) =
-            modify_request(&*self.store, &*self.clock, &started.id, |request, now| {
+        let known = Some(started.clone());
+        let (request, outcome) = modify_request_from(
+            &*self.store,
+            &*self.clock,
+            known,
+            &started.id,
+            |request, now| {
                 if request.status != RequestStatus::Running || request.attempts != started.attempts
                 {
                     return Ok(Outcome::NotClaimed);
@@ -581,8 +631,9 @@ impl Worker {
                         .fail(RequestError::from(error.clone()), now)
                         .map(|()| Outcome::Failed),
                 }
-            })
-            .await?;
+            },
+        )
+        .await?;
         tracing::info!(request_id = %request.id, status = %request.status, attempts = request.attempts, "job ended");
         match outcome {
             Outcome::RetryAfter(_) => metrics::counter!(metric::RETRIES).increment(1),

@@ -536,28 +536,14 @@ impl EnqueueOptions {
     }
 }
 
-/// Refuses an enqueue over the tenant's quotas: requests not yet ended, and enqueues per
-/// second.
-async fn check_quotas(
+/// Refuses an enqueue over the tenant's rate quota (enqueues per second). The quota of
+/// requests not yet ended is held by the store as it creates the request.
+async fn check_rate(
     services: &Services,
     caller: &Principal,
     now: DateTime<Utc>,
 ) -> async_graphql::Result<()> {
     let limits = &services.limits;
-    if let Some(max) = limits.max_tenant_active_requests {
-        let active = services
-            .store
-            .count_active_requests(&caller.tenant, max)
-            .await
-            .map_err(from_core)?;
-        if active >= max {
-            return Err(quota_error(
-                "activeRequests",
-                format!("the tenant has {active} requests queued or running, its quota",),
-                max,
-            ));
-        }
-    }
     let Some(rate) = limits.max_tenant_enqueues_per_second else {
         return Ok(());
     };
@@ -612,7 +598,7 @@ async fn enqueue(
         ));
     }
     let now = services.clock.now();
-    check_quotas(services, caller, now).await?;
+    check_rate(services, caller, now).await?;
     let id = match key {
         Some(key) => keyed_id(caller, services.access, handler.action(), key),
         None => services.ids.next_id(),
@@ -620,8 +606,21 @@ async fn enqueue(
     let request = AsyncRequest::new(id, handler.action(), payload, now)
         .with_priority(options.priority)
         .owned_by(caller);
-    match services.store.create_request(&request).await {
+    let max_active = services.limits.max_tenant_active_requests;
+    match services
+        .store
+        .create_request_within(&request, max_active)
+        .await
+    {
         Ok(()) => {}
+        Err(CoreError::QuotaFull(_)) => {
+            let max = max_active.unwrap_or_default();
+            return Err(quota_error(
+                "activeRequests",
+                format!("the tenant has {max} requests queued or running, its quota"),
+                max,
+            ));
+        }
         Err(CoreError::Conflict(_)) if key.is_some() => {
             let existing = services
                 .store

@@ -162,3 +162,22 @@ fn bins(manifest: &str) -> Vec<String> {
     }
     bins
 }
+
+/// A stream record is given up only once no connection that could receive its state is open:
+/// the template's record age is at least API Gateway's connection lifetime, as a parameter
+/// bound, so that no deployment can set it lower.
+#[test]
+fn failing_records_outlive_every_connection() {
+    let template = template();
+    let age = &template["Parameters"]["ProcessorMaximumRecordAgeSeconds"];
+    let lifetime = streamer::core::MAX_CONNECTION_LIFETIME.num_seconds();
+    assert!(age["MinValue"].as_i64().unwrap() >= lifetime, "{age:?}");
+    assert!(age["Default"].as_i64().unwrap() >= lifetime, "{age:?}");
+    let mapping = &template["Resources"]["ProcessorFunction"]["Properties"]["Events"]["RequestChanges"]
+        ["Properties"];
+    assert_eq!(
+        text(&mapping["MaximumRecordAgeInSeconds"]),
+        Some("ProcessorMaximumRecordAgeSeconds")
+    );
+    assert_eq!(mapping["MaximumRetryAttempts"].as_i64(), Some(-1));
+}
