@@ -131,13 +131,15 @@ fn recorded_store(tables: &Tables, calls: &Calls) -> Arc<dyn Store> {
 }
 
 /// The Management API as a function's role sees it; the first post of a frame that
-/// completes an operation fails once, as a transient Management API error would.
+/// completes an operation fails once, as a transient Management API error would, and so does
+/// the first `next` of operation `t`.
 #[derive(Debug, Default)]
 struct Posts {
     calls: Calls,
-    /// Fails the first `complete` once.
+    /// Fails the first `complete` once, and the first `next` of `t`.
     flaky: bool,
     failed_once: Mutex<bool>,
+    failed_next: Mutex<bool>,
     sent: Mutex<Vec<(String, String)>>,
 }
 
@@ -152,6 +154,14 @@ impl Sender for Posts {
         if self.flaky
             && data.contains(r#""type":"complete""#)
             && !std::mem::replace(&mut *self.failed_once.lock().unwrap(), true)
+        {
+            return Err(Error::backend("posting", std::io::Error::other("a 500")));
+        }
+        // Another subscriber of the same change got it: the failed change records that.
+        if self.flaky
+            && data.contains(r#""type":"next""#)
+            && data.contains(r#""id":"t""#)
+            && !std::mem::replace(&mut *self.failed_next.lock().unwrap(), true)
         {
             return Err(Error::backend("posting", std::io::Error::other("a 500")));
         }
@@ -363,9 +373,11 @@ async fn each_function_calls_exactly_what_its_role_allows() {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| panic!("enqueued: {sent:?}"));
-    gateway
-        .handle(event(frame("$default", "MESSAGE", "c1", Some(json!({ "id": "s", "type": "subscribe", "payload": { "query": "subscription($id: ID!) { requestProgress(id: $id) { status } }", "variables": { "id": id } } })))))
-        .await;
+    for operation in ["s", "t"] {
+        gateway
+            .handle(event(frame("$default", "MESSAGE", "c1", Some(json!({ "id": operation, "type": "subscribe", "payload": { "query": "subscription($id: ID!) { requestProgress(id: $id) { status } }", "variables": { "id": id } } })))))
+            .await;
+    }
     // A client cancels the second request (an update of the request).
     let cancelled = sent
         .iter()

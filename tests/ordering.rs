@@ -1,7 +1,8 @@
-//! Ordering under concurrency: several processors fan out overlapping batches of one request's
-//! changes at once (as concurrent invocations and a retried batch would), gateway snapshots
-//! race them, and posts take a random while. Every subscriber still sees strictly increasing
-//! versions, then the terminal state and one `complete`.
+//! Ordering under concurrency: a request's changes reach one processor in order (the
+//! stream's per-item order), in batches that are retried from the first failed change;
+//! gateway snapshots of new subscriptions race them, and posts take a random while and
+//! sometimes fail. Every subscriber still sees every version from its snapshot on, once, in
+//! increasing order, then the terminal state and one `complete`.
 
 use report_handlers as handlers;
 
@@ -15,8 +16,8 @@ use serde_json::{Value, json};
 use streamer::core::protocol::Close;
 use streamer::core::store::{Change, ChangeKind};
 use streamer::core::{
-    AsyncRequest, Clock, IdGenerator, Limits, MemoryStore, RandomIds, Result, Sender, Store,
-    Subscription, SubscriptionKey, SystemClock,
+    AsyncRequest, Limits, MemoryStore, RandomIds, Result, Sender, Store, Subscription,
+    SubscriptionKey, SystemClock,
 };
 use streamer::processor::{Dispatcher, Processor};
 use streamer::schema::{Pusher, Services};
@@ -25,7 +26,7 @@ use streamer::schema::{Pusher, Services};
 /// endpoint would) with the given chance; a frame counts as arrived when its post returns.
 #[derive(Debug, Default)]
 struct SlowSender {
-    arrived: Mutex<Vec<(String, Value)>>,
+    arrived: Arc<Mutex<Vec<(String, Value)>>>,
     failing: f64,
 }
 
@@ -159,49 +160,66 @@ async fn until_done(processor: Processor, mut batch: Vec<Change>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_fan_outs_and_a_retried_batch_keep_versions_increasing() {
+async fn snapshots_racing_a_retried_fan_out_keep_every_version_in_order() {
     for round in 0..5 {
         let store = Arc::new(MemoryStore::new());
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let ids: Arc<dyn IdGenerator> = Arc::new(RandomIds);
-        let services = Services {
-            store: store.clone(),
-            clock,
-            ids,
-            limits: Limits::default(),
-            access: streamer::core::Access::default(),
-        };
-        let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
-        let sender = Arc::new(SlowSender::default());
-        let mut subscriptions = Vec::new();
-        for connection in 0..5 {
-            for operation in 0..4 {
-                let subscription = following(&format!("c{connection}"), &format!("o{operation}"));
-                store.put_subscription(&subscription).await.unwrap();
-                subscriptions.push(subscription);
-            }
-        }
+        let schema = schema_on(&store);
+        // The processor's posts fail now and then; the gateway's share the arrival log.
+        let processor_sender = Arc::new(SlowSender {
+            failing: 0.1,
+            ..SlowSender::default()
+        });
+        let gateway_sender = Arc::new(SlowSender {
+            arrived: Arc::clone(&processor_sender.arrived),
+            failing: 0.0,
+        });
         let states = history();
         let all = changes(&states);
-        let processor = || {
-            Processor::new(
-                schema.clone(),
-                store.clone(),
-                sender.clone(),
-                Arc::new(NoJobs),
-            )
-        };
+        // The request as stored: a state is written before its change reaches the stream.
+        let current = Arc::new(Mutex::new(0_usize));
+        let (stream, mut feed) = tokio::sync::mpsc::unbounded_channel::<Change>();
         let mut tasks = tokio::task::JoinSet::new();
-        // Two invocations with overlapping batches, and a retry of an earlier batch.
-        tasks.spawn(until_done(processor(), all.clone()));
-        tasks.spawn(until_done(processor(), all[2..].to_vec()));
-        tasks.spawn(until_done(processor(), all[..6].to_vec()));
-        // Gateway snapshots of assorted states racing the fan-outs.
-        for (i, subscription) in subscriptions.iter().enumerate() {
-            let (schema, store, sender) = (schema.clone(), store.clone(), sender.clone());
-            let subscription = subscription.clone();
-            let state = Arc::new(states[(i * 3 + round) % 9].clone());
+        let writer = {
+            let current = Arc::clone(&current);
+            async move {
+                for (k, change) in all.into_iter().enumerate() {
+                    *current.lock().unwrap() = k;
+                    stream.send(change).unwrap();
+                    let pause = rand::rng().random_range(0..3_000);
+                    tokio::time::sleep(Duration::from_micros(pause)).await;
+                }
+            }
+        };
+        tasks.spawn(writer);
+        // One processor, taking what has arrived as a batch, retrying it until it succeeds.
+        let processor = Processor::new(
+            schema.clone(),
+            store.clone(),
+            processor_sender.clone(),
+            Arc::new(NoJobs),
+        );
+        tasks.spawn(async move {
+            while let Some(first) = feed.recv().await {
+                let mut batch = vec![first];
+                while let Ok(next) = feed.try_recv() {
+                    batch.push(next);
+                }
+                until_done(processor.clone(), batch).await;
+            }
+        });
+        // Subscribes at random moments, as the gateway answers them: store the subscription
+        // held, read the request, push the snapshot and release.
+        for n in 0..20 {
+            let (schema, store, sender) = (schema.clone(), store.clone(), gateway_sender.clone());
+            let (states, current) = (states.clone(), Arc::clone(&current));
             tasks.spawn(async move {
+                let pause = rand::rng().random_range(0..20_000);
+                tokio::time::sleep(Duration::from_micros(pause)).await;
+                let mut subscription = following(&format!("c{n}"), "o");
+                subscription.pushing_until =
+                    Some(chrono::Utc::now().timestamp_millis() + streamer::schema::PUSH_HOLD_MS);
+                store.put_subscription(&subscription).await.unwrap();
+                let state = Arc::new(states[*current.lock().unwrap()].clone());
                 Pusher {
                     schema: &schema,
                     store: &*store,
@@ -209,7 +227,7 @@ async fn concurrent_fan_outs_and_a_retried_batch_keep_versions_increasing() {
                     limits: &Limits::default(),
                     clock: &SystemClock,
                 }
-                .deliver(&subscription, &state)
+                .snapshot(&subscription, &state)
                 .await
                 .unwrap();
             });
@@ -218,34 +236,31 @@ async fn concurrent_fan_outs_and_a_retried_batch_keep_versions_increasing() {
             joined.unwrap();
         }
 
-        let mut received: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
-        for (connection, frame) in sender.arrived.lock().unwrap().iter() {
-            let operation = frame["id"].as_str().unwrap().to_owned();
+        let mut received: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for (connection, frame) in processor_sender.arrived.lock().unwrap().iter() {
             received
-                .entry((connection.clone(), operation))
+                .entry(connection.clone())
                 .or_default()
                 .push(frame.clone());
         }
         assert_eq!(received.len(), 20, "every subscriber heard something");
         for (subscriber, frames) in &received {
             let versions = versions(frames);
-            assert!(
-                versions.windows(2).all(|w| w[0] < w[1]),
-                "round {round}, {subscriber:?}: {versions:?}"
-            );
+            let first = versions[0];
             assert_eq!(
-                versions.last(),
-                Some(&10),
-                "{subscriber:?} got the terminal state"
+                versions,
+                (first..=10).collect::<Vec<_>>(),
+                "round {round}, {subscriber}: every version from the snapshot on, once, in order"
             );
             let completes = frames.iter().filter(|f| f["type"] == "complete").count();
-            assert_eq!(completes, 1, "{subscriber:?}: one complete");
+            assert_eq!(completes, 1, "{subscriber}: one complete");
             assert_eq!(
                 frames.last().unwrap()["type"],
                 "complete",
-                "{subscriber:?}: complete last"
+                "{subscriber}: complete last"
             );
         }
+        assert!(store.subscriptions("r").await.unwrap().is_empty());
     }
 }
 
@@ -281,22 +296,18 @@ async fn failed_posts_are_delivered_when_the_change_is_retried() {
     assert!(store.subscriptions("r").await.unwrap().is_empty());
 }
 
-/// A pusher that died holding a subscription (a processor killed mid fan-out) leaves a hold
-/// of up to 10 s. The next change of that request waits it out within its invocation and is
+/// A gateway that died holding a new subscription (killed before its snapshot went out)
+/// leaves a hold of up to 10 s. The next change of that request waits it out within its invocation and is
 /// delivered, instead of failing and spending the stream's retries.
 #[tokio::test]
 async fn a_dead_pusher_s_hold_is_waited_out_not_failed() {
     let store = Arc::new(MemoryStore::new());
     let schema = schema_on(&store);
     let sender = Arc::new(SlowSender::default());
-    let subscription = following("c", "o");
+    // A gateway stored it held for 1.5 s more and died before its snapshot went out.
+    let mut subscription = following("c", "o");
+    subscription.pushing_until = Some(chrono::Utc::now().timestamp_millis() + 1_500);
     store.put_subscription(&subscription).await.unwrap();
-    // The dead pusher claimed version 1 and held the subscription for 1.5 s more.
-    let now = chrono::Utc::now().timestamp_millis();
-    store
-        .claim_push(&subscription.key, 1, now, now + 1_500)
-        .await
-        .unwrap();
     let processor = Processor::new(schema, store.clone(), sender.clone(), Arc::new(NoJobs));
     let states = history();
     let started = std::time::Instant::now();

@@ -8,7 +8,7 @@ use serde_json::json;
 use streamer::aws::stream::{self, StreamEvent};
 use streamer::aws::tables::REQUESTS;
 use streamer::aws::{DynamoDbStore, PollerOptions, StreamPoller, Tables};
-use streamer::core::store::{Change, ChangeKind, Claim, Finish, RequestFilter};
+use streamer::core::store::{Change, ChangeKind, Finish, RequestFilter};
 use streamer::core::{
     AsyncRequest, Connection, Error, MemoryStore, Principal, RequestError, RequestStatus, Store,
     Subscription, SubscriptionKey,
@@ -210,76 +210,51 @@ async fn subscriptions(store: &dyn Store) {
     assert_eq!(found.len(), 3, "only this request's subscriptions");
     assert_eq!(*found[0], subscription("c1", "1", &request_id));
 
-    // Claims: versions only go up, and pushes never overlap.
+    // Holds and releases: a held subscription is not finished until it is released or its
+    // hold passes; a release only raises `last_version`.
     let k = key(&request_id, "c1", "1");
     let (now, hold) = (1_000, 11_000);
-    assert_eq!(
-        store.claim_push(&k, 3, now, hold).await.unwrap(),
-        Claim::Claimed
-    );
-    assert_eq!(
-        store.claim_push(&k, 4, now, hold).await.unwrap(),
-        Claim::Busy,
-        "a push is in flight"
-    );
+    let mut held = subscription("c1", "1", &request_id);
+    held.pushing_until = Some(hold);
+    store.put_subscription(&held).await.unwrap();
     assert_eq!(
         store.finish_subscription(&k, now).await.unwrap(),
         Finish::Busy,
-        "not finished under a push"
-    );
-    store.abandon_push(&k, 3, 0).await.unwrap();
-    assert_eq!(
-        store.claim_push(&k, 3, now, hold).await.unwrap(),
-        Claim::Claimed,
-        "an abandoned push is claimed again"
-    );
-    store.abandon_push(&k, 2, 0).await.unwrap();
-    assert_eq!(
-        store.claim_push(&k, 4, now, hold).await.unwrap(),
-        Claim::Busy,
-        "abandoning another version leaves the claim"
+        "not finished under a hold"
     );
     store.release_push(&k, 3).await.unwrap();
+    store.release_push(&k, 2).await.unwrap();
+    let stored = |found: Vec<Arc<Subscription>>| {
+        found
+            .into_iter()
+            .find(|s| s.key == k)
+            .map(|s| (s.last_version, s.pushing_until))
+    };
     assert_eq!(
-        store.claim_push(&k, 3, now, hold).await.unwrap(),
-        Claim::Stale,
-        "the same version twice"
+        stored(store.subscriptions(&request_id).await.unwrap()),
+        Some((3, None)),
+        "released at 3; an older release changes nothing"
     );
+    store.put_subscription(&held).await.unwrap();
+    store
+        .release_push(&key(&request_id, "nope", "1"), 9)
+        .await
+        .unwrap();
     assert_eq!(
-        store.claim_push(&k, 2, now, hold).await.unwrap(),
-        Claim::Stale,
-        "an older version"
+        store.subscriptions(&request_id).await.unwrap().len(),
+        3,
+        "a release of a missing subscription stores nothing"
     );
-    assert_eq!(
-        store.claim_push(&k, 4, now, hold).await.unwrap(),
-        Claim::Claimed
-    );
-    // A hold whose pusher died passes.
-    assert_eq!(
-        store
-            .claim_push(&k, 5, hold + 1, hold + 5_000)
-            .await
-            .unwrap(),
-        Claim::Claimed
-    );
-    store.release_push(&k, 4).await.unwrap();
-    assert_eq!(
-        store
-            .claim_push(&k, 6, hold + 2, hold + 5_000)
-            .await
-            .unwrap(),
-        Claim::Busy,
-        "a stale release leaves the newer hold"
-    );
+    // A hold whose gateway died passes.
     store.release_push(&k, 5).await.unwrap();
-    assert_eq!(
-        store
-            .claim_push(&key(&request_id, "nope", "1"), 9, now, hold)
-            .await
-            .unwrap(),
-        Claim::Gone,
-        "a missing subscription"
-    );
+    store
+        .put_subscription(&{
+            let mut again = held.clone();
+            again.last_version = 5;
+            again
+        })
+        .await
+        .unwrap();
 
     match store.finish_subscription(&k, hold + 3).await.unwrap() {
         Finish::Deleted(deleted) => assert_eq!(deleted.last_version, 5),

@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::{
 use serde_json::Value;
 use streamer_core::store::{Page, RequestFilter};
 use streamer_core::{
-    AsyncRequest, Claim, Connection, Error, Finish, Phase, Principal, Result, Store, Subscription,
+    AsyncRequest, Connection, Error, Finish, Phase, Principal, Result, Store, Subscription,
     SubscriptionKey,
 };
 
@@ -563,48 +563,6 @@ impl Store for DynamoDbStore {
             .collect()
     }
 
-    async fn claim_push(
-        &self,
-        key: &SubscriptionKey,
-        version: u64,
-        now: i64,
-        until: i64,
-    ) -> Result<Claim> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.subscriptions)
-            .set_key(Some(subscription_key(key)))
-            .update_expression("SET lastVersion = :version, pushingUntil = :until")
-            .condition_expression(
-                "attribute_exists(requestId) AND lastVersion < :version \
-                 AND (attribute_not_exists(pushingUntil) OR pushingUntil < :now)",
-            )
-            .expression_attribute_values(":version", n(version))
-            .expression_attribute_values(":until", n(until))
-            .expression_attribute_values(":now", n(now))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Claim::Claimed),
-            Err(error) => match error.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    let Some(item) = failed.item.clone() else {
-                        return Ok(Claim::Gone);
-                    };
-                    let current = subscription_from_item(item)?;
-                    Ok(if current.last_version >= version {
-                        Claim::Stale
-                    } else {
-                        Claim::Busy
-                    })
-                }
-                _ => Err(Error::backend("claiming a push", error)),
-            },
-        }
-    }
-
     async fn release_push(&self, key: &SubscriptionKey, version: u64) -> Result<()> {
         let result = self
             .client
@@ -618,29 +576,9 @@ impl Store for DynamoDbStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            // Gone, or a later push took over after this one's hold passed.
+            // Gone, or already at a later version.
             Err(error) if condition_failed(&error) => Ok(()),
             Err(error) => Err(Error::backend("releasing a push", error)),
-        }
-    }
-
-    async fn abandon_push(&self, key: &SubscriptionKey, version: u64, before: u64) -> Result<()> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.subscriptions)
-            .set_key(Some(subscription_key(key)))
-            .update_expression("SET lastVersion = :before REMOVE pushingUntil")
-            .condition_expression("attribute_exists(requestId) AND lastVersion = :version")
-            .expression_attribute_values(":version", n(version))
-            .expression_attribute_values(":before", n(before))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Gone, or a later push took over after this one's hold passed.
-            Err(error) if condition_failed(&error) => Ok(()),
-            Err(error) => Err(Error::backend("abandoning a push", error)),
         }
     }
 

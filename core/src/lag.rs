@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::store::{Claim, Finish, Page, RequestFilter, Store};
+use crate::store::{Finish, Page, RequestFilter, Store};
 use crate::{
     AsyncRequest, Connection, MemoryStore, Principal, Result, Subscription, SubscriptionKey,
 };
@@ -173,22 +173,8 @@ impl Store for LaggingIndexes {
         self.inner.subscriptions(request_id).await
     }
 
-    async fn claim_push(
-        &self,
-        key: &SubscriptionKey,
-        version: u64,
-        now: i64,
-        hold_until: i64,
-    ) -> Result<Claim> {
-        self.inner.claim_push(key, version, now, hold_until).await
-    }
-
     async fn release_push(&self, key: &SubscriptionKey, version: u64) -> Result<()> {
         self.inner.release_push(key, version).await
-    }
-
-    async fn abandon_push(&self, key: &SubscriptionKey, version: u64, before: u64) -> Result<()> {
-        self.inner.abandon_push(key, version, before).await
     }
 
     async fn finish_subscription(&self, key: &SubscriptionKey, now: i64) -> Result<Finish> {

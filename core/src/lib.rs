@@ -54,5 +54,5 @@ pub use limits::{LimitExceeded, Limits, json_len};
 pub use memory::{MemorySender, MemoryStore};
 pub use request::{AsyncRequest, Claimed, PRIORITIES, RequestError, RequestStatus, WORKER_LOST};
 pub use sender::Sender;
-pub use store::{Change, ChangeKind, Claim, Finish, Page, RequestFilter, Store};
+pub use store::{Change, ChangeKind, Finish, Page, RequestFilter, Store};
 pub use subscription::{Subscription, SubscriptionKey};

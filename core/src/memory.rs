@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::connection::Phase;
 use crate::protocol::Close;
-use crate::store::{Change, ChangeKind, Claim, Finish, Page, RequestFilter, Store};
+use crate::store::{Change, ChangeKind, Finish, Page, RequestFilter, Store};
 use crate::{
     AsyncRequest, Connection, Error, RequestStatus, Result, Sender, Subscription, SubscriptionKey,
 };
@@ -372,46 +372,12 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn claim_push(
-        &self,
-        key: &SubscriptionKey,
-        version: u64,
-        now: i64,
-        until: i64,
-    ) -> Result<Claim> {
-        let mut tables = self.tables();
-        let Some(subscription) = tables.subscriptions.get_mut(key) else {
-            return Ok(Claim::Gone);
-        };
-        if subscription.last_version >= version {
-            return Ok(Claim::Stale);
-        }
-        if subscription.pushing_until.is_some_and(|held| held >= now) {
-            return Ok(Claim::Busy);
-        }
-        let subscription = Arc::make_mut(subscription);
-        subscription.last_version = version;
-        subscription.pushing_until = Some(until);
-        Ok(Claim::Claimed)
-    }
-
     async fn release_push(&self, key: &SubscriptionKey, version: u64) -> Result<()> {
         if let Some(subscription) = self.tables().subscriptions.get_mut(key)
             && subscription.last_version <= version
         {
             let subscription = Arc::make_mut(subscription);
             subscription.last_version = version;
-            subscription.pushing_until = None;
-        }
-        Ok(())
-    }
-
-    async fn abandon_push(&self, key: &SubscriptionKey, version: u64, before: u64) -> Result<()> {
-        if let Some(subscription) = self.tables().subscriptions.get_mut(key)
-            && subscription.last_version == version
-        {
-            let subscription = Arc::make_mut(subscription);
-            subscription.last_version = before;
             subscription.pushing_until = None;
         }
         Ok(())

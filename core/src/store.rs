@@ -86,19 +86,6 @@ impl Change {
     }
 }
 
-/// How a claim to push a version ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// The version is this pusher's to post; release it after.
-    Claimed,
-    /// The subscription has seen this version or a newer one: nothing to push.
-    Stale,
-    /// Another push is in flight: try again later (pushes must not overtake each other).
-    Busy,
-    /// The subscription is gone.
-    Gone,
-}
-
 /// How an attempt to finish a subscription ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
@@ -178,22 +165,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every subscription following a request (one consistent query on the request's key).
     /// Shared: the embedded store hands out the items it holds, without a copy each.
     async fn subscriptions(&self, request_id: &str) -> Result<Vec<Arc<Subscription>>>;
-    /// Claims the push of `version`: raises `last_version` to it and holds the subscription
-    /// until `until` (epoch ms), if `last_version` is below it and no other push holds it (or
-    /// that hold has passed `now`). Release with [`Store::release_push`] once posted.
-    async fn claim_push(
-        &self,
-        key: &SubscriptionKey,
-        version: u64,
-        now: i64,
-        until: i64,
-    ) -> Result<Claim>;
-    /// Ends the push of `version`: raises `last_version` to it and clears the hold, unless a
-    /// newer push took over since.
+    /// Releases a subscription the gateway held while it pushed up to `version` (its
+    /// snapshot, a resume): raises `last_version` to it and clears the hold. The processor
+    /// records a change it pushed the same way when the change will be handled again. A
+    /// `last_version` above `version` stays; a missing subscription is not created.
     async fn release_push(&self, key: &SubscriptionKey, version: u64) -> Result<()>;
-    /// Undoes the claim of `version` whose post failed: `last_version` back to `before` and
-    /// the hold cleared, if that claim still stands; so that the state is delivered again.
-    async fn abandon_push(&self, key: &SubscriptionKey, version: u64, before: u64) -> Result<()>;
     /// Deletes a subscription unless a push holds it (a hold past `now` does not count): of
     /// two racing finishers, only the one that gets [`Finish::Deleted`] sends `complete`.
     async fn finish_subscription(&self, key: &SubscriptionKey, now: i64) -> Result<Finish>;

@@ -792,11 +792,11 @@ impl Gateway {
             last_version: target.after_version.unwrap_or(0),
             created_at: self.clock.now(),
             expires_at: connection.expires_at,
-            // A resuming subscription starts held: the processor waits while the states it
-            // missed go out, in order, before anything newer.
-            pushing_until: target
-                .after_version
-                .map(|_| self.clock.now().timestamp_millis() + streamer_schema::PUSH_HOLD_MS),
+            // A subscription starts held: the processor waits while its snapshot, or the
+            // states a resume missed, go out, in order, before anything newer.
+            pushing_until: Some(
+                self.clock.now().timestamp_millis() + streamer_schema::PUSH_HOLD_MS,
+            ),
             principal: connection.principal.clone(),
         };
         self.store.put_subscription(&subscription).await?;
@@ -822,7 +822,7 @@ impl Gateway {
             }
             Some(state) => {
                 self.pusher()
-                    .deliver(&subscription, &Arc::new(state))
+                    .snapshot(&subscription, &Arc::new(state))
                     .await?;
             }
             None => {

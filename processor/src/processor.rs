@@ -191,10 +191,11 @@ impl Processor {
             // Kept before it is pushed: a subscriber that resumes finds every version it
             // missed in the history, or gets it from this fan-out.
             self.store.record_history(state).await?;
-            // Another push to a subscription is in flight, or its pusher died holding it:
-            // the hold is waited out here (it lasts at most `PUSH_HOLD_MS`), so that a dead
-            // pusher's hold does not use up the stream's retries. This change must not
-            // overtake that push: past the wait it fails and the stream delivers it again.
+            // The gateway is pushing a new subscription's snapshot or resume, or died
+            // holding it: the hold is waited out here (it lasts at most `PUSH_HOLD_MS`), so
+            // that a dead gateway's hold does not use up the stream's retries. This change
+            // must not overtake that push: past the wait it fails and the stream delivers it
+            // again.
             let deliveries = self.fan_out_waiting(state).await?;
             if deliveries.contains(&Delivery::Busy) {
                 return Err(streamer_core::Error::Busy(format!(
@@ -217,11 +218,8 @@ impl Processor {
     /// Pushes one state to every subscription of its request.
     pub async fn fan_out(&self, state: &Arc<AsyncRequest>) -> Result<Vec<Delivery>> {
         let subscriptions = self.store.subscriptions(&state.id).await?;
-        let delivered = self.deliver_each(state, subscriptions).await?;
-        Ok(delivered
-            .into_iter()
-            .map(|(_, delivery)| delivery)
-            .collect())
+        let delivered = self.deliver_each(state, subscriptions).await;
+        self.settle(state, delivered).await
     }
 
     /// Pushes one state to each of `subscriptions`, with the outcome of each.
@@ -229,8 +227,8 @@ impl Processor {
         &self,
         state: &Arc<AsyncRequest>,
         subscriptions: Vec<Arc<Subscription>>,
-    ) -> Result<Vec<(SubscriptionKey, Delivery)>> {
-        // Subscribers sharing a document get one resolution of this state.
+    ) -> Vec<(SubscriptionKey, Result<Delivery>)> {
+        // Subscriptions that share a document resolve it once.
         let resolutions = Arc::new(if subscriptions.len() > 1 {
             Resolutions::shared()
         } else {
@@ -249,47 +247,80 @@ impl Processor {
                 };
                 let delivery = pusher
                     .deliver_resolving(&subscription, &state, &resolutions)
-                    .await?;
-                Ok((subscription.key.clone(), delivery))
+                    .await;
+                (subscription.key.clone(), delivery)
             }
         });
-        let results: Vec<Result<(SubscriptionKey, Delivery)>> = stream::iter(pushes)
+        stream::iter(pushes)
             .buffer_unordered(FAN_OUT_CONCURRENCY)
             .collect()
-            .await;
-        results.into_iter().collect()
+            .await
+    }
+
+    /// The outcomes of one state's fan-out, or its first error. A fan-out that failed or
+    /// found a subscription held will be handled again: the subscriptions it reached keep
+    /// `last_version` at this state first, so that the retry does not push it to them twice
+    /// (pushes write nothing otherwise).
+    async fn settle(
+        &self,
+        state: &Arc<AsyncRequest>,
+        delivered: Vec<(SubscriptionKey, Result<Delivery>)>,
+    ) -> Result<Vec<Delivery>> {
+        let retried = delivered
+            .iter()
+            .any(|(_, delivery)| !matches!(delivery, Ok(d) if *d != Delivery::Busy));
+        if retried {
+            self.checkpoint(state, &delivered).await?;
+        }
+        delivered
+            .into_iter()
+            .map(|(_, delivery)| delivery)
+            .collect()
+    }
+
+    /// Records `state` as the last version of each subscription it was pushed to.
+    async fn checkpoint(
+        &self,
+        state: &Arc<AsyncRequest>,
+        delivered: &[(SubscriptionKey, Result<Delivery>)],
+    ) -> Result<()> {
+        for (key, delivery) in delivered {
+            if matches!(delivery, Ok(Delivery::Pushed)) {
+                self.store.release_push(key, state.version).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Pushes one state to every subscription of its request, waiting out (up to
-    /// `HOLD_WAIT_MS`) the holds of pushes in flight; only the held subscriptions are tried
-    /// again.
+    /// `HOLD_WAIT_MS`) the gateway's holds; only the held subscriptions are tried again.
     async fn fan_out_waiting(&self, state: &Arc<AsyncRequest>) -> Result<Vec<Delivery>> {
         let subscriptions = self.store.subscriptions(&state.id).await?;
-        let mut delivered = self.deliver_each(state, subscriptions).await?;
+        let mut delivered = self.deliver_each(state, subscriptions).await;
         let waiting_until = tokio::time::Instant::now() + Duration::from_millis(HOLD_WAIT_MS);
         loop {
             let held: HashSet<SubscriptionKey> = delivered
                 .iter()
-                .filter(|(_, delivery)| *delivery == Delivery::Busy)
+                .filter(|(_, delivery)| matches!(delivery, Ok(Delivery::Busy)))
                 .map(|(key, _)| key.clone())
                 .collect();
-            if held.is_empty() || tokio::time::Instant::now() >= waiting_until {
-                return Ok(delivered
-                    .into_iter()
-                    .map(|(_, delivery)| delivery)
-                    .collect());
+            let failed = delivered.iter().any(|(_, delivery)| delivery.is_err());
+            if held.is_empty() || failed || tokio::time::Instant::now() >= waiting_until {
+                return self.settle(state, delivered).await;
             }
             tokio::time::sleep(Duration::from_millis(HOLD_POLL_MS)).await;
             delivered.retain(|(key, _)| !held.contains(key));
-            // Read again: a held subscription's last version has moved, or it is gone.
-            let again = self
-                .store
-                .subscriptions(&state.id)
-                .await?
-                .into_iter()
-                .filter(|subscription| held.contains(&subscription.key))
-                .collect();
-            delivered.extend(self.deliver_each(state, again).await?);
+            let again = match self.store.subscriptions(&state.id).await {
+                Ok(subscriptions) => subscriptions
+                    .into_iter()
+                    .filter(|subscription| held.contains(&subscription.key))
+                    .collect(),
+                Err(error) => {
+                    self.checkpoint(state, &delivered).await?;
+                    return Err(error);
+                }
+            };
+            delivered.extend(self.deliver_each(state, again).await);
         }
     }
 }

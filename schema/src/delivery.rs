@@ -1,16 +1,21 @@
 //! Pushing one state of a request to one stored subscription, shared by the gateway (the
-//! snapshot on subscribe) and the processor (fan-out of every change), so both obey the same
-//! rules:
+//! snapshot on subscribe, a resume) and the processor (fan-out of every change), so both obey
+//! the same rules:
 //!
 //! - a subscription never receives a version at or below one it already has, and pushes to
-//!   it never overlap: a push claims the version with a conditional write (raising
-//!   `last_version` and holding the subscription) and releases the hold once posted; a
-//!   delivery that finds another push in flight is [`Delivery::Busy`] and is tried again;
+//!   it never overlap. The gateway stores a new subscription held (`pushing_until`) and
+//!   pushes its snapshot or the missed history under that hold, then releases it, raising
+//!   `last_version`. The processor pushes a change to a subscription that no hold covers and
+//!   whose `last_version` is below it, and writes nothing per push: a request's changes
+//!   reach it in order, one at a time (the stream's per-item order), so only the gateway's
+//!   pushes can race it. A held subscription is [`Delivery::Busy`], tried again later;
+//! - a change that fails for some of its subscribers records `last_version` on those it
+//!   reached, so that its retry does not push to them twice;
 //! - exactly one party sends `complete`: whoever deletes the subscription after the terminal
 //!   state, and not while a push is in flight;
 //! - a connection that is gone (410) is pruned with all its subscriptions;
-//! - a push that fails otherwise is undone (the claim, or the deletion of a finished
-//!   subscription), so that the retried change delivers the same state again;
+//! - a terminal push that fails otherwise puts the finished subscription back, so that the
+//!   retried change delivers the same state again;
 //! - a result over the message size limit ends the operation with an `error` saying so;
 //! - nothing is pushed to another tenant's subscription, nor once the subscriber's
 //!   credentials have expired (its connection is closed then, 4403).
@@ -23,8 +28,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use streamer_core::protocol::{Close, ServerMessage, next_text};
 use streamer_core::{
-    AsyncRequest, Claim, Clock, Connection, Error, Finish, LimitExceeded, Limits, Result, Sender,
-    Store, Subscription, SubscriptionKey,
+    AsyncRequest, Clock, Connection, Error, Finish, LimitExceeded, Limits, Result, Sender, Store,
+    Subscription, SubscriptionKey,
 };
 use tokio::sync::OnceCell;
 
@@ -49,8 +54,8 @@ pub enum Delivery {
     Busy,
 }
 
-/// How long a push holds its subscription at most: if its pusher dies, the next one waits
-/// this long.
+/// How long the gateway holds a new subscription at most while it pushes the snapshot or
+/// the missed history: if it dies meanwhile, the processor waits this long.
 pub const PUSH_HOLD_MS: i64 = 10_000;
 
 /// A resolved `next` payload, serialized once and shared by every subscriber it goes to.
@@ -173,11 +178,32 @@ impl Pusher<'_> {
         deliver_resolving(*self, subscription, state, resolutions).await
     }
 
-    /// Posts `state` to a subscription the caller holds already (a resume replays the
-    /// history, in order, before the processor may push anything newer): resolved, sized
-    /// and posted as [`Pusher::deliver`] does, a 410 pruning the connection and a result
-    /// too large ending the operation with an `error`, without a claim of its own. The
-    /// caller releases the hold.
+    /// Pushes the current state to a new subscription under the hold it was stored with,
+    /// then releases it at that version; a terminal state then ends it with `complete`. The
+    /// gateway's answer to a subscribe: it reads the request after storing the subscription,
+    /// so every change after `state` finds the subscription and waits for the release.
+    pub async fn snapshot(
+        &self,
+        subscription: &Subscription,
+        state: &Arc<AsyncRequest>,
+    ) -> Result<()> {
+        let posted = self.post_held(subscription, state).await?;
+        if matches!(posted, Delivery::Gone | Delivery::TooLarge) {
+            return Ok(());
+        }
+        self.store
+            .release_push(&subscription.key, state.version)
+            .await?;
+        if state.status.is_terminal() {
+            self.deliver(subscription, state).await?;
+        }
+        Ok(())
+    }
+
+    /// Posts `state` to a subscription the caller holds (a snapshot, or a resume replaying
+    /// the history, in order, before the processor may push anything newer): resolved,
+    /// sized and posted as [`Pusher::deliver`] does, a 410 pruning the connection and a
+    /// result too large ending the operation with an `error`. The caller releases the hold.
     pub async fn post_held(
         &self,
         subscription: &Subscription,
@@ -256,8 +282,6 @@ async fn deliver_resolving(
     // The texts to post, and whether the first is the `error` of a result too large.
     let mut frames = Vec::with_capacity(2);
     let mut too_large = false;
-    // The version this push claimed, and the one the subscription had before.
-    let mut claimed = None;
     // The subscription this delivery deleted, to put back if its frames cannot be posted.
     let mut finished = None;
     let outcome = if state.status.is_terminal() {
@@ -289,21 +313,20 @@ async fn deliver_resolving(
         finished = Some(stored);
         Delivery::Completed
     } else {
+        // The gateway is pushing its snapshot or a resume: what it leaves in `last_version`
+        // decides whether this state is still owed.
+        if subscription
+            .pushing_until
+            .is_some_and(|until| until >= clock.now().timestamp_millis())
+        {
+            return Ok(Delivery::Busy);
+        }
         if state.version <= subscription.last_version {
             return Ok(Delivery::Skipped);
         }
         let Some(payload) = resolutions.resolve(schema, subscription, state).await else {
             return Ok(Delivery::Skipped);
         };
-        let now = clock.now().timestamp_millis();
-        match store
-            .claim_push(key, state.version, now, now + PUSH_HOLD_MS)
-            .await?
-        {
-            Claim::Claimed => claimed = Some((state.version, subscription.last_version)),
-            Claim::Stale | Claim::Gone => return Ok(Delivery::Skipped),
-            Claim::Busy => return Ok(Delivery::Busy),
-        }
         let (frame, error) = next_frame(&key.operation_id, &payload, limits);
         frames.push(frame);
         too_large = error;
@@ -334,7 +357,7 @@ async fn deliver_resolving(
             Err(Error::TooLarge(_)) => {
                 // API Gateway refused the frame as too large: retrying cannot help. The
                 // operation ends with an `error` saying why, as a result over the limit does.
-                if claimed.is_some() {
+                if finished.is_none() {
                     store.delete_subscription(key).await?;
                     store
                         .remove_operation(&key.connection_id, &key.operation_id)
@@ -353,10 +376,7 @@ async fn deliver_resolving(
                 return Ok(Delivery::TooLarge);
             }
             Err(other) => {
-                // Undone, so that the retried change delivers this state again.
-                if let Some((version, before)) = claimed {
-                    store.abandon_push(key, version, before).await?;
-                }
+                // Put back, so that the retried change delivers this state again.
                 if let Some(stored) = &finished {
                     let mut restored = stored.clone();
                     if posted > 0 {
@@ -376,9 +396,6 @@ async fn deliver_resolving(
                 return Err(other);
             }
         }
-    }
-    if let (Some((version, _)), Delivery::Pushed) = (claimed, outcome) {
-        store.release_push(key, version).await?;
     }
     Ok(outcome)
 }
