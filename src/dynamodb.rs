@@ -92,3 +92,64 @@ impl Backend for DynamoDbBackend {
         self.poller.run(processor).await;
     }
 }
+
+/// The embedded store with every post (the processor's pushes, the gateway's replies, the
+/// sweeper's closes) through the local server's Management API over HTTP, signed, as on
+/// AWS: what the Management API's injected faults and latency
+/// ([`StackBuilder::with_management_faults`](streamer_local::StackBuilder::with_management_faults),
+/// [`StackBuilder::with_management_latency`](streamer_local::StackBuilder::with_management_latency))
+/// act on without DynamoDB.
+#[derive(Debug)]
+pub struct ThroughManagementApi {
+    embedded: streamer_local::Embedded,
+    sender_options: SenderOptions,
+}
+
+impl ThroughManagementApi {
+    /// A new embedded store, posting with `options`.
+    #[must_use]
+    pub fn new(options: SenderOptions) -> Self {
+        Self {
+            embedded: streamer_local::Embedded::new(),
+            sender_options: options,
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for ThroughManagementApi {
+    fn store(&self) -> Arc<dyn Store> {
+        self.embedded.store()
+    }
+
+    fn sender(
+        &self,
+        endpoint: &str,
+        credentials: &ManagementCredentials,
+        _sockets: &Sockets,
+    ) -> Arc<dyn Sender> {
+        Arc::new(ApiGatewaySender::local(
+            endpoint,
+            &credentials.access_key_id,
+            &credentials.secret_access_key,
+            self.sender_options,
+        ))
+    }
+
+    fn replies(
+        &self,
+        endpoint: &str,
+        credentials: &ManagementCredentials,
+        sockets: &Sockets,
+    ) -> Arc<dyn Sender> {
+        self.sender(endpoint, credentials, sockets)
+    }
+
+    async fn feed(self: Box<Self>, processor: Processor) {
+        Box::new(self.embedded).feed(processor).await;
+    }
+
+    fn ttl(&self) -> Option<Arc<streamer_core::MemoryStore>> {
+        self.embedded.ttl()
+    }
+}

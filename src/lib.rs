@@ -52,7 +52,8 @@
 //!   [`Timeouts`] and [`SocketLimits`], and the local Management API's
 //!   [`ManagementCredentials`].
 //! - Feature `dynamodb`: [`Tables`], [`SenderOptions`]; with `local`, [`DynamoDbBackend`]
-//!   (the local stack on DynamoDB or DynamoDB Local).
+//!   (the local stack on DynamoDB or DynamoDB Local) and [`ThroughManagementApi`] (the
+//!   embedded store posting through the local Management API).
 //! - Feature `lambda`: [`lambda`], the four Lambda functions around an app.
 //! - Feature `testing`: [`testing`], the test kit.
 //! - [`async_graphql`]: the GraphQL crate, for the input and output derives.
@@ -96,7 +97,7 @@ pub use streamer_schema::async_graphql;
 pub use streamer_schema::{Handler, Handlers, JobContext, JobError};
 
 #[cfg(all(feature = "dynamodb", feature = "local"))]
-pub use dynamodb::DynamoDbBackend;
+pub use dynamodb::{DynamoDbBackend, ThroughManagementApi};
 #[cfg(feature = "dynamodb")]
 pub use streamer_aws::{SenderOptions, Tables};
 #[cfg(feature = "local")]

@@ -51,6 +51,14 @@ struct Args {
     /// Per-tenant quota: enqueues per second (none unless set).
     #[arg(long)]
     tenant_enqueues_per_second: Option<u32>,
+    /// On the embedded store, post every frame through the local Management API over HTTP,
+    /// as on AWS (`ThroughManagementApi`), instead of straight to the sockets.
+    #[arg(long, conflicts_with = "dynamodb_endpoint")]
+    through_management_api: bool,
+    /// Each Management API post and delete takes this long (simulating API Gateway's
+    /// latency; with `--through-management-api` or `--dynamodb-endpoint`).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    management_latency_ms: u64,
 }
 
 #[tokio::main]
@@ -71,7 +79,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = handlers::app()
         .local()
         .with_job_concurrency(args.job_concurrency)
-        .with_limits(limits);
+        .with_limits(limits)
+        .with_management_latency(std::time::Duration::from_millis(args.management_latency_ms));
     match &args.jwt_secret {
         Some(secret) => {
             let auth = streamer::JwtAuthenticator::hs256(secret.as_bytes());
@@ -85,6 +94,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let tables = streamer::Tables::with_prefix(&args.table_prefix);
             builder.build_on(streamer::DynamoDbBackend::connect(endpoint, tables).await?)?
         }
+        None if args.through_management_api => builder.build_on(
+            streamer::ThroughManagementApi::new(streamer::SenderOptions::default()),
+        )?,
         None => builder.build()?,
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;

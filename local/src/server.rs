@@ -100,6 +100,8 @@ pub struct Server {
     management_credentials: Option<Arc<ManagementCredentials>>,
     /// The share of Management API calls that fail (a 500, or a hang), as a faulty stage may.
     management_faults: f64,
+    /// How long the Management API takes over each post and delete before it acts.
+    management_latency: Duration,
     /// Each frame of a connection handled as soon as it arrives, not after the one before.
     concurrent_frames: bool,
 }
@@ -115,6 +117,7 @@ impl Server {
             limits: SocketLimits::default(),
             management_credentials: None,
             management_faults: 0.0,
+            management_latency: Duration::ZERO,
             concurrent_frames: false,
         }
     }
@@ -145,6 +148,14 @@ impl Server {
     /// injection; 0 by default.
     pub fn with_management_faults(mut self, rate: f64) -> Self {
         self.management_faults = rate.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Makes every Management API post and delete take `latency` before it acts, as calls
+    /// to API Gateway from a Lambda function take milliseconds each: for measuring what a
+    /// large fan-out costs in time. None by default.
+    pub fn with_management_latency(mut self, latency: Duration) -> Self {
+        self.management_latency = latency;
         self
     }
 
@@ -491,6 +502,9 @@ async fn management(
         )
             .into_response()
     };
+    if matches!(method, Method::POST | Method::DELETE) && !server.management_latency.is_zero() {
+        tokio::time::sleep(server.management_latency).await;
+    }
     if matches!(method, Method::POST | Method::DELETE)
         && server.management_faults > 0.0
         && rand::random::<f64>() < server.management_faults

@@ -173,6 +173,7 @@ pub struct StackBuilder {
     timeouts: Timeouts,
     socket_limits: SocketLimits,
     management_faults: f64,
+    management_latency: Duration,
     index_lag: Option<Duration>,
     concurrent_frames: bool,
     retention: Duration,
@@ -298,6 +299,13 @@ impl StackBuilder {
         self
     }
 
+    /// Makes each of the local Management API's posts and deletes take `latency`
+    /// ([`Server::with_management_latency`]), on a backend that posts through it.
+    pub fn with_management_latency(mut self, latency: Duration) -> Self {
+        self.management_latency = latency;
+        self
+    }
+
     /// Hands a connection's frames to the gateway concurrently, as API Gateway's separate
     /// invocations can run ([`Server::with_concurrent_frames`]). For tests; off by default.
     pub fn with_concurrent_frames(mut self) -> Self {
@@ -397,6 +405,7 @@ impl StackBuilder {
             .with_timeouts(self.timeouts)
             .with_socket_limits(self.socket_limits)
             .with_management_faults(self.management_faults)
+            .with_management_latency(self.management_latency)
             .with_concurrent_frames(self.concurrent_frames)
             .with_management_credentials(management_credentials.clone());
         Ok(Stack {
@@ -450,6 +459,7 @@ impl Stack {
             timeouts: Timeouts::default(),
             socket_limits: SocketLimits::default(),
             management_faults: 0.0,
+            management_latency: Duration::ZERO,
             index_lag: None,
             concurrent_frames: false,
             retention: DEFAULT_RETENTION,

@@ -42,52 +42,6 @@ pub enum On {
 /// the local server takes on a loaded machine, shorter than a faulty call hangs.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The embedded store whose parts post through the local Management API.
-#[derive(Debug)]
-struct ThroughManagementApi(streamer::local::Embedded);
-
-#[async_trait::async_trait]
-impl streamer::local::Backend for ThroughManagementApi {
-    fn store(&self) -> Arc<dyn Store> {
-        streamer::local::Backend::store(&self.0)
-    }
-
-    fn sender(
-        &self,
-        endpoint: &str,
-        credentials: &streamer::local::ManagementCredentials,
-        _sockets: &streamer::local::Sockets,
-    ) -> Arc<dyn streamer::core::Sender> {
-        let options = streamer::aws::SenderOptions {
-            attempt_timeout: ATTEMPT_TIMEOUT,
-            ..streamer::aws::SenderOptions::default()
-        };
-        Arc::new(streamer::aws::ApiGatewaySender::local(
-            endpoint,
-            &credentials.access_key_id,
-            &credentials.secret_access_key,
-            options,
-        ))
-    }
-
-    fn replies(
-        &self,
-        endpoint: &str,
-        credentials: &streamer::local::ManagementCredentials,
-        sockets: &streamer::local::Sockets,
-    ) -> Arc<dyn streamer::core::Sender> {
-        self.sender(endpoint, credentials, sockets)
-    }
-
-    async fn feed(self: Box<Self>, processor: streamer::processor::Processor) {
-        streamer::local::Backend::feed(Box::new(self.0), processor).await;
-    }
-
-    fn ttl(&self) -> Option<Arc<streamer::core::MemoryStore>> {
-        streamer::local::Backend::ttl(&self.0)
-    }
-}
-
 /// The DynamoDB Local endpoint the test command started.
 pub fn dynamodb_endpoint() -> String {
     std::env::var("STREAMER_DYNAMODB_ENDPOINT").expect(
@@ -186,9 +140,12 @@ impl TestServer {
         let builder = tune(builder);
         let stack = match on {
             On::Embedded => builder.build(),
-            On::ManagementApi => {
-                builder.build_on(ThroughManagementApi(streamer::local::Embedded::new()))
-            }
+            On::ManagementApi => builder.build_on(streamer::ThroughManagementApi::new(
+                streamer::SenderOptions {
+                    attempt_timeout: ATTEMPT_TIMEOUT,
+                    ..streamer::SenderOptions::default()
+                },
+            )),
             On::DynamoDb => {
                 let backend =
                     streamer::DynamoDbBackend::connect(&dynamodb_endpoint(), unique_tables())
