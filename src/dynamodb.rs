@@ -80,12 +80,7 @@ impl Backend for DynamoDbBackend {
         credentials: &ManagementCredentials,
         _sockets: &Sockets,
     ) -> Arc<dyn Sender> {
-        Arc::new(ApiGatewaySender::local(
-            endpoint,
-            &credentials.access_key_id,
-            &credentials.secret_access_key,
-            self.sender_options,
-        ))
+        management_api(endpoint, credentials, self.sender_options)
     }
 
     async fn feed(self: Box<Self>, processor: Processor) {
@@ -128,12 +123,7 @@ impl Backend for ThroughManagementApi {
         credentials: &ManagementCredentials,
         _sockets: &Sockets,
     ) -> Arc<dyn Sender> {
-        Arc::new(ApiGatewaySender::local(
-            endpoint,
-            &credentials.access_key_id,
-            &credentials.secret_access_key,
-            self.sender_options,
-        ))
+        management_api(endpoint, credentials, self.sender_options)
     }
 
     fn replies(
@@ -152,4 +142,18 @@ impl Backend for ThroughManagementApi {
     fn ttl(&self) -> Option<Arc<streamer_core::MemoryStore>> {
         self.embedded.ttl()
     }
+}
+
+/// A sender to the local server's Management API at `endpoint`, signing with `credentials`.
+fn management_api(
+    endpoint: &str,
+    credentials: &ManagementCredentials,
+    options: SenderOptions,
+) -> Arc<dyn Sender> {
+    Arc::new(ApiGatewaySender::local(
+        endpoint,
+        &credentials.access_key_id,
+        &credentials.secret_access_key,
+        options,
+    ))
 }
