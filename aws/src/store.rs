@@ -240,32 +240,56 @@ impl DynamoDbStore {
     }
 
     /// Writes `items` in one transaction: `Err(i)` when it was cancelled because the
-    /// condition of item `i` failed.
+    /// condition of item `i` failed. A transaction cancelled because another one was writing
+    /// the same item (every enqueue and end of a tenant writes its counter), or throttled, is
+    /// tried again after a backoff, a few times: DynamoDB cancels rather than waits, and the
+    /// SDK does not retry a cancellation.
     async fn transact(
         &self,
         items: Vec<TransactWriteItem>,
         context: &'static str,
     ) -> Result<std::result::Result<(), usize>> {
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Ok(())),
-            Err(error) => {
-                if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-                    error.as_service_error()
-                    && let Some(failed) = cancelled
-                        .cancellation_reasons()
-                        .iter()
-                        .position(|reason| reason.code() == Some("ConditionalCheckFailed"))
+        const ATTEMPTS: u32 = 6;
+        let backoff = streamer_core::Backoff::new(
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_millis(500),
+        );
+        let mut attempt = 1;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(Ok(())),
+                Err(error) => error,
+            };
+            if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                error.as_service_error()
+            {
+                let reasons = cancelled.cancellation_reasons();
+                if let Some(failed) = reasons
+                    .iter()
+                    .position(|reason| reason.code() == Some("ConditionalCheckFailed"))
                 {
                     return Ok(Err(failed));
                 }
-                Err(Error::backend(context, error))
+                let contended = reasons.iter().any(|reason| {
+                    matches!(
+                        reason.code(),
+                        Some("TransactionConflict" | "ThrottlingError")
+                    )
+                });
+                if contended && attempt < ATTEMPTS {
+                    let delay = backoff.delay(attempt, &mut rand::rng());
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                    continue;
+                }
             }
+            return Err(Error::backend(context, error));
         }
     }
 

@@ -316,6 +316,7 @@ impl Processor {
             }
             tokio::time::sleep(Duration::from_millis(HOLD_POLL_MS)).await;
             delivered.retain(|(key, _)| !held.contains(key));
+            // Read again: a held subscription's last version has moved, or it is gone.
             let again = match self.store.subscriptions(&state.id).await {
                 Ok(subscriptions) => subscriptions
                     .into_iter()
