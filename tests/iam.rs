@@ -350,6 +350,11 @@ async fn each_function_calls_exactly_what_its_role_allows() {
                 json!({ "id": "m", "type": "subscribe", "payload": { "query": "mutation { generateReport(input: { from: \"2026-01-01\", to: \"2026-01-31\", rows: 10, stepDelayMs: 0 }) { id } }" } }),
                 json!({ "id": "l", "type": "subscribe", "payload": { "query": "{ requests(status: QUEUED) { edges { node { id } } } }" } }),
                 json!({ "id": "x", "type": "subscribe", "payload": { "query": "mutation { flakyImport(input: { failTimes: 0 }) { id } }" } }),
+                // Templates: saved, listed, read, started and deleted.
+                json!({ "id": "t1", "type": "subscribe", "payload": { "query": "mutation { saveTemplate(name: \"t\", action: \"flakyImport\", payload: {}) { version } }" } }),
+                json!({ "id": "t2", "type": "subscribe", "payload": { "query": "{ templates { name } template(name: \"t\") { version } }" } }),
+                json!({ "id": "t3", "type": "subscribe", "payload": { "query": "mutation { enqueueTemplate(name: \"t\", overrides: { failTimes: 0 }) { id } }" } }),
+                json!({ "id": "t4", "type": "subscribe", "payload": { "query": "mutation { deleteTemplate(name: \"t\") }" } }),
             ],
         ),
         ("c2", vec![]),

@@ -13,7 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use streamer_core::{
-    AsyncRequest, Connection, Error, Phase, RequestStatus, Result, Subscription, SubscriptionKey,
+    AsyncRequest, Connection, Error, Phase, RequestStatus, RequestTemplate, Result, Subscription,
+    SubscriptionKey,
 };
 
 use crate::tables::{
@@ -156,6 +157,22 @@ pub(crate) fn enqueue_counter_id(tenant: &str, window: i64) -> String {
 /// The connections-table item that counts a tenant's requests not yet ended (`active`).
 pub(crate) fn active_counter_id(tenant: &str) -> String {
     format!("quota#active#{tenant}")
+}
+
+/// The history-table partition that holds a tenant's templates (sorted by name), apart from
+/// every request's history.
+pub(crate) fn templates_partition(tenant: &str) -> String {
+    format!("template#{tenant}")
+}
+
+/// The attributes of a template item besides its keys, `payload` as JSON text.
+pub(crate) fn template_attributes(template: &RequestTemplate) -> Result<Item> {
+    encode(template, &["payload"])
+}
+
+/// The template in a history-table item.
+pub(crate) fn template_from_item(item: Item) -> Result<RequestTemplate> {
+    decode(item, &["payload"])
 }
 
 /// The sort key of the listing indexes: creation time, then id.

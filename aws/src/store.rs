@@ -17,15 +17,15 @@ use aws_sdk_dynamodb::types::{
 use serde_json::Value;
 use streamer_core::store::{Page, RequestFilter};
 use streamer_core::{
-    AsyncRequest, Connection, Error, Finish, Phase, Principal, Result, Store, Subscription,
-    SubscriptionKey,
+    AsyncRequest, Connection, Error, Finish, Phase, Principal, RequestTemplate, Result, Store,
+    Subscription, SubscriptionKey,
 };
 
 use crate::items::{
     AWAITING_PARTITION, Item, active_counter_id, connection_from_item, connection_item,
     created_key, enqueue_counter_id, history_item, json_text, n, request_from_item, request_item,
     s, sharded, status_partition, subscription_from_item, subscription_item, subscription_key,
-    version_key,
+    template_attributes, template_from_item, templates_partition, version_key,
 };
 use crate::tables::{
     self, ACTIVE, AWAITING_INIT, BY_CREATION, BY_STATUS, CONNECTIONS, CONNECTIONS_BY_TENANT,
@@ -773,6 +773,76 @@ impl Store for DynamoDbStore {
             .await
             .map_err(|e| Error::backend("keeping a state", e))?;
         Ok(())
+    }
+
+    async fn save_template(&self, template: &RequestTemplate) -> Result<RequestTemplate> {
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        let mut set = Vec::new();
+        for (n, (name, value)) in template_attributes(template)?
+            .into_iter()
+            .filter(|(name, _)| name != "version")
+            .enumerate()
+        {
+            names.insert(format!("#a{n}"), name);
+            values.insert(format!(":v{n}"), value);
+            set.push(format!("#a{n} = :v{n}"));
+        }
+        values.insert(":one".to_owned(), n(1));
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.history)
+            .key("id", s(templates_partition(&template.tenant)))
+            .key("versionKey", s(&template.name))
+            .update_expression(format!("SET {} ADD version :one", set.join(", ")))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| Error::backend("saving a template", e))?;
+        template_from_item(output.attributes.unwrap_or_default())
+    }
+
+    async fn get_template(&self, tenant: &str, name: &str) -> Result<Option<RequestTemplate>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.history)
+            .key("id", s(templates_partition(tenant)))
+            .key("versionKey", s(name))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::backend("reading a template", e))?;
+        output.item.map(template_from_item).transpose()
+    }
+
+    async fn delete_template(&self, tenant: &str, name: &str) -> Result<bool> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.history)
+            .key("id", s(templates_partition(tenant)))
+            .key("versionKey", s(name))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| Error::backend("deleting a template", e))?;
+        Ok(output.attributes.is_some())
+    }
+
+    async fn templates(&self, tenant: &str, limit: usize) -> Result<Vec<RequestTemplate>> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.history)
+            .key_condition_expression("id = :id")
+            .expression_attribute_values(":id", s(templates_partition(tenant)))
+            .consistent_read(true);
+        let items = query_up_to(query, limit, "listing templates").await?;
+        items.into_iter().map(template_from_item).collect()
     }
 
     async fn request_history(

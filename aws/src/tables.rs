@@ -136,7 +136,8 @@ pub const REQUESTS: TableSpec = TableSpec {
 };
 
 /// The history table: every visible state of a request, by version, for subscribers that
-/// resume with `afterVersion`.
+/// resume with `afterVersion`; and each tenant's request templates, by name, under the
+/// partition `template#{tenant}`.
 pub const HISTORY: TableSpec = TableSpec {
     suffix: "history",
     partition_key: "id",

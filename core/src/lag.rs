@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 
 use crate::store::{Finish, Page, RequestFilter, Store};
 use crate::{
-    AsyncRequest, Connection, MemoryStore, Principal, Result, Subscription, SubscriptionKey,
+    AsyncRequest, Connection, MemoryStore, Principal, RequestTemplate, Result, Subscription,
+    SubscriptionKey,
 };
 
 /// A copy of one item, to be applied to the lagging view.
@@ -229,6 +230,22 @@ impl Store for LaggingIndexes {
 
     async fn take_enqueue_token(&self, tenant: &str, window: i64, limit: u32) -> Result<bool> {
         self.inner.take_enqueue_token(tenant, window, limit).await
+    }
+
+    async fn save_template(&self, template: &RequestTemplate) -> Result<RequestTemplate> {
+        self.inner.save_template(template).await
+    }
+
+    async fn get_template(&self, tenant: &str, name: &str) -> Result<Option<RequestTemplate>> {
+        self.inner.get_template(tenant, name).await
+    }
+
+    async fn delete_template(&self, tenant: &str, name: &str) -> Result<bool> {
+        self.inner.delete_template(tenant, name).await
+    }
+
+    async fn templates(&self, tenant: &str, limit: usize) -> Result<Vec<RequestTemplate>> {
+        self.inner.templates(tenant, limit).await
     }
 
     async fn record_history(&self, state: &Arc<AsyncRequest>) -> Result<()> {

@@ -40,6 +40,7 @@ pub mod request;
 pub mod sender;
 pub mod store;
 pub mod subscription;
+pub mod template;
 
 pub use auth::{Access, AuthError, Authenticator, Credentials, DEV_TENANT, DevMode, Principal};
 pub use backoff::Backoff;
@@ -56,3 +57,4 @@ pub use request::{AsyncRequest, Claimed, PRIORITIES, RequestError, RequestStatus
 pub use sender::Sender;
 pub use store::{Change, ChangeKind, Finish, Page, RequestFilter, Store};
 pub use subscription::{Subscription, SubscriptionKey};
+pub use template::RequestTemplate;

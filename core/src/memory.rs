@@ -14,7 +14,8 @@ use crate::connection::Phase;
 use crate::protocol::Close;
 use crate::store::{Change, ChangeKind, Finish, Page, RequestFilter, Store};
 use crate::{
-    AsyncRequest, Connection, Error, RequestStatus, Result, Sender, Subscription, SubscriptionKey,
+    AsyncRequest, Connection, Error, RequestStatus, RequestTemplate, Result, Sender, Subscription,
+    SubscriptionKey,
 };
 
 #[derive(Debug, Default)]
@@ -39,6 +40,8 @@ struct Tables {
     feeds: Vec<mpsc::UnboundedSender<Change>>,
     // Requests not yet ended, by tenant: what the active-requests quota counts.
     active: HashMap<String, HashSet<String>>,
+    // Templates by tenant, then name.
+    templates: BTreeMap<(String, String), RequestTemplate>,
     // Enqueues taken by tenant and one-second window.
     enqueues: HashMap<(String, i64), u32>,
 }
@@ -455,6 +458,39 @@ impl Store for MemoryStore {
         let old = tables.put_request(Arc::clone(&request));
         tables.emit(ChangeKind::Modify, old, Some(request));
         Ok(())
+    }
+
+    async fn save_template(&self, template: &RequestTemplate) -> Result<RequestTemplate> {
+        let mut tables = self.tables();
+        let key = (template.tenant.clone(), template.name.clone());
+        let version = tables.templates.get(&key).map_or(0, |t| t.version) + 1;
+        let saved = RequestTemplate {
+            version,
+            ..template.clone()
+        };
+        tables.templates.insert(key, saved.clone());
+        Ok(saved)
+    }
+
+    async fn get_template(&self, tenant: &str, name: &str) -> Result<Option<RequestTemplate>> {
+        let key = (tenant.to_owned(), name.to_owned());
+        Ok(self.tables().templates.get(&key).cloned())
+    }
+
+    async fn delete_template(&self, tenant: &str, name: &str) -> Result<bool> {
+        let key = (tenant.to_owned(), name.to_owned());
+        Ok(self.tables().templates.remove(&key).is_some())
+    }
+
+    async fn templates(&self, tenant: &str, limit: usize) -> Result<Vec<RequestTemplate>> {
+        let tables = self.tables();
+        Ok(tables
+            .templates
+            .range((tenant.to_owned(), String::new())..)
+            .take_while(|((t, _), _)| t == tenant)
+            .take(limit)
+            .map(|(_, template)| template.clone())
+            .collect())
     }
 
     async fn record_history(&self, state: &Arc<AsyncRequest>) -> Result<()> {

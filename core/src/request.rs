@@ -142,6 +142,9 @@ pub struct AsyncRequest {
     /// The user who enqueued it.
     #[serde(default = "anonymous")]
     pub owner: String,
+    /// `name@version` of the template it was started from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
 }
 
 fn dev_tenant() -> String {
@@ -203,6 +206,7 @@ impl AsyncRequest {
             priority: 0,
             tenant: dev_tenant(),
             owner: anonymous(),
+            template: None,
         }
     }
 

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::{
-    AsyncRequest, Clock, Connection, Error, RequestStatus, Result, Subscription, SubscriptionKey,
+    AsyncRequest, Clock, Connection, Error, RequestStatus, RequestTemplate, Result, Subscription,
+    SubscriptionKey,
 };
 
 /// What happened to a request item, as a DynamoDB stream record says it.
@@ -215,6 +216,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Takes one of `limit` enqueues `tenant` may make in the one-second window starting at
     /// `window` (epoch seconds): `false` when they are all taken.
     async fn take_enqueue_token(&self, tenant: &str, window: i64, limit: u32) -> Result<bool>;
+
+    /// Saves a template: a new one at version 1, an existing one (same tenant and name)
+    /// replaced at its version + 1. Returns it as stored.
+    async fn save_template(&self, template: &RequestTemplate) -> Result<RequestTemplate>;
+    /// A tenant's template.
+    async fn get_template(&self, tenant: &str, name: &str) -> Result<Option<RequestTemplate>>;
+    /// Deletes a tenant's template: `true` when it existed.
+    async fn delete_template(&self, tenant: &str, name: &str) -> Result<bool>;
+    /// A tenant's templates by name, at most `limit`.
+    async fn templates(&self, tenant: &str, limit: usize) -> Result<Vec<RequestTemplate>>;
 
     /// Keeps one state of a request in its history (the processor does, for every visible
     /// change, before fanning it out). Writing the same version again is harmless. Shared:

@@ -12,6 +12,7 @@ use async_graphql::dynamic::{
 };
 use async_graphql::registry::{MetaInputValue, MetaType, Registry};
 use async_graphql::{InputType, OutputType, Value};
+use serde_json::Value as Json;
 
 /// Names the base schema defines itself, or GraphQL does.
 const RESERVED: &[&str] = &[
@@ -228,5 +229,71 @@ mod tests {
     fn camel_case_to_snake_case() {
         assert_eq!(snake_case("sizeBytes"), "size_bytes");
         assert_eq!(snake_case("url"), "url");
+    }
+}
+
+/// `value` with a stand-in for every required field it leaves out (one without a default),
+/// at every depth of input object `I`: what lets a template be checked against the input type
+/// for mistyped fields while its required fields are left to the overrides. A stand-in fits
+/// the field's type (an empty string or list, zero, false, the first enum value, an object
+/// filled the same way); a field of another scalar type gets `null`, so a template must set
+/// those. A field the type does not have is an error naming it (parsing an input object
+/// would drop it without a word).
+pub(crate) fn with_required_stand_ins<I: InputType>(value: &mut Json) -> Result<(), String> {
+    let mut registry = Registry::default();
+    I::create_type_info(&mut registry);
+    fill(&registry, &I::type_name(), value, "")
+}
+
+fn fill(registry: &Registry, type_name: &str, value: &mut Json, path: &str) -> Result<(), String> {
+    let (Some(MetaType::InputObject { input_fields, .. }), Json::Object(fields)) =
+        (registry.types.get(type_name), value)
+    else {
+        return Ok(());
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|key| !input_fields.contains_key(key.as_str()))
+    {
+        return Err(format!("{type_name} has no field \"{path}{unknown}\""));
+    }
+    for field in input_fields.values() {
+        let base = field.ty.trim_end_matches('!');
+        match fields.get_mut(&field.name) {
+            Some(present) if !base.starts_with('[') => {
+                fill(registry, base, present, &format!("{path}{}.", field.name))?;
+            }
+            Some(_) => {}
+            None if field.ty.ends_with('!') && field.default_value.is_none() => {
+                fields.insert(field.name.clone(), stand_in(registry, base));
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+fn stand_in(registry: &Registry, base: &str) -> Json {
+    if base.starts_with('[') {
+        return Json::Array(Vec::new());
+    }
+    match base {
+        "String" | "ID" => Json::String(String::new()),
+        "Int" => Json::from(0),
+        "Float" => Json::from(0.0),
+        "Boolean" => Json::Bool(false),
+        _ => match registry.types.get(base) {
+            Some(MetaType::Enum { enum_values, .. }) => enum_values
+                .keys()
+                .next()
+                .map_or(Json::Null, |name| Json::String(name.clone())),
+            Some(MetaType::InputObject { .. }) => {
+                let mut object = Json::Object(serde_json::Map::new());
+                // An empty object has no unknown field.
+                let _ = fill(registry, base, &mut object, "");
+                object
+            }
+            _ => Json::Null,
+        },
     }
 }

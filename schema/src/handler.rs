@@ -210,6 +210,7 @@ pub const JOB_BACKOFF: Backoff = Backoff::new(
 type Run =
     Arc<dyn Fn(Value, JobContext) -> BoxFuture<'static, Result<Value, JobError>> + Send + Sync>;
 type Validate = fn(GqlValue) -> Result<Value, String>;
+type StandIns = fn(&mut Value) -> Result<(), String>;
 
 /// A registered handler, with its types erased.
 pub struct Registered {
@@ -220,6 +221,7 @@ pub struct Registered {
     backoff: Backoff,
     types: fn() -> Result<Vec<dynamic::Type>, String>,
     validate: Validate,
+    stand_ins: StandIns,
     run: Run,
 }
 
@@ -269,6 +271,7 @@ impl Registered {
             backoff,
             types: bridge::dynamic_types::<H::Input, H::Output>,
             validate: validate::<H>,
+            stand_ins: bridge::with_required_stand_ins::<H::Input>,
             run,
         }
     }
@@ -303,6 +306,15 @@ impl Registered {
     pub fn validate(&self, payload: Value) -> Result<Value, String> {
         let value = GqlValue::from_json(payload).map_err(|e| e.to_string())?;
         (self.validate)(value).map_err(|e| format!("payload does not fit {}: {e}", self.input_type))
+    }
+
+    /// Checks a payload that may leave required fields out (a template's): unknown and
+    /// mistyped fields are refused as by [`Registered::validate`].
+    pub fn validate_partial(&self, payload: &Value) -> Result<(), String> {
+        let mut filled = payload.clone();
+        (self.stand_ins)(&mut filled)
+            .map_err(|e| format!("payload does not fit {}: {e}", self.input_type))?;
+        self.validate(filled).map(|_| ())
     }
 
     pub(crate) fn validate_value(&self, value: GqlValue) -> Result<Value, String> {

@@ -24,6 +24,7 @@ pub mod execute;
 pub mod handler;
 mod projection;
 pub mod schema;
+mod templates;
 
 pub use async_graphql;
 pub use async_graphql::dynamic::Schema;

@@ -23,7 +23,7 @@ use streamer_core::{
 
 use crate::bridge::json_field;
 use crate::execute::{Capture, Event, Target};
-use crate::{Handlers, Registered};
+use crate::{Handlers, Registered, templates};
 
 /// What resolvers need to reach: the store, the clock and the id source.
 #[derive(Clone, Debug)]
@@ -42,7 +42,7 @@ pub struct Services {
 
 /// The caller, as the gateway authenticated it (request data). Without one, nothing that
 /// touches requests runs.
-fn principal<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<&'a Principal> {
+pub(crate) fn principal<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<&'a Principal> {
     ctx.data_opt::<Principal>()
         .ok_or_else(|| client_error("UNAUTHENTICATED", "authentication required"))
 }
@@ -70,7 +70,7 @@ pub(crate) fn client_error(code: &'static str, message: impl Into<String>) -> as
 }
 
 /// Maps a core error to what a client may see; internal detail goes to the log only.
-fn from_core(error: CoreError) -> async_graphql::Error {
+pub(crate) fn from_core(error: CoreError) -> async_graphql::Error {
     match error {
         CoreError::NotFound(_) => client_error("NOT_FOUND", "no request with this id"),
         CoreError::Transition { status, action, .. } => client_error(
@@ -84,11 +84,11 @@ fn from_core(error: CoreError) -> async_graphql::Error {
     }
 }
 
-fn datetime(at: DateTime<Utc>) -> GqlValue {
+pub(crate) fn datetime(at: DateTime<Utc>) -> GqlValue {
     GqlValue::String(at.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
-fn json(value: &Value) -> GqlValue {
+pub(crate) fn json(value: &Value) -> GqlValue {
     GqlValue::from_json(value.clone()).unwrap_or(GqlValue::Null)
 }
 
@@ -286,6 +286,12 @@ pub(crate) const REQUEST_SCALARS: &[RequestScalar] = &[
         get: |r| r.next_attempt_at.map(datetime),
     },
     RequestScalar {
+        name: "template",
+        ty: TypeRef::STRING,
+        non_null: false,
+        get: |r| r.template.clone().map(Into::into),
+    },
+    RequestScalar {
         name: "result",
         ty: "JSON",
         non_null: false,
@@ -464,6 +470,8 @@ fn query_type() -> Object {
                 })
             },
         ))
+        .field(templates::template_query())
+        .field(templates::templates_query())
 }
 
 /// The longest idempotency key accepted.
@@ -490,18 +498,20 @@ fn keyed_id(caller: &Principal, access: Access, action: &str, key: &str) -> Stri
 
 /// What the enqueueing mutations take besides the input.
 #[derive(Debug, Default)]
-struct EnqueueOptions {
+pub(crate) struct EnqueueOptions {
     /// `idempotencyKey`.
     key: Option<String>,
     /// `priority`, 0 when not given.
     priority: i32,
+    /// `name@version` of the template the payload came from.
+    pub(crate) template: Option<String>,
 }
 
 impl EnqueueOptions {
     /// The enqueueing mutations' optional arguments: `idempotencyKey: String` (repeating a
     /// mutation with the same key and input returns the same request instead of starting a
     /// second job) and `priority: Int` (higher starts first when jobs wait for a worker).
-    fn arguments(field: Field) -> Field {
+    pub(crate) fn arguments(field: Field) -> Field {
         field
             .argument(InputValue::new(
                 "idempotencyKey",
@@ -510,7 +520,7 @@ impl EnqueueOptions {
             .argument(InputValue::new("priority", TypeRef::named(TypeRef::INT)))
     }
 
-    fn read(ctx: &ResolverContext<'_>) -> async_graphql::Result<Self> {
+    pub(crate) fn read(ctx: &ResolverContext<'_>) -> async_graphql::Result<Self> {
         let key = match ctx.args.get("idempotencyKey") {
             Some(value) if !value.is_null() => Some(value.string()?.to_owned()),
             _ => None,
@@ -532,7 +542,11 @@ impl EnqueueOptions {
                     ),
                 )
             })?;
-        Ok(Self { key, priority })
+        Ok(Self {
+            key,
+            priority,
+            template: None,
+        })
     }
 }
 
@@ -562,10 +576,32 @@ async fn check_rate(
     Ok(())
 }
 
+/// Refuses a payload over `Limits::max_payload_bytes` with `LIMIT_EXCEEDED`.
+pub(crate) fn check_payload_size(
+    services: &Services,
+    payload: &Value,
+) -> async_graphql::Result<()> {
+    let size = serde_json::to_string(payload).map_or(0, |text| text.len());
+    LimitExceeded::check(
+        "payloadBytes",
+        "the payload size in bytes",
+        size,
+        services.limits.max_payload_bytes,
+    )
+    .map_err(|exceeded| {
+        async_graphql::Error::new(exceeded.to_string()).extend_with(|_, e| {
+            e.set("code", "LIMIT_EXCEEDED");
+            e.set("limit", exceeded.limit);
+            e.set("max", exceeded.max);
+            e.set("actual", exceeded.actual);
+        })
+    })
+}
+
 /// Enqueues a job. With an idempotency key, a repeated enqueue with the same input returns
 /// the request the first one made instead of starting a second job; the same key with a
 /// different input is refused.
-async fn enqueue(
+pub(crate) async fn enqueue(
     services: &Services,
     caller: &Principal,
     handler: &Registered,
@@ -573,22 +609,7 @@ async fn enqueue(
     options: EnqueueOptions,
 ) -> async_graphql::Result<AsyncRequest> {
     let key = options.key.as_deref();
-    let size = serde_json::to_string(&payload).map_or(0, |text| text.len());
-    if let Err(exceeded) = LimitExceeded::check(
-        "payloadBytes",
-        "the payload size in bytes",
-        size,
-        services.limits.max_payload_bytes,
-    ) {
-        return Err(
-            async_graphql::Error::new(exceeded.to_string()).extend_with(|_, e| {
-                e.set("code", "LIMIT_EXCEEDED");
-                e.set("limit", exceeded.limit);
-                e.set("max", exceeded.max);
-                e.set("actual", exceeded.actual);
-            }),
-        );
-    }
+    check_payload_size(services, &payload)?;
     if let Some(key) = key
         && (key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY)
     {
@@ -603,9 +624,10 @@ async fn enqueue(
         Some(key) => keyed_id(caller, services.access, handler.action(), key),
         None => services.ids.next_id(),
     };
-    let request = AsyncRequest::new(id, handler.action(), payload, now)
+    let mut request = AsyncRequest::new(id, handler.action(), payload, now)
         .with_priority(options.priority)
         .owned_by(caller);
+    request.template = options.template;
     let max_active = services.limits.max_tenant_active_requests;
     match services
         .store
@@ -743,9 +765,13 @@ fn mutation_type(handlers: &Handlers) -> Object {
     for handler in handlers.iter() {
         mutation = mutation.field(typed_mutation(Arc::clone(handler)));
     }
-    mutation
+    mutation = mutation
         .field(request_move("cancelRequest", AsyncRequest::cancel))
-        .field(request_move("retryRequest", AsyncRequest::redrive))
+        .field(request_move("retryRequest", AsyncRequest::redrive));
+    for field in templates::mutation_fields() {
+        mutation = mutation.field(field);
+    }
+    mutation
 }
 
 fn subscription_type() -> Subscription {
@@ -845,6 +871,7 @@ fn builder(handlers: Arc<Handlers>, services: Services) -> Result<SchemaBuilder,
         .register(async_request_type())
         .register(request_error)
         .register(output)
+        .register(templates::template_type())
         .register(query_type())
         .register(mutation_type(&handlers))
         .register(subscription_type());
