@@ -174,64 +174,6 @@ pub(crate) fn dynamic_types<I: InputType, O: OutputType>() -> Result<Vec<dynamic
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn type_strings_round_trip() {
-        for ty in ["Int", "Int!", "[Int]", "[Int!]!", "[[String]!]"] {
-            assert_eq!(type_ref(ty).to_string(), ty);
-        }
-    }
-
-    #[test]
-    fn literals_parse() {
-        assert_eq!(literal("1000"), Some(Value::from(1000)));
-        assert_eq!(literal("\"a\""), Some(Value::from("a")));
-        assert_eq!(
-            literal("[1, 2]"),
-            Some(Value::List(vec![1.into(), 2.into()]))
-        );
-    }
-
-    #[test]
-    fn a_union_among_a_handler_s_types_is_an_error_not_a_panic() {
-        #[derive(async_graphql::InputObject)]
-        struct In {
-            n: i32,
-        }
-        #[derive(async_graphql::SimpleObject)]
-        struct A {
-            a: i32,
-        }
-        #[derive(async_graphql::SimpleObject)]
-        struct B {
-            b: i32,
-        }
-        #[derive(async_graphql::SimpleObject)]
-        struct Out {
-            either: Either,
-        }
-        #[derive(async_graphql::Union)]
-        enum Either {
-            A(A),
-            B(B),
-        }
-        let Err(error) = dynamic_types::<In, Out>() else {
-            panic!("a union is refused")
-        };
-        assert!(error.contains("Either is an interface or union"), "{error}");
-        assert!(dynamic_types::<In, A>().is_ok());
-    }
-
-    #[test]
-    fn camel_case_to_snake_case() {
-        assert_eq!(snake_case("sizeBytes"), "size_bytes");
-        assert_eq!(snake_case("url"), "url");
-    }
-}
-
 /// `value` with a stand-in for every required field it leaves out (one without a default),
 /// at every depth of input object `I`: what lets a template be checked against the input type
 /// for mistyped fields while its required fields are left to the overrides. A stand-in fits
@@ -295,5 +237,63 @@ fn stand_in(registry: &Registry, base: &str) -> Json {
             }
             _ => Json::Null,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_strings_round_trip() {
+        for ty in ["Int", "Int!", "[Int]", "[Int!]!", "[[String]!]"] {
+            assert_eq!(type_ref(ty).to_string(), ty);
+        }
+    }
+
+    #[test]
+    fn literals_parse() {
+        assert_eq!(literal("1000"), Some(Value::from(1000)));
+        assert_eq!(literal("\"a\""), Some(Value::from("a")));
+        assert_eq!(
+            literal("[1, 2]"),
+            Some(Value::List(vec![1.into(), 2.into()]))
+        );
+    }
+
+    #[test]
+    fn a_union_among_a_handler_s_types_is_an_error_not_a_panic() {
+        #[derive(async_graphql::InputObject)]
+        struct In {
+            n: i32,
+        }
+        #[derive(async_graphql::SimpleObject)]
+        struct A {
+            a: i32,
+        }
+        #[derive(async_graphql::SimpleObject)]
+        struct B {
+            b: i32,
+        }
+        #[derive(async_graphql::SimpleObject)]
+        struct Out {
+            either: Either,
+        }
+        #[derive(async_graphql::Union)]
+        enum Either {
+            A(A),
+            B(B),
+        }
+        let Err(error) = dynamic_types::<In, Out>() else {
+            panic!("a union is refused")
+        };
+        assert!(error.contains("Either is an interface or union"), "{error}");
+        assert!(dynamic_types::<In, A>().is_ok());
+    }
+
+    #[test]
+    fn camel_case_to_snake_case() {
+        assert_eq!(snake_case("sizeBytes"), "size_bytes");
+        assert_eq!(snake_case("url"), "url");
     }
 }
