@@ -248,18 +248,16 @@ async fn split_shards_are_followed_parents_first_and_in_order_per_item() {
                 .or_default()
                 .push(state["version"].as_u64().unwrap());
         }
-        if pushed.get("r1").map(Vec::len) == Some(3) && pushed.get("r2").map(Vec::len) == Some(2) {
+        if pushed.get("r1").map(Vec::len) == Some(4) && pushed.get("r2").map(Vec::len) == Some(3) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     running.abort();
-    // Versions from 2: an INSERT is nobody's to push (a new request's first state is its
-    // subscribers' snapshot).
-    assert_eq!(pushed["r1"], [2, 3, 4], "every state of r1, in order");
+    assert_eq!(pushed["r1"], [1, 2, 3, 4], "every state of r1, in order");
     assert_eq!(
         pushed["r2"],
-        [2, 3],
+        [1, 2, 3],
         "r2 in order, past the record that was given up"
     );
     let reads = reads.lock().unwrap().clone();

@@ -191,12 +191,6 @@ impl Processor {
             // Kept before it is pushed: a subscriber that resumes finds every version it
             // missed in the history, or gets it from this fan-out.
             self.store.record_history(state).await?;
-            if change.kind == ChangeKind::Insert {
-                // A new request has no subscriber to push to: a subscription is stored
-                // before the gateway reads the request, so one that finds it takes this
-                // state as its snapshot, and one that does not is refused.
-                return Ok(());
-            }
             // The gateway is pushing a new subscription's snapshot or resume, or died
             // holding it: the hold is waited out here (it lasts at most `PUSH_HOLD_MS`), so
             // that a dead gateway's hold does not use up the stream's retries. This change
