@@ -10,8 +10,8 @@ use streamer::aws::tables::REQUESTS;
 use streamer::aws::{DynamoDbStore, PollerOptions, StreamPoller, Tables};
 use streamer::core::store::{Change, ChangeKind, Finish, RequestFilter};
 use streamer::core::{
-    AsyncRequest, Connection, Error, MemoryStore, Principal, RequestError, RequestStatus, Store,
-    Subscription, SubscriptionKey,
+    AsyncRequest, Connection, Error, MemoryStore, Principal, RequestError, RequestStatus,
+    RequestTemplate, Store, Subscription, SubscriptionKey,
 };
 
 /// `seconds` after the start of this hour: recent, since DynamoDB Local deletes items whose
@@ -497,6 +497,55 @@ async fn contract(store: &dyn Store) {
     listing(store).await;
     tenants(store).await;
     item_size(store).await;
+    templates(store).await;
+}
+
+/// Templates: per tenant, by name, a version that rises with each save; counted and listed
+/// up to a bound.
+async fn templates(store: &dyn Store) {
+    let (acme, globex) = (unique("acme"), unique("globex"));
+    let template = |tenant: &str, name: &str| RequestTemplate {
+        tenant: tenant.to_owned(),
+        name: name.to_owned(),
+        action: "a".to_owned(),
+        payload: json!({ "n": name }),
+        description: None,
+        version: 0,
+        updated_at: at(0),
+    };
+    for name in ["b", "a", "c"] {
+        assert_eq!(
+            store
+                .save_template(&template(&acme, name))
+                .await
+                .unwrap()
+                .version,
+            1
+        );
+    }
+    let again = store.save_template(&template(&acme, "b")).await.unwrap();
+    assert_eq!(
+        (again.version, again.payload.clone()),
+        (2, json!({ "n": "b" }))
+    );
+    let names = |list: Vec<RequestTemplate>| list.into_iter().map(|t| t.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.templates(&acme, 10).await.unwrap()),
+        ["a", "b", "c"]
+    );
+    assert_eq!(names(store.templates(&acme, 2).await.unwrap()), ["a", "b"]);
+    assert_eq!(store.count_templates(&acme, 10).await.unwrap(), 3);
+    assert_eq!(
+        store.count_templates(&acme, 2).await.unwrap(),
+        2,
+        "counts up to the cap"
+    );
+    assert_eq!(store.count_templates(&globex, 10).await.unwrap(), 0);
+    assert_eq!(store.get_template(&globex, "a").await.unwrap(), None);
+    assert_eq!(store.get_template(&acme, "b").await.unwrap(), Some(again));
+    assert!(store.delete_template(&acme, "b").await.unwrap());
+    assert!(!store.delete_template(&acme, "b").await.unwrap());
+    assert_eq!(store.count_templates(&acme, 10).await.unwrap(), 2);
 }
 
 /// A request item over DynamoDB's 400 KB is refused, and nothing is written.

@@ -845,6 +845,18 @@ impl Store for DynamoDbStore {
         items.into_iter().map(template_from_item).collect()
     }
 
+    async fn count_templates(&self, tenant: &str, up_to: usize) -> Result<usize> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.history)
+            .key_condition_expression("id = :id")
+            .expression_attribute_values(":id", s(templates_partition(tenant)))
+            .projection_expression("versionKey")
+            .consistent_read(true);
+        Ok(query_up_to(query, up_to, "counting templates").await?.len())
+    }
+
     async fn request_history(
         &self,
         id: &str,

@@ -248,6 +248,10 @@ impl Store for LaggingIndexes {
         self.inner.templates(tenant, limit).await
     }
 
+    async fn count_templates(&self, tenant: &str, up_to: usize) -> Result<usize> {
+        self.inner.count_templates(tenant, up_to).await
+    }
+
     async fn record_history(&self, state: &Arc<AsyncRequest>) -> Result<()> {
         self.inner.record_history(state).await
     }

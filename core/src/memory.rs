@@ -493,6 +493,16 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn count_templates(&self, tenant: &str, up_to: usize) -> Result<usize> {
+        let tables = self.tables();
+        Ok(tables
+            .templates
+            .range((tenant.to_owned(), String::new())..)
+            .take_while(|((t, _), _)| t == tenant)
+            .take(up_to)
+            .count())
+    }
+
     async fn record_history(&self, state: &Arc<AsyncRequest>) -> Result<()> {
         self.tables()
             .history

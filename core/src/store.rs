@@ -226,6 +226,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn delete_template(&self, tenant: &str, name: &str) -> Result<bool>;
     /// A tenant's templates by name, at most `limit`.
     async fn templates(&self, tenant: &str, limit: usize) -> Result<Vec<RequestTemplate>>;
+    /// How many templates a tenant has, counting no further than `up_to`, without reading
+    /// their payloads.
+    async fn count_templates(&self, tenant: &str, up_to: usize) -> Result<usize>;
 
     /// Keeps one state of a request in its history (the processor does, for every visible
     /// change, before fanning it out). Writing the same version again is harmless. Shared:

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object, TypeRef};
 use serde_json::{Value, json};
-use streamer_core::RequestTemplate;
 use streamer_core::template::merge;
+use streamer_core::{Principal, RequestTemplate};
 
 use crate::Handlers;
 use crate::bridge::json_field;
@@ -15,8 +15,9 @@ use crate::schema::{
     EnqueueOptions, Services, check_payload_size, client_error, enqueue, from_core, json, principal,
 };
 
-/// The most templates a tenant keeps, and what `templates` lists at most.
-pub(crate) const MAX_TEMPLATES: usize = 1_000;
+/// The most templates a tenant keeps, and so what `templates` reads at most (each payload
+/// within `max_payload_bytes`).
+pub(crate) const MAX_TEMPLATES: usize = 100;
 /// The longest template name.
 const MAX_NAME: usize = 100;
 /// The longest template description.
@@ -62,6 +63,14 @@ fn name_arg(ctx: &async_graphql::dynamic::ResolverContext<'_>) -> async_graphql:
     Ok(name)
 }
 
+/// What every resolver of one template starts from: the services, the caller, and the
+/// `name` argument, checked.
+fn named<'a>(
+    ctx: &async_graphql::dynamic::ResolverContext<'a>,
+) -> async_graphql::Result<(&'a Services, &'a Principal, String)> {
+    Ok((ctx.data::<Services>()?, principal(ctx)?, name_arg(ctx)?))
+}
+
 fn not_found() -> async_graphql::Error {
     client_error("NOT_FOUND", "no template with this name")
 }
@@ -70,9 +79,7 @@ fn not_found() -> async_graphql::Error {
 pub(crate) fn template_query() -> Field {
     Field::new("template", TypeRef::named("RequestTemplate"), |ctx| {
         FieldFuture::new(async move {
-            let services = ctx.data::<Services>()?;
-            let caller = principal(&ctx)?;
-            let name = name_arg(&ctx)?;
+            let (services, caller, name) = named(&ctx)?;
             let template = services
                 .store
                 .get_template(&caller.tenant, &name)
@@ -115,10 +122,8 @@ fn save() -> Field {
         TypeRef::named_nn("RequestTemplate"),
         |ctx| {
             FieldFuture::new(async move {
-                let services = ctx.data::<Services>()?;
+                let (services, caller, name) = named(&ctx)?;
                 let handlers = ctx.data::<Arc<Handlers>>()?;
-                let caller = principal(&ctx)?;
-                let name = name_arg(&ctx)?;
                 let action = ctx.args.try_get("action")?.string()?.to_owned();
                 let payload = ctx
                     .args
@@ -156,10 +161,9 @@ fn save() -> Field {
                     .map_err(from_core)?;
                 if existing.is_none()
                     && store
-                        .templates(&caller.tenant, MAX_TEMPLATES)
+                        .count_templates(&caller.tenant, MAX_TEMPLATES)
                         .await
                         .map_err(from_core)?
-                        .len()
                         >= MAX_TEMPLATES
                 {
                     return Err(client_error(
@@ -205,9 +209,7 @@ fn delete() -> Field {
         TypeRef::named_nn(TypeRef::BOOLEAN),
         |ctx| {
             FieldFuture::new(async move {
-                let services = ctx.data::<Services>()?;
-                let caller = principal(&ctx)?;
-                let name = name_arg(&ctx)?;
+                let (services, caller, name) = named(&ctx)?;
                 let deleted = services
                     .store
                     .delete_template(&caller.tenant, &name)
@@ -227,10 +229,8 @@ fn enqueue_template() -> Field {
         TypeRef::named_nn("AsyncRequest"),
         |ctx| {
             FieldFuture::new(async move {
-                let services = ctx.data::<Services>()?;
+                let (services, caller, name) = named(&ctx)?;
                 let handlers = ctx.data::<Arc<Handlers>>()?;
-                let caller = principal(&ctx)?;
-                let name = name_arg(&ctx)?;
                 let overrides = match ctx.args.get("overrides") {
                     Some(value) if !value.is_null() => Some(value.as_value().clone().into_json()?),
                     _ => None,
