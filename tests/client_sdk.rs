@@ -76,6 +76,7 @@ async fn request_reaches(server: &TestServer, version: u64) {
                     status: None,
                     limit: 10,
                     after: None,
+                    parent: None,
                 })
                 .await
                 .unwrap();

@@ -196,6 +196,7 @@ async fn an_idempotency_key_makes_a_repeated_enqueue_return_the_same_request() {
             status: None,
             limit: 10,
             after: None,
+            parent: None,
         })
         .await
         .unwrap();

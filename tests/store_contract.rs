@@ -340,6 +340,7 @@ async fn listing(store: &dyn Store) {
                 status: None,
                 limit: 2,
                 after: after.clone(),
+                parent: None,
             })
             .await
             .unwrap();
@@ -363,6 +364,7 @@ async fn listing(store: &dyn Store) {
             status: Some(RequestStatus::Cancelled),
             limit: 100,
             after: None,
+            parent: None,
         })
         .await
         .unwrap();
@@ -394,6 +396,7 @@ async fn tenants(store: &dyn Store) {
             status: None,
             limit: 10,
             after: None,
+            parent: None,
         };
         async move {
             let page = store.list_requests(&filter).await.unwrap();
@@ -432,6 +435,7 @@ async fn tenants(store: &dyn Store) {
             status: Some(RequestStatus::Queued),
             limit: 1000,
             after: None,
+            parent: None,
         })
         .await
         .unwrap();

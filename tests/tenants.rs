@@ -231,6 +231,7 @@ async fn the_enqueue_rate_quota_holds_per_tenant() {
             status: None,
             limit: 100,
             after: None,
+            parent: None,
         })
         .await
         .unwrap();

@@ -18,7 +18,8 @@ use streamer_core::{
 };
 
 use crate::tables::{
-    ACTIVE, AWAITING_INIT, BY_CREATION, BY_STATUS, CONNECTIONS_BY_TENANT, HISTORY, INDEX_SHARDS,
+    ACTIVE, AWAITING_INIT, BY_CREATION, BY_PARENT, BY_STATUS, CONNECTIONS_BY_TENANT, HISTORY,
+    INDEX_SHARDS,
 };
 
 /// An item as the SDK takes it.
@@ -201,7 +202,17 @@ pub fn request_item(request: &AsyncRequest) -> Result<Item> {
             s(sharded(request.status.as_str(), shard_of(&request.id))),
         );
     }
+    if let Some(parent) = &request.parent {
+        item.insert(BY_PARENT.partition_key.to_owned(), s(&parent.id));
+        item.insert(BY_PARENT.sort_key.to_owned(), s(child_key(parent.index)));
+    }
     Ok(item)
+}
+
+/// The sort key of a child in the `byParent` index: its index, zero-padded so that text
+/// order is number order.
+pub(crate) fn child_key(index: u32) -> String {
+    format!("{index:010}")
 }
 
 /// The sort key of a kept state: its version, zero-padded so that text order is number order.
@@ -212,6 +223,8 @@ pub(crate) fn version_key(version: u64) -> String {
 /// The history item of one state of a request.
 pub fn history_item(state: &AsyncRequest) -> Result<Item> {
     let mut item = encode(state, REQUEST_TEXT)?;
+    // A batch's marks are how it counts, not what a resuming subscriber sees.
+    item.remove("childMarks");
     item.insert(
         HISTORY.sort_key.unwrap_or_default().to_owned(),
         s(version_key(state.version)),

@@ -23,18 +23,21 @@ use streamer_core::{
 
 use crate::items::{
     AWAITING_PARTITION, Item, active_counter_id, connection_from_item, connection_item,
-    created_key, enqueue_counter_id, history_item, json_text, n, request_from_item, request_item,
+    child_key, created_key, enqueue_counter_id, history_item, json_text, n, request_from_item, request_item,
     s, sharded, status_partition, subscription_from_item, subscription_item, subscription_key,
     template_attributes, template_from_item, templates_partition, version_key,
 };
 use crate::tables::{
-    self, ACTIVE, AWAITING_INIT, BY_CREATION, BY_STATUS, CONNECTIONS, CONNECTIONS_BY_TENANT,
+    self, ACTIVE, AWAITING_INIT, BY_CREATION, BY_PARENT, BY_STATUS, CONNECTIONS, CONNECTIONS_BY_TENANT,
     HISTORY, INDEX_SHARDS, REQUESTS, SUBSCRIPTIONS, Tables,
 };
 
 /// The attributes of a request that never change once it is created.
 const REQUEST_FIXED: &[&str] = &[
     "id",
+    "parent",
+    BY_PARENT.partition_key,
+    BY_PARENT.sort_key,
     "payload",
     "action",
     "tenant",
@@ -207,6 +210,151 @@ impl DynamoDbStore {
             .build()
             .map_err(|e| Error::backend("counting requests", e))?;
         Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Moves `tenant`'s count of requests not yet ended by `delta` at once, refused
+    /// ([`Error::QuotaFull`]) when it would rise over `max`.
+    async fn add_active(&self, tenant: &str, delta: i64, max: Option<usize>) -> Result<()> {
+        let full = || Error::QuotaFull(format!("tenant {tenant} has no room for {delta} requests"));
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.connections)
+            .key("id", s(active_counter_id(tenant)))
+            .update_expression("ADD active :delta")
+            .expression_attribute_values(":delta", n(delta));
+        if let Some(max) = max {
+            let room = i64::try_from(max).unwrap_or(i64::MAX) - delta;
+            if room < 0 {
+                return Err(full());
+            }
+            update = update
+                .condition_expression("attribute_not_exists(active) OR active <= :room")
+                .expression_attribute_values(":room", n(room));
+        }
+        match update.send().await {
+            Ok(_) => Ok(()),
+            Err(error) if condition_failed(&error) => Err(full()),
+            Err(error) => Err(Error::backend("counting requests", error)),
+        }
+    }
+
+    /// Writes new requests 25 to a call (`BatchWriteItem`); items DynamoDB leaves
+    /// unprocessed (throttling) are written again with a backoff.
+    async fn put_requests(&self, requests: &[AsyncRequest]) -> Result<()> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        let backoff = streamer_core::Backoff::new(
+            std::time::Duration::from_millis(20),
+            std::time::Duration::from_secs(1),
+        );
+        for chunk in requests.chunks(25) {
+            let mut pending = chunk
+                .iter()
+                .map(|request| {
+                    let put = PutRequest::builder()
+                        .set_item(Some(request_item(request)?))
+                        .build()
+                        .map_err(|e| Error::backend("creating requests", e))?;
+                    Ok(WriteRequest::builder().put_request(put).build())
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut attempt = 1;
+            while !pending.is_empty() {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.requests, std::mem::take(&mut pending))
+                    .send()
+                    .await
+                    .map_err(|e| Error::backend("creating requests", e))?;
+                pending = output
+                    .unprocessed_items
+                    .and_then(|mut tables| tables.remove(&self.requests))
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    if attempt == 10 {
+                        return Err(Error::backend(
+                            "creating requests",
+                            std::io::Error::other("items left unprocessed after 10 attempts"),
+                        ));
+                    }
+                    let delay = backoff.delay(attempt, &mut rand::rng());
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A page of a batch's children, in their order in it: a Query of the `byParent` index,
+    /// then the items. The index may lag them: a child that no longer has the status asked
+    /// for is left out.
+    async fn list_children(&self, parent: &str, filter: &RequestFilter) -> Result<Page> {
+        let wanted = filter.limit;
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.requests)
+            .index_name(BY_PARENT.name)
+            .key_condition_expression("#parent = :parent")
+            .expression_attribute_names("#parent", BY_PARENT.partition_key)
+            .expression_attribute_values(":parent", s(parent));
+        let mut filters = Vec::new();
+        if let Some(status) = filter.status {
+            filters.push("#status = :status");
+            query = query
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(status.as_str()));
+        }
+        if let Some(owner) = &filter.owner {
+            filters.push("#owner = :owner");
+            query = query
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_values(":owner", s(owner));
+        }
+        if !filters.is_empty() {
+            query = query.filter_expression(filters.join(" AND "));
+        }
+        if let Some(after) = &filter.after {
+            let Some(index) = self
+                .get_request(after)
+                .await?
+                .and_then(|last| last.parent)
+                .filter(|link| link.id == *parent)
+                .map(|link| link.index)
+            else {
+                return Ok(Page::default());
+            };
+            query = query.set_exclusive_start_key(Some(HashMap::from([
+                ("id".to_owned(), s(after)),
+                (BY_PARENT.partition_key.to_owned(), s(parent)),
+                (BY_PARENT.sort_key.to_owned(), s(child_key(index))),
+            ])));
+        }
+        let keys = query_up_to(query, wanted + 1, "listing a batch's children").await?;
+        let more = keys.len() > wanted;
+        let ids: Vec<String> = keys
+            .iter()
+            .take(wanted)
+            .filter_map(|key| text_of(key, "id").map(str::to_owned))
+            .collect();
+        let mut items = Vec::new();
+        for chunk in ids.chunks(100) {
+            items.extend(self.get_requests(chunk).await?.into_iter().filter(|request| {
+                filter.status.is_none_or(|status| request.status == status)
+                    && filter
+                        .tenant
+                        .as_ref()
+                        .is_none_or(|tenant| request.tenant == *tenant)
+            }));
+        }
+        let next = if more {
+            ids.last().cloned()
+        } else {
+            None
+        };
+        Ok(Page { items, next })
     }
 
     /// A conditional update of a request: `false` when its condition failed.
@@ -684,6 +832,43 @@ impl Store for DynamoDbStore {
         }
     }
 
+    async fn create_batch(
+        &self,
+        batch: &AsyncRequest,
+        children: &[AsyncRequest],
+        max_active: Option<usize>,
+    ) -> Result<()> {
+        let conflict = || Error::Conflict(format!("request {} exists", batch.id));
+        // A repeat (an idempotency key) is answered before anything is counted.
+        if self.get_request(&batch.id).await?.is_some() {
+            return Err(conflict());
+        }
+        // The batch and each child count as requests not yet ended, all at once: the quota
+        // has room for the whole batch or it is refused.
+        let counted = i64::try_from(children.len() + 1).unwrap_or(i64::MAX);
+        self.add_active(&batch.tenant, counted, max_active).await?;
+        let created = self
+            .client
+            .put_item()
+            .table_name(&self.requests)
+            .set_item(Some(request_item(batch)?))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(error) => {
+                self.add_active(&batch.tenant, -counted, None).await?;
+                return if condition_failed(&error) {
+                    Err(conflict())
+                } else {
+                    Err(Error::backend("creating a batch", error))
+                };
+            }
+        }
+        self.put_requests(children).await
+    }
+
     async fn get_request(&self, id: &str) -> Result<Option<AsyncRequest>> {
         let output = self
             .client
@@ -876,6 +1061,9 @@ impl Store for DynamoDbStore {
     }
 
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Page> {
+        if let Some(parent) = &filter.parent {
+            return self.list_children(parent, filter).await;
+        }
         let (index, partitions) = match (&filter.tenant, filter.status) {
             (Some(tenant), Some(status)) => (BY_STATUS, vec![status_partition(tenant, status)]),
             (Some(tenant), None) => (BY_CREATION, vec![tenant.clone()]),

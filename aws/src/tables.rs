@@ -11,7 +11,7 @@
 //! - `requests`: key `id`; stream NEW_AND_OLD_IMAGES feeds the processor; two GSIs list
 //!   a tenant's requests oldest first, all of them (`byCreation`) or by status (`byStatus`);
 //!   a sparse one (`active`, sharded) every tenant's unfinished requests by status, for the
-//!   sweeper.
+//!   sweeper; another (`byParent`) a batch's children in order.
 //!
 //! The indexes hold keys only, and what their queries filter on (`owner` for the tenant
 //! listings, `expiresAt` for `byTenant`), which never changes with progress: a
@@ -126,12 +126,22 @@ pub const ACTIVE: IndexSpec = IndexSpec {
     include: &[],
 };
 
+/// The sparse `requests` GSI of a batch's children, in their order in it: only children
+/// carry its partition key. It holds `status`, which a listing of the children in one status
+/// filters on.
+pub const BY_PARENT: IndexSpec = IndexSpec {
+    name: "byParent",
+    partition_key: "parentId",
+    sort_key: "childKey",
+    include: &["owner", "status"],
+};
+
 /// The requests table.
 pub const REQUESTS: TableSpec = TableSpec {
     suffix: "requests",
     partition_key: "id",
     sort_key: None,
-    indexes: &[BY_CREATION, BY_STATUS, ACTIVE],
+    indexes: &[BY_CREATION, BY_STATUS, ACTIVE, BY_PARENT],
     stream: true,
 };
 

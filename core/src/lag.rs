@@ -198,6 +198,19 @@ impl Store for LaggingIndexes {
         Ok(())
     }
 
+    async fn create_batch(
+        &self,
+        batch: &AsyncRequest,
+        children: &[AsyncRequest],
+        max_active: Option<usize>,
+    ) -> Result<()> {
+        self.inner.create_batch(batch, children, max_active).await?;
+        for request in std::iter::once(batch).chain(children) {
+            self.copy_request(&request.id).await;
+        }
+        Ok(())
+    }
+
     async fn get_request(&self, id: &str) -> Result<Option<AsyncRequest>> {
         self.inner.get_request(id).await
     }

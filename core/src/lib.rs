@@ -12,6 +12,7 @@
 //!   deterministic.
 //! - [`request`]: the async request and its status machine
 //!   (QUEUED → RUNNING → COMPLETED | FAILED | CANCELLED, RETRYING between attempts).
+//! - [`batch`]: batches, whose children are counted into them exactly once.
 //! - [`connection`] and [`subscription`]: what the gateway persists per socket and per
 //!   `requestProgress` operation.
 //! - [`protocol`]: graphql-transport-ws messages, parsed strictly, and the session step
@@ -26,6 +27,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod batch;
 pub mod calls;
 pub mod clock;
 pub mod connection;
@@ -44,6 +46,7 @@ pub mod template;
 
 pub use auth::{Access, AuthError, Authenticator, Credentials, DEV_TENANT, DevMode, Principal};
 pub use backoff::Backoff;
+pub use batch::{BatchProgress, ChildMove, ChildState, ParentLink};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connection::{
     Connection, MAX_CONNECTION_LIFETIME, Phase, completed_early_at, completed_early_mark,

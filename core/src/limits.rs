@@ -31,6 +31,9 @@ pub struct Limits {
     /// Largest job payload, as JSON: 64 KiB (a request item holds it, within DynamoDB's
     /// 400 KB per item).
     pub max_payload_bytes: usize,
+    /// Most items of one batch: 1,000 (at most [`crate::batch::MAX_BATCH_ITEMS`], which a
+    /// batch's item holds).
+    pub max_batch_items: usize,
     /// Most authenticated connections of one tenant at once. A quota: none unless set (a
     /// multi-tenant deployment sets it; SECURITY.md recommends 1,000).
     pub max_tenant_connections: Option<usize>,
@@ -54,6 +57,7 @@ impl Default for Limits {
             max_document_bytes: 32 * 1024,
             max_init_payload_bytes: 4 * 1024,
             max_payload_bytes: 64 * 1024,
+            max_batch_items: 1_000,
             max_tenant_connections: None,
             max_tenant_active_requests: None,
             max_tenant_enqueues_per_second: None,

@@ -40,6 +40,8 @@ struct Tables {
     feeds: Vec<mpsc::UnboundedSender<Change>>,
     // Requests not yet ended, by tenant: what the active-requests quota counts.
     active: HashMap<String, HashSet<String>>,
+    // Children by batch, then index.
+    children: HashMap<String, BTreeMap<u32, String>>,
     // Templates by tenant, then name.
     templates: BTreeMap<(String, String), RequestTemplate>,
     // Enqueues taken by tenant and one-second window.
@@ -80,6 +82,12 @@ impl Tables {
             .entry(request.status)
             .or_default()
             .insert(position);
+        if let Some(parent) = &request.parent {
+            self.children
+                .entry(parent.id.clone())
+                .or_default()
+                .insert(parent.index, request.id.clone());
+        }
         self.requests
             .insert(request.id.clone(), (position, request))
             .map(|(_, old)| old)
@@ -99,7 +107,45 @@ impl Tables {
         if let Some(listed) = self.by_tenant.get_mut(&request.tenant) {
             listed.remove(&position);
         }
+        if let Some(parent) = &request.parent
+            && let Some(children) = self.children.get_mut(&parent.id)
+        {
+            children.remove(&parent.index);
+            if children.is_empty() {
+                self.children.remove(&parent.id);
+            }
+        }
         Some(request)
+    }
+
+    /// A page of a batch's children, in their order in it.
+    fn children_page(&self, parent: &str, filter: &RequestFilter) -> Page {
+        let start = filter
+            .after
+            .as_ref()
+            .and_then(|after| self.request(after))
+            .and_then(|after| after.parent.as_ref())
+            .map_or(0, |link| link.index + 1);
+        let mut matching = self
+            .children
+            .get(parent)
+            .into_iter()
+            .flat_map(|children| children.range(start..))
+            .filter_map(|(_, id)| self.request(id))
+            .filter(|r| {
+                filter
+                    .tenant
+                    .as_ref()
+                    .is_none_or(|tenant| r.tenant == *tenant)
+            })
+            .filter(|r| filter.owner.as_ref().is_none_or(|owner| r.owner == *owner))
+            .filter(|r| filter.status.is_none_or(|status| r.status == status));
+        let items: Vec<AsyncRequest> = matching.by_ref().take(filter.limit).cloned().collect();
+        let next = match (items.last(), matching.next()) {
+            (Some(last), Some(_)) => Some(last.id.clone()),
+            _ => None,
+        };
+        Page { items, next }
     }
 
     fn request(&self, id: &str) -> Option<&AsyncRequest> {
@@ -431,6 +477,37 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn create_batch(
+        &self,
+        batch: &AsyncRequest,
+        children: &[AsyncRequest],
+        max_active: Option<usize>,
+    ) -> Result<()> {
+        within_item_size(batch)?;
+        for child in children {
+            within_item_size(child)?;
+        }
+        let mut tables = self.tables();
+        if tables.requests.contains_key(&batch.id) {
+            return Err(Error::Conflict(format!("request {} exists", batch.id)));
+        }
+        if let Some(max) = max_active {
+            let active = tables.active.get(&batch.tenant).map_or(0, HashSet::len);
+            if active + children.len() + 1 > max {
+                return Err(Error::QuotaFull(format!(
+                    "tenant {} has {active} active requests",
+                    batch.tenant
+                )));
+            }
+        }
+        for request in std::iter::once(batch).chain(children) {
+            let request = Arc::new(request.clone());
+            tables.put_request(Arc::clone(&request));
+            tables.emit(ChangeKind::Insert, None, Some(request));
+        }
+        Ok(())
+    }
+
     async fn get_request(&self, id: &str) -> Result<Option<AsyncRequest>> {
         let request = self.tables().requests.get(id).map(|(_, r)| Arc::clone(r));
         Ok(request.map(Arc::unwrap_or_clone))
@@ -535,6 +612,9 @@ impl Store for MemoryStore {
 
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Page> {
         let tables = self.tables();
+        if let Some(parent) = &filter.parent {
+            return Ok(tables.children_page(parent, filter));
+        }
         let start = filter
             .after
             .as_ref()

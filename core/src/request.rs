@@ -8,6 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::batch::{BatchProgress, ChildMarks, ParentLink};
 use crate::{Error, Result};
 
 /// How long a request stays in the store after its last change before TTL removes it.
@@ -145,6 +146,16 @@ pub struct AsyncRequest {
     /// `name@version` of the template it was started from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// The batch it belongs to, and its place there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
+    /// On a batch: its children's counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchProgress>,
+    /// On a batch: each child as last counted (see [`crate::batch`]). Not part of what a
+    /// client sees, nor of the history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_marks: Option<ChildMarks>,
 }
 
 fn dev_tenant() -> String {
@@ -207,6 +218,9 @@ impl AsyncRequest {
             tenant: dev_tenant(),
             owner: anonymous(),
             template: None,
+            parent: None,
+            batch: None,
+            child_marks: None,
         }
     }
 
@@ -230,7 +244,7 @@ impl AsyncRequest {
         self.attempts.saturating_sub(self.redriven_after)
     }
 
-    fn refuse(&self, action: &'static str) -> Error {
+    pub(crate) fn refuse(&self, action: &'static str) -> Error {
         Error::Transition {
             id: self.id.clone(),
             action,
@@ -238,7 +252,7 @@ impl AsyncRequest {
         }
     }
 
-    fn touch(&mut self, now: DateTime<Utc>) {
+    pub(crate) fn touch(&mut self, now: DateTime<Utc>) {
         if self.status != RequestStatus::Running {
             self.lease_until = None;
         }
@@ -302,6 +316,9 @@ impl AsyncRequest {
 
     /// QUEUED or RETRYING → RUNNING: a worker starts an attempt.
     pub fn start(&mut self, now: DateTime<Utc>) -> Result<()> {
+        if self.is_batch() {
+            return Err(self.refuse("run: it is a batch, its children run"));
+        }
         if !matches!(self.status, RequestStatus::Queued | RequestStatus::Retrying) {
             return Err(self.refuse("start"));
         }
@@ -384,6 +401,9 @@ impl AsyncRequest {
     /// told (`cancel_requested`) and the worker ends it CANCELLED. Cancelling a request that
     /// is already cancelled is not an error (the mutation is idempotent).
     pub fn cancel(&mut self, now: DateTime<Utc>) -> Result<()> {
+        if self.is_batch() {
+            return self.cancel_batch();
+        }
         match self.status {
             RequestStatus::Queued | RequestStatus::Retrying => {
                 self.status = RequestStatus::Cancelled;
@@ -413,6 +433,9 @@ impl AsyncRequest {
     /// FAILED → QUEUED: re-drive a dead letter. Progress starts again from zero; `attempts`
     /// keeps counting and the new drive gets the whole retry budget.
     pub fn redrive(&mut self, now: DateTime<Utc>) -> Result<()> {
+        if self.is_batch() {
+            return self.redrive_batch(now);
+        }
         if self.status != RequestStatus::Failed {
             return Err(self.refuse("be retried"));
         }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::{
-    AsyncRequest, Clock, Connection, Error, RequestStatus, RequestTemplate, Result, Subscription,
+    AsyncRequest, ChildMove, ChildState, Clock, Connection, Error, RequestStatus, RequestTemplate, Result, Subscription,
     SubscriptionKey,
 };
 
@@ -63,8 +63,11 @@ impl Change {
     pub fn cancelled_while_running(&self) -> Option<&AsyncRequest> {
         let new = self.new.as_deref()?;
         let asked_before = self.old.as_ref().is_some_and(|old| old.cancel_requested);
-        (new.status == RequestStatus::Running && new.cancel_requested && !asked_before)
-            .then_some(new)
+        (new.status == RequestStatus::Running
+            && new.cancel_requested
+            && !asked_before
+            && !new.is_batch())
+        .then_some(new)
     }
 
     /// The new image when this change ended a run: the request was RUNNING and is not any
@@ -72,18 +75,66 @@ impl Change {
     pub fn left_running(&self) -> Option<&AsyncRequest> {
         let old = self.old.as_deref()?;
         let new = self.new.as_deref()?;
-        (old.status == RequestStatus::Running && new.status != RequestStatus::Running)
-            .then_some(new)
+        (old.status == RequestStatus::Running
+            && new.status != RequestStatus::Running
+            && !new.is_batch())
+        .then_some(new)
     }
 
-    /// The new image when this change made the request runnable (enqueued or re-driven).
+    /// The new image when this change made the request runnable (enqueued or re-driven). A
+    /// batch never is: its children are.
     pub fn enqueued(&self) -> Option<&AsyncRequest> {
-        let new = self.new.as_deref()?;
+        let new = self.new.as_deref().filter(|new| !new.is_batch())?;
         let was_queued = self
             .old
             .as_ref()
             .is_some_and(|old| old.status == RequestStatus::Queued);
         (new.status == RequestStatus::Queued && !was_queued).then_some(new)
+    }
+}
+
+impl Change {
+    /// The batch and the move to count into it, when this change moved a child from one
+    /// state its batch counts to another (a progress report moves none).
+    pub fn child_moved(&self) -> Option<(&str, ChildMove)> {
+        let new = self.new.as_deref()?;
+        let parent = new.parent.as_ref()?;
+        let state = ChildState::of(new.status);
+        // A new child is counted as queued from the start.
+        let old = self.old.as_deref().map_or(ChildState::Queued, |old| ChildState::of(old.status));
+        (old != state).then_some((
+            parent.id.as_str(),
+            ChildMove {
+                index: parent.index,
+                version: new.version,
+                state,
+            },
+        ))
+    }
+
+    /// The new image when this change asked a batch to cancel: its children not yet ended are
+    /// to be cancelled.
+    pub fn batch_cancelled(&self) -> Option<&AsyncRequest> {
+        let new = self.new.as_deref().filter(|new| new.is_batch())?;
+        let asked_before = self.old.as_ref().is_some_and(|old| old.cancel_requested);
+        (new.cancel_requested && !asked_before).then_some(new)
+    }
+
+    /// The indexes of the children to re-drive when this change re-drove a failed batch:
+    /// those it counted failed before and queued now.
+    pub fn batch_redriven(&self) -> Vec<u32> {
+        let (Some(old), Some(new)) = (self.old.as_deref(), self.new.as_deref()) else {
+            return Vec::new();
+        };
+        if !new.is_batch() || old.status != RequestStatus::Failed || new.status.is_terminal() {
+            return Vec::new();
+        }
+        let queued: std::collections::HashSet<u32> =
+            new.children_in(ChildState::Queued).into_iter().collect();
+        old.children_in(ChildState::Failed)
+            .into_iter()
+            .filter(|index| queued.contains(index))
+            .collect()
     }
 }
 
@@ -108,6 +159,8 @@ pub struct RequestFilter {
     pub owner: Option<String>,
     /// Only this status.
     pub status: Option<RequestStatus>,
+    /// Only the children of this batch, in their order in it.
+    pub parent: Option<String>,
     /// At most this many.
     pub limit: usize,
     /// Continue after this token (from [`Page::next`]).
@@ -188,6 +241,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_request_within(
         &self,
         request: &AsyncRequest,
+        max_active: Option<usize>,
+    ) -> Result<()>;
+    /// Stores a new batch and its children ([`AsyncRequest::new_batch`],
+    /// [`AsyncRequest::child`]), unless the tenant has room for fewer than all of them in
+    /// `max_active` ([`Error::QuotaFull`], nothing stored): [`Error::Conflict`] when the
+    /// batch exists, checked first, and then no child is written. The batch is written
+    /// before its children, so a child's change always finds it.
+    async fn create_batch(
+        &self,
+        batch: &AsyncRequest,
+        children: &[AsyncRequest],
         max_active: Option<usize>,
     ) -> Result<()>;
     /// Reads a request.

@@ -107,7 +107,8 @@ pub struct Config {
     /// default where it is unset: `STREAMER_MAX_MESSAGE_BYTES`, `STREAMER_MAX_DEPTH`,
     /// `STREAMER_MAX_COMPLEXITY`, `STREAMER_MAX_ALIASES`, `STREAMER_MAX_SUBSCRIPTIONS`,
     /// `STREAMER_MAX_OPERATION_ID`, `STREAMER_MAX_DOCUMENT_BYTES`,
-    /// `STREAMER_MAX_INIT_PAYLOAD_BYTES`, `STREAMER_MAX_PAYLOAD_BYTES`; and the per-tenant
+    /// `STREAMER_MAX_INIT_PAYLOAD_BYTES`, `STREAMER_MAX_PAYLOAD_BYTES`,
+    /// `STREAMER_MAX_BATCH_ITEMS`; and the per-tenant
     /// quotas, none unless set: `STREAMER_TENANT_CONNECTIONS`,
     /// `STREAMER_TENANT_ACTIVE_REQUESTS`, `STREAMER_TENANT_ENQUEUES_PER_SECOND`.
     pub limits: Limits,
@@ -187,6 +188,8 @@ fn limits(get: &impl Fn(&'static str) -> Option<String>) -> Result<Limits, Confi
             .unwrap_or(defaults.max_init_payload_bytes),
         max_payload_bytes: number(get, "STREAMER_MAX_PAYLOAD_BYTES")?
             .unwrap_or(defaults.max_payload_bytes),
+        max_batch_items: number(get, "STREAMER_MAX_BATCH_ITEMS")?
+            .unwrap_or(defaults.max_batch_items),
         max_tenant_connections: number(get, "STREAMER_TENANT_CONNECTIONS")?,
         max_tenant_active_requests: number(get, "STREAMER_TENANT_ACTIVE_REQUESTS")?,
         max_tenant_enqueues_per_second: number(get, "STREAMER_TENANT_ENQUEUES_PER_SECOND")?,

@@ -49,9 +49,14 @@ impl FairDispatcher {
                 status: Some(RequestStatus::Running),
                 limit: self.share + 1,
                 after: None,
+                parent: None,
             })
             .await?;
-        Ok(page.items.iter().filter(|r| r.id != except).count())
+        Ok(page
+            .items
+            .iter()
+            .filter(|r| r.id != except && !r.is_batch())
+            .count())
     }
 }
 
@@ -83,11 +88,17 @@ impl Dispatcher for FairDispatcher {
                 tenant: Some(request.tenant.clone()),
                 owner: None,
                 status: Some(RequestStatus::Queued),
-                limit: 1,
+                // A batch waits in the listing too (it never runs): a few more than one.
+                limit: 4,
                 after: None,
+                parent: None,
             })
             .await?;
-        for next in waiting.items.iter().filter(|r| r.id != request.id) {
+        if let Some(next) = waiting
+            .items
+            .iter()
+            .find(|r| r.id != request.id && !r.is_batch())
+        {
             self.inner.dispatch(next).await?;
         }
         Ok(())

@@ -64,21 +64,56 @@ struct Waiting {
     dispatched: u64,
     /// Jobs running now, by tenant.
     running: HashMap<String, usize>,
+    /// Each waiting tenant's rounds, which share its turns among its groups.
+    rounds: HashMap<String, Rounds>,
+}
+
+/// Fair turns among one tenant's groups of jobs (a batch's children are a group; any other
+/// job is a group of its own): a group's jobs take successive rounds from the round being
+/// started now, and of one priority the lowest round starts first. A batch of a thousand
+/// children takes one turn in each round, so that a job enqueued after it starts next
+/// instead of after the thousand, and two batches take turns.
+#[derive(Debug, Default)]
+struct Rounds {
+    /// The round of the last job started.
+    now: u64,
+    /// The next round of each group with jobs past `now`.
+    next: HashMap<String, u64>,
+}
+
+impl Rounds {
+    fn take(&mut self, group: &str) -> u64 {
+        let round = self.next.get(group).copied().unwrap_or(0).max(self.now);
+        self.next.insert(group.to_owned(), round + 1);
+        round
+    }
+
+    fn started(&mut self, round: u64) {
+        self.now = self.now.max(round);
+        // A group whose next round is not ahead of `now` starts from `now` anyway.
+        if self.next.len() > 64 {
+            let now = self.now;
+            self.next.retain(|_, next| *next > now);
+        }
+    }
 }
 
 impl Waiting {
-    /// Queues a job unless it is waiting already; `false` when it was.
-    fn push(&mut self, request_id: String, priority: i32, tenant: String) -> bool {
+    /// Queues a job of `group` unless it is waiting already; `false` when it was.
+    fn push(&mut self, request_id: String, priority: i32, tenant: String, group: String) -> bool {
         if !self.ids.insert(request_id.clone()) {
             return false;
         }
         self.dispatched += 1;
         let sequence = self.dispatched;
+        let round = self.rounds.entry(tenant.clone()).or_default().take(&group);
         self.jobs.entry(tenant.clone()).or_default().push(Waiter {
             priority,
+            round,
             sequence,
             request_id,
             tenant,
+            group,
         });
         true
     }
@@ -97,6 +132,9 @@ impl Waiting {
         let waiter = jobs.pop()?;
         if jobs.is_empty() {
             self.jobs.remove(&tenant);
+            self.rounds.remove(&tenant);
+        } else if let Some(rounds) = self.rounds.get_mut(&tenant) {
+            rounds.started(waiter.round);
         }
         self.ids.remove(&waiter.request_id);
         *self.running.entry(tenant).or_default() += 1;
@@ -116,16 +154,22 @@ impl Waiting {
 #[derive(Debug, PartialEq, Eq)]
 struct Waiter {
     priority: i32,
+    /// Its group's turn among the tenant's groups ([`Rounds`]).
+    round: u64,
     sequence: u64,
     request_id: String,
     tenant: String,
+    /// Its batch, or the request itself.
+    group: String,
 }
 
 impl Ord for Waiter {
-    /// The greatest waiter starts next: the highest priority, then the earliest dispatch.
+    /// The greatest waiter starts next: the highest priority, then the earliest round, then
+    /// the earliest dispatch.
     fn cmp(&self, other: &Self) -> Ordering {
         self.priority
             .cmp(&other.priority)
+            .then_with(|| other.round.cmp(&self.round))
             .then_with(|| other.sequence.cmp(&self.sequence))
     }
 }
@@ -206,7 +250,7 @@ impl TaskDispatcher {
         running.keys().cloned().collect()
     }
 
-    fn enqueue(&self, request_id: String, priority: i32, tenant: String) {
+    fn enqueue(&self, request_id: String, priority: i32, tenant: String, group: String) {
         self.inner.scheduler.get_or_init(|| {
             // The scheduler holds only a weak reference: dropping the last dispatcher stops it.
             let inner = Arc::downgrade(&self.inner);
@@ -228,7 +272,7 @@ impl TaskDispatcher {
         }
         {
             let mut waiting = self.inner.waiting.lock().expect("queue lock");
-            if !waiting.push(request_id, priority, tenant) {
+            if !waiting.push(request_id, priority, tenant, group) {
                 return;
             }
         }
@@ -267,6 +311,7 @@ fn start(dispatcher: TaskDispatcher, waiter: Waiter, permit: OwnedSemaphorePermi
         priority,
         request_id,
         tenant,
+        group,
         ..
     } = waiter;
     let cancel = CancelSignal::default();
@@ -307,7 +352,7 @@ fn start(dispatcher: TaskDispatcher, waiter: Waiter, permit: OwnedSemaphorePermi
         match outcome {
             Ok(Outcome::RetryAfter(delay)) => {
                 tokio::time::sleep(delay).await;
-                this.enqueue(request_id, priority, tenant);
+                this.enqueue(request_id, priority, tenant, group);
             }
             Err(error) => {
                 tracing::error!(%request_id, error = ?error.to_string(), "job run failed")
@@ -361,7 +406,13 @@ impl Drop for Slot {
 #[async_trait]
 impl Dispatcher for TaskDispatcher {
     async fn dispatch(&self, request: &AsyncRequest) -> Result<()> {
-        self.enqueue(request.id.clone(), request.priority, request.tenant.clone());
+        let group = request.parent.as_ref().map_or(&request.id, |parent| &parent.id);
+        self.enqueue(
+            request.id.clone(),
+            request.priority,
+            request.tenant.clone(),
+            group.clone(),
+        );
         Ok(())
     }
 
@@ -381,9 +432,11 @@ mod tests {
     fn waiter(priority: i32, sequence: u64) -> Waiter {
         Waiter {
             priority,
+            round: 0,
             sequence,
             request_id: format!("{priority}/{sequence}"),
             tenant: String::new(),
+            group: String::new(),
         }
     }
 
@@ -406,9 +459,9 @@ mod tests {
     fn a_tenant_at_its_share_waits_while_others_start() {
         let mut waiting = Waiting::default();
         for n in 0..100 {
-            assert!(waiting.push(format!("a{n}"), 100, "a".into()));
+            assert!(waiting.push(format!("a{n}"), 100, "a".into(), format!("a{n}")));
         }
-        assert!(waiting.push("b0".into(), 0, "b".into()));
+        assert!(waiting.push("b0".into(), 0, "b".into(), "b0".into()));
         let started: Vec<String> =
             std::iter::from_fn(|| waiting.next(2).map(|w| w.request_id)).collect();
         // a's priority is higher, but it may hold only two slots.
@@ -421,11 +474,35 @@ mod tests {
     #[test]
     fn a_job_waits_once_however_often_it_is_dispatched() {
         let mut waiting = Waiting::default();
-        assert!(waiting.push("x".into(), 0, "t".into()));
-        assert!(!waiting.push("x".into(), 0, "t".into()));
+        assert!(waiting.push("x".into(), 0, "t".into(), "x".into()));
+        assert!(!waiting.push("x".into(), 0, "t".into(), "x".into()));
         assert_eq!(waiting.next(8).map(|w| w.request_id).as_deref(), Some("x"));
         assert!(waiting.next(8).is_none());
         // Once started it may be queued again (a retry).
-        assert!(waiting.push("x".into(), 0, "t".into()));
+        assert!(waiting.push("x".into(), 0, "t".into(), "x".into()));
+    }
+
+    #[test]
+    fn a_batch_takes_turns_with_the_tenants_other_jobs() {
+        let mut waiting = Waiting::default();
+        let push = |waiting: &mut Waiting, id: &str, group: &str| {
+            assert!(waiting.push(id.into(), 0, "t".into(), group.into()));
+        };
+        for n in 0..4 {
+            push(&mut waiting, &format!("b.{n}"), "b");
+        }
+        let mut started = vec![waiting.next(8).unwrap().request_id];
+        waiting.ended("t");
+        // Enqueued after the batch: starts next, not after its three other children.
+        push(&mut waiting, "single", "single");
+        for n in 0..2 {
+            push(&mut waiting, &format!("c.{n}"), "c");
+        }
+        started.extend(std::iter::from_fn(|| {
+            let next = waiting.next(8).map(|w| w.request_id);
+            waiting.ended("t");
+            next
+        }));
+        assert_eq!(started, ["b.0", "single", "c.0", "b.1", "c.1", "b.2", "b.3"]);
     }
 }

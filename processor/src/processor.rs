@@ -8,9 +8,9 @@ use std::time::Duration;
 use async_graphql::dynamic::Schema;
 use async_trait::async_trait;
 use futures::{StreamExt, stream};
-use streamer_core::store::{Change, ChangeKind};
+use streamer_core::store::{Change, ChangeKind, modify_request};
 use streamer_core::{
-    AsyncRequest, Clock, Limits, Result, Sender, Store, Subscription, SubscriptionKey, SystemClock,
+    AsyncRequest, ChildMove, Clock, Limits, Result, Sender, Store, Subscription, SubscriptionKey, SystemClock,
     metric,
 };
 use streamer_schema::{Delivery, Handlers, Pusher, Resolutions, Services};
@@ -43,6 +43,9 @@ const HOLD_POLL_MS: u64 = 50;
 
 /// At most this many pushes of one change are in flight at once.
 const FAN_OUT_CONCURRENCY: usize = 64;
+
+/// At most this many children of a batch are cancelled or re-driven at once.
+const CASCADE_CONCURRENCY: usize = 16;
 
 /// What a batch left undone: the sequence numbers of the changes that failed, to be reported
 /// as batch item failures and delivered again.
@@ -133,6 +136,10 @@ impl Processor {
     /// different requests concurrently. After a change of a request fails, its later changes
     /// are not attempted (they would overtake it) and are reported failed too.
     pub async fn handle_batch(&self, changes: Vec<Change>) -> BatchOutcome {
+        // Children's moves are counted into their batches first, one write per batch for the
+        // whole stream batch; a change whose count failed fails, and is counted again when it
+        // comes back (a count is never taken twice: see `streamer_core::batch`).
+        let uncounted = Arc::new(self.count_children(&changes).await);
         let mut by_request: HashMap<String, Vec<Change>> = HashMap::new();
         let mut order = Vec::new();
         for change in changes {
@@ -146,10 +153,11 @@ impl Processor {
         // inference that `tokio::spawn` needs.
         let groups = order.into_iter().filter_map(|key| by_request.remove(&key)).map(|group| {
             let this = self.clone();
+            let uncounted = Arc::clone(&uncounted);
             async move {
                 let mut failed = Vec::new();
                 for change in group {
-                    if !failed.is_empty() {
+                    if !failed.is_empty() || uncounted.contains(&change.sequence_number) {
                         failed.push(change.sequence_number);
                         continue;
                     }
@@ -170,12 +178,113 @@ impl Processor {
         }
     }
 
+    /// Counts the children's moves among `changes` into their batches: one read and one
+    /// conditional write per batch (again on a lost race). Returns the sequence numbers of
+    /// the changes whose count was not written.
+    async fn count_children(&self, changes: &[Change]) -> HashSet<String> {
+        let mut by_batch: HashMap<String, Vec<(String, ChildMove)>> = HashMap::new();
+        for change in changes {
+            if matches!(change.kind, ChangeKind::Expire | ChangeKind::Remove) {
+                continue;
+            }
+            if let Some((batch, child)) = change.child_moved() {
+                by_batch
+                    .entry(batch.to_owned())
+                    .or_default()
+                    .push((change.sequence_number.clone(), child));
+            }
+        }
+        // Owned futures, as in `handle_batch`.
+        let counts = by_batch.into_iter().map(|(batch, moves)| {
+            let this = self.clone();
+            async move {
+                let children: Vec<ChildMove> = moves.iter().map(|(_, child)| *child).collect();
+                match this.count_into(&batch, &children).await {
+                    Ok(()) => Vec::new(),
+                    Err(error) => {
+                        tracing::error!(batch, error = ?error.to_string(), "counting children failed");
+                        moves.into_iter().map(|(sequence, _)| sequence).collect()
+                    }
+                }
+            }
+        });
+        stream::iter(counts)
+            .buffer_unordered(FAN_OUT_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Counts `children`'s moves into batch `id`, writing only when a count moved.
+    async fn count_into(&self, id: &str, children: &[ChildMove]) -> Result<()> {
+        loop {
+            let Some(mut batch) = self.store.get_request(id).await? else {
+                // Gone with its retention: nobody follows it any more.
+                tracing::warn!(batch = id, "a child's batch is gone");
+                return Ok(());
+            };
+            let expected = batch.revision;
+            if !batch.count_children(children, self.clock.now())? {
+                return Ok(());
+            }
+            batch.revision = expected + 1;
+            match self.store.update_request(&batch, expected).await {
+                Err(streamer_core::Error::Conflict(_)) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Applies `apply` to the children of `batch` at `indexes`, a few at a time. A child that
+    /// has moved on (it ended, or was re-driven already) is left as it is: a cascade handled
+    /// twice does nothing more.
+    async fn cascade(
+        &self,
+        batch: &str,
+        indexes: Vec<u32>,
+        apply: fn(&mut AsyncRequest, chrono::DateTime<chrono::Utc>) -> Result<()>,
+    ) -> Result<()> {
+        let moves = indexes.into_iter().map(|index| {
+            let (store, clock) = (Arc::clone(&self.store), Arc::clone(&self.clock));
+            let id = streamer_core::batch::child_id(batch, index);
+            async move {
+                match modify_request(&*store, &*clock, &id, apply).await {
+                    Ok(_)
+                    | Err(
+                        streamer_core::Error::Transition { .. } | streamer_core::Error::NotFound(_),
+                    ) => Ok(()),
+                    Err(error) => Err(error),
+                }
+            }
+        });
+        let outcomes: Vec<Result<()>> = stream::iter(moves)
+            .buffer_unordered(CASCADE_CONCURRENCY)
+            .collect()
+            .await;
+        outcomes.into_iter().collect()
+    }
+
     /// Handles one change: dispatch if it made the request runnable, fan out if a client can
     /// see it.
     pub async fn handle(&self, change: &Change) -> Result<()> {
         if matches!(change.kind, ChangeKind::Expire | ChangeKind::Remove) {
             // TTL or cleanup: nothing a subscriber is waiting for.
             return Ok(());
+        }
+        if let Some(batch) = change.batch_cancelled() {
+            let open = (0u32..)
+                .zip(batch.child_marks.iter().flat_map(|marks| &marks.0))
+                .filter(|(_, mark)| !mark.state.ended())
+                .map(|(index, _)| index)
+                .collect();
+            self.cascade(&batch.id, open, AsyncRequest::cancel).await?;
+        }
+        let redriven = change.batch_redriven();
+        if let (false, Some(batch)) = (redriven.is_empty(), change.new.as_deref()) {
+            self.cascade(&batch.id, redriven, AsyncRequest::redrive)
+                .await?;
         }
         if let Some(request) = change.enqueued() {
             self.dispatcher.dispatch(request).await?;

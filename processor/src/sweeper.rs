@@ -165,9 +165,11 @@ impl Sweeper {
                 status: Some(status),
                 limit: self.options.limit,
                 after: None,
+                parent: None,
             })
             .await?;
-        Ok(page.items)
+        // A batch is never dispatched: its children are.
+        Ok(page.items.into_iter().filter(|r| !r.is_batch()).collect())
     }
 }
 

@@ -20,7 +20,10 @@ use streamer_core::{LimitExceeded, Limits};
 use crate::execute::{self, OperationKind};
 
 /// List fields that page without `first`, with their default page size.
-const PAGED_FIELDS: &[(&str, usize)] = &[("requests", crate::schema::DEFAULT_PAGE)];
+const PAGED_FIELDS: &[(&str, usize)] = &[
+    ("requests", crate::schema::DEFAULT_PAGE),
+    ("children", crate::schema::DEFAULT_PAGE),
+];
 
 /// A page is at most this large, whatever `first` asks for (the resolvers refuse more).
 const MAX_PAGE: usize = crate::schema::MAX_PAGE;

@@ -17,6 +17,7 @@
 //! - [`execute`]: operation kinds, subscription validation without execution, and
 //!   [`resolve`](execute::resolve) of a stored document for one state.
 
+mod batches;
 mod bridge;
 pub mod delivery;
 pub mod document;

@@ -23,7 +23,7 @@ use streamer_core::{
 
 use crate::bridge::json_field;
 use crate::execute::{Capture, Event, Target};
-use crate::{Handlers, Registered, templates};
+use crate::{Handlers, Registered, batches, templates};
 
 /// What resolvers need to reach: the store, the clock and the id source.
 #[derive(Clone, Debug)]
@@ -120,7 +120,7 @@ fn id_arg(ctx: &ResolverContext<'_>) -> async_graphql::Result<String> {
 }
 
 /// An argument, unless it is absent or null (a variable left out arrives as null).
-fn arg<'a>(
+pub(crate) fn arg<'a>(
     ctx: &'a ResolverContext<'_>,
     name: &str,
 ) -> Option<async_graphql::dynamic::ValueAccessor<'a>> {
@@ -129,7 +129,7 @@ fn arg<'a>(
 
 /// The request a field of `AsyncRequest` is resolved on: owned, or a shared state being
 /// pushed.
-fn request_of<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<&'a AsyncRequest> {
+pub(crate) fn request_of<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<&'a AsyncRequest> {
     match ctx.parent_value.downcast_ref::<Arc<AsyncRequest>>() {
         Some(shared) => Ok(shared),
         None => ctx.parent_value.try_downcast_ref::<AsyncRequest>(),
@@ -317,7 +317,7 @@ fn async_request_type() -> Object {
         };
         object = object.field(request_field(scalar.name, ty, scalar.get));
     }
-    object
+    let object = object
         .field(Field::new(
             "output",
             TypeRef::named("RequestOutput"),
@@ -341,12 +341,69 @@ fn async_request_type() -> Object {
             "error",
             TypeRef::named("RequestError"),
             |r| request_error(r).as_ref().map(json),
-        ))
+        ));
+    batches::request_fields(object)
 }
 
-struct Edges {
+/// One page of a listing, as `AsyncRequestConnection` resolves it.
+#[derive(Default)]
+pub(crate) struct Edges {
     items: Vec<AsyncRequest>,
     has_next_page: bool,
+}
+
+/// The filter a paged listing's arguments ask for (`status`, `first`, `after`), within the
+/// caller's tenant (and its own requests where only owners may act).
+pub(crate) fn page_filter(
+    ctx: &ResolverContext<'_>,
+    caller: &Principal,
+    services: &Services,
+) -> async_graphql::Result<RequestFilter> {
+    let status = match arg(ctx, "status") {
+        Some(status) => RequestStatus::parse(status.enum_name()?),
+        None => None,
+    };
+    let limit = match arg(ctx, "first") {
+        Some(first) => {
+            let first = first.i64()?;
+            if !(0..=MAX_PAGE as i64).contains(&first) {
+                return Err(client_error(
+                    "BAD_USER_INPUT",
+                    format!("`first` must be 0..={MAX_PAGE}"),
+                ));
+            }
+            first as usize
+        }
+        None => DEFAULT_PAGE,
+    };
+    let after = match arg(ctx, "after") {
+        Some(after) => Some(decode_cursor(after.string()?)?),
+        None => None,
+    };
+    Ok(RequestFilter {
+        tenant: Some(caller.tenant.clone()),
+        owner: services.access.owner_filter(caller),
+        status,
+        parent: None,
+        limit,
+        after,
+    })
+}
+
+/// One page of the requests `filter` asks for, as an `AsyncRequestConnection`.
+pub(crate) async fn list_page(
+    services: &Services,
+    filter: &RequestFilter,
+) -> async_graphql::Result<FieldValue<'static>> {
+    let page = services
+        .store
+        .list_requests(filter)
+        .await
+        .map_err(from_core)?;
+    Ok(FieldValue::owned_any(Edges {
+        items: page.items,
+        has_next_page: page.next.is_some(),
+    }))
 }
 
 fn connection_types() -> [Object; 3] {
@@ -413,48 +470,28 @@ fn query_type() -> Object {
                 |ctx| {
                     FieldFuture::new(async move {
                         let services = ctx.data::<Services>()?;
-                        let status = match arg(&ctx, "status") {
-                            Some(status) => RequestStatus::parse(status.enum_name()?),
-                            None => None,
-                        };
-                        let limit = match arg(&ctx, "first") {
-                            Some(first) => {
-                                let first = first.i64()?;
-                                if !(0..=MAX_PAGE as i64).contains(&first) {
-                                    return Err(client_error(
-                                        "BAD_USER_INPUT",
-                                        format!("`first` must be 0..={MAX_PAGE}"),
-                                    ));
-                                }
-                                first as usize
-                            }
-                            None => DEFAULT_PAGE,
-                        };
-                        let after = match arg(&ctx, "after") {
-                            Some(after) => Some(decode_cursor(after.string()?)?),
-                            None => None,
-                        };
                         let caller = principal(&ctx)?;
-                        let filter = RequestFilter {
-                            tenant: Some(caller.tenant.clone()),
-                            owner: services.access.owner_filter(caller),
-                            status,
-                            limit,
-                            after,
-                        };
-                        let page = services
-                            .store
-                            .list_requests(&filter)
-                            .await
-                            .map_err(from_core)?;
-                        Ok(Some(FieldValue::owned_any(Edges {
-                            items: page.items,
-                            has_next_page: page.next.is_some(),
-                        })))
+                        let mut filter = page_filter(&ctx, caller, services)?;
+                        if let Some(parent) = arg(&ctx, "parent") {
+                            let parent = parent.string()?;
+                            // Another tenant's batch has no children for the caller.
+                            let visible = services
+                                .store
+                                .get_request(parent)
+                                .await
+                                .map_err(from_core)?
+                                .is_some_and(|batch| services.access.allows(caller, &batch));
+                            if !visible {
+                                return Ok(Some(FieldValue::owned_any(Edges::default())));
+                            }
+                            filter.parent = Some(parent.to_owned());
+                        }
+                        Ok(Some(list_page(services, &filter).await?))
                     })
                 },
             )
             .argument(InputValue::new("status", TypeRef::named("RequestStatus")))
+            .argument(InputValue::new("parent", TypeRef::named(TypeRef::ID)))
             .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
             .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING))),
         )
@@ -475,13 +512,13 @@ fn query_type() -> Object {
 }
 
 /// The longest idempotency key accepted.
-const MAX_IDEMPOTENCY_KEY: usize = 255;
+pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// The request id of a keyed enqueue: the same scope (the tenant, and the user where only
 /// owners may act), action and key always name the same request; any other scope names
 /// another. A hash of the parts, each prefixed with its length so that no choice of names
 /// makes two scopes meet, and so that the id reveals neither the tenant nor the key.
-fn keyed_id(caller: &Principal, access: Access, action: &str, key: &str) -> String {
+pub(crate) fn keyed_id(caller: &Principal, access: Access, action: &str, key: &str) -> String {
     use sha2::Digest;
     let user = match access {
         Access::Tenant => "",
@@ -500,9 +537,9 @@ fn keyed_id(caller: &Principal, access: Access, action: &str, key: &str) -> Stri
 #[derive(Debug, Default)]
 pub(crate) struct EnqueueOptions {
     /// `idempotencyKey`.
-    key: Option<String>,
+    pub(crate) key: Option<String>,
     /// `priority`, 0 when not given.
-    priority: i32,
+    pub(crate) priority: i32,
     /// `name@version` of the template the payload came from.
     pub(crate) template: Option<String>,
 }
@@ -552,7 +589,7 @@ impl EnqueueOptions {
 
 /// Refuses an enqueue over the tenant's rate quota (enqueues per second). The quota of
 /// requests not yet ended is held by the store as it creates the request.
-async fn check_rate(
+pub(crate) async fn check_rate(
     services: &Services,
     caller: &Principal,
     now: DateTime<Utc>,
@@ -576,6 +613,30 @@ async fn check_rate(
     Ok(())
 }
 
+/// Refuses an idempotency key that is empty or too long.
+pub(crate) fn check_key(key: Option<&str>) -> async_graphql::Result<()> {
+    if let Some(key) = key
+        && (key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY)
+    {
+        return Err(client_error(
+            "BAD_USER_INPUT",
+            format!("an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A limit exceeded, as a client sees it: `LIMIT_EXCEEDED`, with the limit, its maximum and
+/// the value that passed it.
+pub(crate) fn limit_error(exceeded: &LimitExceeded) -> async_graphql::Error {
+    async_graphql::Error::new(exceeded.to_string()).extend_with(|_, e| {
+        e.set("code", "LIMIT_EXCEEDED");
+        e.set("limit", exceeded.limit);
+        e.set("max", exceeded.max);
+        e.set("actual", exceeded.actual);
+    })
+}
+
 /// Refuses a payload over `Limits::max_payload_bytes` with `LIMIT_EXCEEDED`.
 pub(crate) fn check_payload_size(
     services: &Services,
@@ -588,14 +649,7 @@ pub(crate) fn check_payload_size(
         size,
         services.limits.max_payload_bytes,
     )
-    .map_err(|exceeded| {
-        async_graphql::Error::new(exceeded.to_string()).extend_with(|_, e| {
-            e.set("code", "LIMIT_EXCEEDED");
-            e.set("limit", exceeded.limit);
-            e.set("max", exceeded.max);
-            e.set("actual", exceeded.actual);
-        })
-    })
+    .map_err(|exceeded| limit_error(&exceeded))
 }
 
 /// Enqueues a job. With an idempotency key, a repeated enqueue with the same input returns
@@ -610,14 +664,7 @@ pub(crate) async fn enqueue(
 ) -> async_graphql::Result<AsyncRequest> {
     let key = options.key.as_deref();
     check_payload_size(services, &payload)?;
-    if let Some(key) = key
-        && (key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY)
-    {
-        return Err(client_error(
-            "BAD_USER_INPUT",
-            format!("an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY} characters"),
-        ));
-    }
+    check_key(key)?;
     let now = services.clock.now();
     check_rate(services, caller, now).await?;
     let id = match key {
@@ -768,6 +815,9 @@ fn mutation_type(handlers: &Handlers) -> Object {
     mutation = mutation
         .field(request_move("cancelRequest", AsyncRequest::cancel))
         .field(request_move("retryRequest", AsyncRequest::redrive));
+    for field in batches::mutation_fields(handlers) {
+        mutation = mutation.field(field);
+    }
     for field in templates::mutation_fields() {
         mutation = mutation.field(field);
     }
@@ -872,6 +922,7 @@ fn builder(handlers: Arc<Handlers>, services: Services) -> Result<SchemaBuilder,
         .register(request_error)
         .register(output)
         .register(templates::template_type())
+        .register(batches::batch_progress_type())
         .register(query_type())
         .register(mutation_type(&handlers))
         .register(subscription_type());
