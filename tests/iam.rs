@@ -355,6 +355,8 @@ async fn each_function_calls_exactly_what_its_role_allows() {
                 json!({ "id": "t2", "type": "subscribe", "payload": { "query": "{ templates { name } template(name: \"t\") { version } }" } }),
                 json!({ "id": "t3", "type": "subscribe", "payload": { "query": "mutation { enqueueTemplate(name: \"t\", overrides: { failTimes: 0 }) { id } }" } }),
                 json!({ "id": "t4", "type": "subscribe", "payload": { "query": "mutation { deleteTemplate(name: \"t\") }" } }),
+                // A batch: stored with its children, which are listed.
+                json!({ "id": "b", "type": "subscribe", "payload": { "query": "mutation { flakyImportBatch(inputs: [{ failTimes: 0 }, { failTimes: 0 }]) { id children { edges { node { id } } } } }" } }),
             ],
         ),
         ("c2", vec![]),
@@ -395,6 +397,19 @@ async fn each_function_calls_exactly_what_its_role_allows() {
         .unwrap_or_else(|| panic!("enqueued: {sent:?}"));
     gateway
         .handle(event(frame("$default", "MESSAGE", "c1", Some(json!({ "id": "c", "type": "subscribe", "payload": { "query": "mutation($id: ID!) { cancelRequest(id: $id) { status } }", "variables": { "id": cancelled } } })))))
+        .await;
+    // And cancels the batch: the processor cancels its children, and counts them.
+    let batch = sent
+        .iter()
+        .find_map(|(_, data)| {
+            let frame: Value = serde_json::from_str(data).ok()?;
+            frame["payload"]["data"]["flakyImportBatch"]["id"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("a batch: {sent:?}"));
+    gateway
+        .handle(event(frame("$default", "MESSAGE", "c1", Some(json!({ "id": "cb", "type": "subscribe", "payload": { "query": "mutation($id: ID!) { cancelRequest(id: $id) { status } }", "variables": { "id": batch } } })))))
         .await;
 
     // The processor, fed by the stream as Lambda's event source mapping feeds it (those reads

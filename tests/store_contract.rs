@@ -502,6 +502,77 @@ async fn contract(store: &dyn Store) {
     tenants(store).await;
     item_size(store).await;
     templates(store).await;
+    batches(store).await;
+}
+
+/// Batches: stored with their children only when the quota has room for all of them, once;
+/// the children listed in their order, by pages and by status; the batch read back with its
+/// marks.
+async fn batches(store: &dyn Store) {
+    let tenant = unique("batcher");
+    let owner = Principal::new(&tenant, "ann");
+    let batch = AsyncRequest::new_batch(unique("batch"), "a", 5, at(0)).owned_by(&owner);
+    let children: Vec<AsyncRequest> = (0..5).map(|i| batch.child(i, json!({ "n": i }))).collect();
+    assert!(matches!(
+        store.create_batch(&batch, &children, Some(5)).await,
+        Err(Error::QuotaFull(_))
+    ));
+    assert_eq!(store.get_request(&batch.id).await.unwrap(), None);
+    assert_eq!(store.get_request(&children[0].id).await.unwrap(), None);
+    assert_eq!(store.count_active_requests(&tenant, 100).await.unwrap(), 0);
+    store
+        .create_batch(&batch, &children, Some(6))
+        .await
+        .unwrap();
+    assert_eq!(store.count_active_requests(&tenant, 100).await.unwrap(), 6);
+    assert!(matches!(
+        store.create_batch(&batch, &children, None).await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_request(&batch.id).await.unwrap().as_ref(),
+        Some(&batch)
+    );
+    assert_eq!(
+        store.get_request(&children[4].id).await.unwrap().as_ref(),
+        Some(&children[4])
+    );
+
+    let mut third = children[3].clone();
+    third.start(at(1)).unwrap();
+    save(store, &mut third).await.unwrap();
+    let filter = |status, after: Option<String>| RequestFilter {
+        tenant: Some(tenant.clone()),
+        owner: None,
+        status,
+        parent: Some(batch.id.clone()),
+        limit: 2,
+        after,
+    };
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_requests(&filter(None, after)).await.unwrap();
+        listed.extend(page.items.into_iter().map(|r| r.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
+    assert_eq!(listed, ids, "in their order in the batch");
+    let running = store
+        .list_requests(&filter(Some(RequestStatus::Running), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        running
+            .items
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        [third.id.as_str()]
+    );
 }
 
 /// Templates: per tenant, by name, a version that rises with each save; counted and listed

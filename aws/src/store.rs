@@ -22,14 +22,14 @@ use streamer_core::{
 };
 
 use crate::items::{
-    AWAITING_PARTITION, Item, active_counter_id, connection_from_item, connection_item,
-    child_key, created_key, enqueue_counter_id, history_item, json_text, n, request_from_item, request_item,
+    AWAITING_PARTITION, Item, active_counter_id, child_key, connection_from_item, connection_item,
+    created_key, enqueue_counter_id, history_item, json_text, n, request_from_item, request_item,
     s, sharded, status_partition, subscription_from_item, subscription_item, subscription_key,
     template_attributes, template_from_item, templates_partition, version_key,
 };
 use crate::tables::{
-    self, ACTIVE, AWAITING_INIT, BY_CREATION, BY_PARENT, BY_STATUS, CONNECTIONS, CONNECTIONS_BY_TENANT,
-    HISTORY, INDEX_SHARDS, REQUESTS, SUBSCRIPTIONS, Tables,
+    self, ACTIVE, AWAITING_INIT, BY_CREATION, BY_PARENT, BY_STATUS, CONNECTIONS,
+    CONNECTIONS_BY_TENANT, HISTORY, INDEX_SHARDS, REQUESTS, SUBSCRIPTIONS, Tables,
 };
 
 /// The attributes of a request that never change once it is created.
@@ -341,19 +341,20 @@ impl DynamoDbStore {
             .collect();
         let mut items = Vec::new();
         for chunk in ids.chunks(100) {
-            items.extend(self.get_requests(chunk).await?.into_iter().filter(|request| {
-                filter.status.is_none_or(|status| request.status == status)
-                    && filter
-                        .tenant
-                        .as_ref()
-                        .is_none_or(|tenant| request.tenant == *tenant)
-            }));
+            items.extend(
+                self.get_requests(chunk)
+                    .await?
+                    .into_iter()
+                    .filter(|request| {
+                        filter.status.is_none_or(|status| request.status == status)
+                            && filter
+                                .tenant
+                                .as_ref()
+                                .is_none_or(|tenant| request.tenant == *tenant)
+                    }),
+            );
         }
-        let next = if more {
-            ids.last().cloned()
-        } else {
-            None
-        };
+        let next = if more { ids.last().cloned() } else { None };
         Ok(Page { items, next })
     }
 

@@ -414,7 +414,11 @@ mod tests {
         batch
             .count_children(&[moved(1, 6, RequestStatus::Completed)], clock.now())
             .unwrap();
-        assert_eq!(batch.status, RequestStatus::Cancelled, "a child was cancelled");
+        assert_eq!(
+            batch.status,
+            RequestStatus::Cancelled,
+            "a child was cancelled"
+        );
         assert_eq!(batch.batch.unwrap().completed, 2);
     }
 
@@ -448,9 +452,6 @@ mod tests {
         ]);
         let text = serde_json::to_value(&marks).unwrap();
         assert_eq!(text, serde_json::json!("AAAABwMAAAAAAA=="));
-        assert_eq!(
-            serde_json::from_value::<ChildMarks>(text).unwrap(),
-            marks
-        );
+        assert_eq!(serde_json::from_value::<ChildMarks>(text).unwrap(), marks);
     }
 }

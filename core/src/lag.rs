@@ -22,7 +22,7 @@ use crate::{
 #[derive(Debug)]
 enum Copy {
     Connection(String, Option<Connection>),
-    Request(AsyncRequest),
+    Request(Box<AsyncRequest>),
 }
 
 /// Wraps a store; its index queries (connections awaiting init, request listings and the
@@ -81,7 +81,7 @@ impl LaggingIndexes {
 
     async fn copy_request(&self, id: &str) {
         if let Ok(Some(request)) = self.inner.get_request(id).await {
-            self.send(Copy::Request(request));
+            self.send(Copy::Request(Box::new(request)));
         }
     }
 }

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::{
-    AsyncRequest, ChildMove, ChildState, Clock, Connection, Error, RequestStatus, RequestTemplate, Result, Subscription,
-    SubscriptionKey,
+    AsyncRequest, ChildMove, ChildState, Clock, Connection, Error, RequestStatus, RequestTemplate,
+    Result, Subscription, SubscriptionKey,
 };
 
 /// What happened to a request item, as a DynamoDB stream record says it.
@@ -101,7 +101,10 @@ impl Change {
         let parent = new.parent.as_ref()?;
         let state = ChildState::of(new.status);
         // A new child is counted as queued from the start.
-        let old = self.old.as_deref().map_or(ChildState::Queued, |old| ChildState::of(old.status));
+        let old = self
+            .old
+            .as_deref()
+            .map_or(ChildState::Queued, |old| ChildState::of(old.status));
         (old != state).then_some((
             parent.id.as_str(),
             ChildMove {

@@ -406,7 +406,10 @@ impl Drop for Slot {
 #[async_trait]
 impl Dispatcher for TaskDispatcher {
     async fn dispatch(&self, request: &AsyncRequest) -> Result<()> {
-        let group = request.parent.as_ref().map_or(&request.id, |parent| &parent.id);
+        let group = request
+            .parent
+            .as_ref()
+            .map_or(&request.id, |parent| &parent.id);
         self.enqueue(
             request.id.clone(),
             request.priority,
@@ -503,6 +506,9 @@ mod tests {
             waiting.ended("t");
             next
         }));
-        assert_eq!(started, ["b.0", "single", "c.0", "b.1", "c.1", "b.2", "b.3"]);
+        assert_eq!(
+            started,
+            ["b.0", "single", "c.0", "b.1", "c.1", "b.2", "b.3"]
+        );
     }
 }

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use futures::{StreamExt, stream};
 use streamer_core::store::{Change, ChangeKind, modify_request};
 use streamer_core::{
-    AsyncRequest, ChildMove, Clock, Limits, Result, Sender, Store, Subscription, SubscriptionKey, SystemClock,
-    metric,
+    AsyncRequest, ChildMove, Clock, Limits, Result, Sender, Store, Subscription, SubscriptionKey,
+    SystemClock, metric,
 };
 use streamer_schema::{Delivery, Handlers, Pusher, Resolutions, Services};
 

@@ -9,16 +9,14 @@
 use std::sync::Arc;
 
 use async_graphql::ErrorExtensions;
-use async_graphql::dynamic::{
-    Field, FieldFuture, FieldValue, InputValue, Object, TypeRef,
-};
+use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object, TypeRef};
 use serde_json::{Value, json};
 use streamer_core::{AsyncRequest, Error as CoreError, LimitExceeded, Principal, batch};
 
 use crate::bridge::json_field;
 use crate::schema::{
-    Edges, EnqueueOptions, Services, check_key, check_rate, client_error,
-    from_core, keyed_id, limit_error, list_page, page_filter, principal, quota_error, request_of,
+    Edges, EnqueueOptions, Services, check_key, check_rate, client_error, from_core, keyed_id,
+    limit_error, list_page, page_filter, principal, quota_error, request_of,
 };
 use crate::{Handlers, Registered};
 
@@ -127,7 +125,13 @@ pub(crate) fn mutation_fields(handlers: &Handlers) -> Vec<Field> {
             let mut payloads = Vec::with_capacity(items.len());
             for (index, item) in items.iter().enumerate() {
                 let payload = item.as_value().clone().into_json()?;
-                payloads.push(validated(services, handler, index, payload, Registered::validate)?);
+                payloads.push(validated(
+                    services,
+                    handler,
+                    index,
+                    payload,
+                    Registered::validate,
+                )?);
             }
             let options = EnqueueOptions::read(&ctx)?;
             let caller = principal(&ctx)?;
@@ -195,7 +199,10 @@ fn typed_batch(handler: Arc<Registered>) -> Field {
 /// Refuses an empty batch, or one over `Limits::max_batch_items`.
 fn check_count(services: &Services, count: usize) -> async_graphql::Result<()> {
     if count == 0 {
-        return Err(client_error("BAD_USER_INPUT", "a batch has at least one item"));
+        return Err(client_error(
+            "BAD_USER_INPUT",
+            "a batch has at least one item",
+        ));
     }
     let max = services.limits.max_batch_items.min(batch::MAX_BATCH_ITEMS);
     LimitExceeded::check("batchItems", "the number of items in a batch", count, max)
