@@ -9,6 +9,10 @@
 //! - `fanout`: one job followed by `--subscribers` subscriptions spread over the connections;
 //!   reports, per change, the time until the last subscriber had it.
 //! - `idle`: opens the connections, initialises them and holds them for `--hold-secs`.
+//! - `batch`: one batch of `--batch-items` `generateReport` items, created over
+//!   `POST /graphql` (a message of a thousand items is larger than one WebSocket frame) and
+//!   followed over the socket from its first version; reports the time to create it, the time
+//!   until it completed, its states (lost or duplicated ones), and the AWS calls per child.
 //!
 //! With `--server-pid` it also reports the server's CPU time (per job) and RSS, read from
 //! `/proc`. Against the local stack it also reports the AWS calls the server made per job, by
@@ -41,6 +45,7 @@ enum Mode {
     Jobs,
     Fanout,
     Idle,
+    Batch,
 }
 
 #[derive(Debug, Parser)]
@@ -63,6 +68,9 @@ struct Args {
     /// Subscriptions following the one job, over all connections (fanout mode).
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
+    /// Items of the batch (batch mode).
+    #[arg(long, default_value_t = 1000)]
+    batch_items: usize,
     /// How long to hold the connections (idle mode).
     #[arg(long, default_value_t = 5)]
     hold_secs: u64,
@@ -358,6 +366,73 @@ async fn run_fanout(args: &Args) -> Result<Value, Failure> {
     )
 }
 
+async fn run_batch(args: &Args) -> Result<Value, Failure> {
+    let input = json!({ "from": "2026-01-01", "to": "2026-01-31", "rows": 5, "stepDelayMs": args.step_delay_ms });
+    let body = json!({
+        "query": "mutation($inputs: [GenerateReportInput!]!) { generateReportBatch(inputs: $inputs) { id } }",
+        "variables": { "inputs": vec![input; args.batch_items] },
+    });
+    let mut socket = connect(&args.url).await?;
+    let started = Instant::now();
+    let answer = post_graphql(&args.url, &body.to_string()).await?;
+    let create_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let id = answer["data"]["generateReportBatch"]["id"]
+        .as_str()
+        .ok_or_else(|| format!("no batch: {answer}"))?
+        .to_owned();
+    const FOLLOW_BATCH: &str = "subscription($id: ID!) { requestProgress(id: $id, afterVersion: 0) { status version updatedAt batch { completed } } }";
+    send(&mut socket, json!({ "id": "b", "type": "subscribe", "payload": { "query": FOLLOW_BATCH, "variables": { "id": id } } })).await?;
+    let mut states = Vec::new();
+    let mut last = Value::Null;
+    loop {
+        let frame = recv(&mut socket).await?;
+        match frame["type"].as_str() {
+            Some("next") => {
+                last = frame["payload"]["data"]["requestProgress"].clone();
+                states.push((last["version"].as_u64().unwrap_or_default(), 0.0));
+            }
+            Some("complete") => break,
+            _ => return Err(format!("unexpected frame {frame}").into()),
+        }
+    }
+    let complete_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (lost, duplicated) = gaps_and_duplicates(&states);
+    Ok(json!({
+        "jobs": args.batch_items,
+        "batchStatus": last["status"],
+        "completedChildren": last["batch"]["completed"],
+        "createMs": create_ms,
+        "completeMs": complete_ms,
+        "batchStates": states.len(),
+        "lost": lost,
+        "duplicated": duplicated,
+    }))
+}
+
+/// Posts a GraphQL request to the server's `/graphql` and returns its answer.
+async fn post_graphql(url: &str, body: &str) -> Result<Value, Failure> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .ok_or("no host in the URL")?;
+    let mut stream = TcpStream::connect(authority).await?;
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8(response)?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP body")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("POST /graphql: {head}").into());
+    }
+    Ok(serde_json::from_str(body)?)
+}
+
 async fn run_idle(args: &Args) -> Result<Value, Failure> {
     let mut sockets = Vec::with_capacity(args.connections);
     let opened = Instant::now();
@@ -410,6 +485,7 @@ async fn main() -> Result<(), Failure> {
         Mode::Jobs => run_jobs(&args).await?,
         Mode::Fanout => run_fanout(&args).await?,
         Mode::Idle => run_idle(&args).await?,
+        Mode::Batch => run_batch(&args).await?,
     };
     let wall = started.elapsed().as_secs_f64();
     report["label"] = json!(args.label);

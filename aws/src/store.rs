@@ -239,49 +239,68 @@ impl DynamoDbStore {
         }
     }
 
-    /// Writes new requests 25 to a call (`BatchWriteItem`); items DynamoDB leaves
-    /// unprocessed (throttling) are written again with a backoff.
+    /// Writes new requests 25 to a call (`BatchWriteItem`), a few calls at once; items
+    /// DynamoDB leaves unprocessed (throttling) are written again with a backoff.
     async fn put_requests(&self, requests: &[AsyncRequest]) -> Result<()> {
         use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        use futures::{StreamExt, TryStreamExt};
+        /// Calls in flight at once.
+        const CONCURRENT_CALLS: usize = 4;
+        let chunks = requests
+            .chunks(25)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|request| {
+                        let put = PutRequest::builder()
+                            .set_item(Some(request_item(request)?))
+                            .build()
+                            .map_err(|e| Error::backend("creating requests", e))?;
+                        Ok(WriteRequest::builder().put_request(put).build())
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        futures::stream::iter(chunks)
+            .map(|chunk| self.write_all(chunk))
+            .buffer_unordered(CONCURRENT_CALLS)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Writes one `BatchWriteItem` call's items, again while some are left unprocessed.
+    async fn write_all(
+        &self,
+        mut pending: Vec<aws_sdk_dynamodb::types::WriteRequest>,
+    ) -> Result<()> {
         let backoff = streamer_core::Backoff::new(
             std::time::Duration::from_millis(20),
             std::time::Duration::from_secs(1),
         );
-        for chunk in requests.chunks(25) {
-            let mut pending = chunk
-                .iter()
-                .map(|request| {
-                    let put = PutRequest::builder()
-                        .set_item(Some(request_item(request)?))
-                        .build()
-                        .map_err(|e| Error::backend("creating requests", e))?;
-                    Ok(WriteRequest::builder().put_request(put).build())
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let mut attempt = 1;
-            while !pending.is_empty() {
-                let output = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.requests, std::mem::take(&mut pending))
-                    .send()
-                    .await
-                    .map_err(|e| Error::backend("creating requests", e))?;
-                pending = output
-                    .unprocessed_items
-                    .and_then(|mut tables| tables.remove(&self.requests))
-                    .unwrap_or_default();
-                if !pending.is_empty() {
-                    if attempt == 10 {
-                        return Err(Error::backend(
-                            "creating requests",
-                            std::io::Error::other("items left unprocessed after 10 attempts"),
-                        ));
-                    }
-                    let delay = backoff.delay(attempt, &mut rand::rng());
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
+        let mut attempt = 1;
+        while !pending.is_empty() {
+            let output = self
+                .client
+                .batch_write_item()
+                .request_items(&self.requests, std::mem::take(&mut pending))
+                .send()
+                .await
+                .map_err(|e| Error::backend("creating requests", e))?;
+            pending = output
+                .unprocessed_items
+                .and_then(|mut tables| tables.remove(&self.requests))
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                if attempt == 10 {
+                    return Err(Error::backend(
+                        "creating requests",
+                        std::io::Error::other("items left unprocessed after 10 attempts"),
+                    ));
                 }
+                let delay = backoff.delay(attempt, &mut rand::rng());
+                tokio::time::sleep(delay).await;
+                attempt += 1;
             }
         }
         Ok(())
