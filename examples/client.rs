@@ -1,9 +1,10 @@
 //! A terminal client: enqueues `generateReport` and shows its progress as a bar with each
-//! step's message until the Report arrives.
+//! step's message until the Report arrives; with `--batch N`, a batch of N reports as one bar
+//! with its children's counts.
 //!
 //! Run the app first (`cargo run --release --example report`), then
-//! `cargo run --example client -- --url ws://127.0.0.1:4000/graphql`. For a deployed stack,
-//! pass its `wss://` URL.
+//! `cargo run --example client -- --url ws://127.0.0.1:4000/graphql` (or `-- --batch 50`).
+//! For a deployed stack, pass its `wss://` URL.
 
 use std::time::Duration;
 
@@ -33,11 +34,24 @@ struct Args {
     /// Milliseconds per step.
     #[arg(long, default_value_t = 300)]
     step_delay_ms: i32,
+    /// Enqueue a batch of this many reports instead of one.
+    #[arg(long)]
+    batch: Option<usize>,
 }
 
 const ENQUEUE: &str =
     "mutation($input: GenerateReportInput!) { generateReport(input: $input) { id } }";
-const FOLLOW: &str = "subscription($id: ID!) { requestProgress(id: $id) { status progress message version error { code message } output { ... on Report { url rows sizeBytes } } } }";
+const ENQUEUE_BATCH: &str =
+    "mutation($inputs: [GenerateReportInput!]!) { generateReportBatch(inputs: $inputs) { id } }";
+const FOLLOW: &str = "subscription($id: ID!) { requestProgress(id: $id) { status progress message version error { code message } output { ... on Report { url rows sizeBytes } } batch { total queued running completed failed cancelled } } }";
+
+/// A batch's counts, as the bar shows them.
+fn counts(batch: &Value) -> String {
+    format!(
+        "queued {} · running {} · completed {} · failed {} · cancelled {}",
+        batch["queued"], batch["running"], batch["completed"], batch["failed"], batch["cancelled"]
+    )
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -67,10 +81,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let message: Value = serde_json::from_str(&text)?;
         match (message["type"].as_str(), message["id"].as_str()) {
             (Some("connection_ack"), _) => {
-                send(&mut ws, json!({ "id": "enqueue", "type": "subscribe", "payload": { "query": ENQUEUE, "variables": { "input": input } } })).await?;
+                let payload = match args.batch {
+                    Some(items) => {
+                        json!({ "query": ENQUEUE_BATCH, "variables": { "inputs": vec![input.clone(); items] } })
+                    }
+                    None => json!({ "query": ENQUEUE, "variables": { "input": input } }),
+                };
+                send(
+                    &mut ws,
+                    json!({ "id": "enqueue", "type": "subscribe", "payload": payload }),
+                )
+                .await?;
             }
             (Some("next"), Some("enqueue")) => {
-                let id = &message["payload"]["data"]["generateReport"]["id"];
+                let data = &message["payload"]["data"];
+                let id = if args.batch.is_some() {
+                    &data["generateReportBatch"]["id"]
+                } else {
+                    &data["generateReport"]["id"]
+                };
                 if id.is_null() {
                     return Err(format!("enqueue failed: {}", message["payload"]).into());
                 }
@@ -81,11 +110,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let state = &message["payload"]["data"]["requestProgress"];
                 bar.set_position((state["progress"].as_f64().unwrap_or(0.0) * 1000.0) as u64);
                 let text = state["message"].as_str().unwrap_or_default();
+                let batch = &state["batch"];
+                let detail = if batch.is_null() {
+                    String::new()
+                } else {
+                    format!(" · {}", counts(batch))
+                };
                 bar.set_message(format!(
-                    "{} {text}",
+                    "{} {text}{detail}",
                     state["status"].as_str().unwrap_or_default()
                 ));
                 match state["status"].as_str() {
+                    Some("COMPLETED") if !batch.is_null() => {
+                        let done = format!("done: {} reports · {}", batch["total"], counts(batch));
+                        if bar.is_hidden() {
+                            println!("{done}");
+                        }
+                        bar.finish_with_message(done);
+                    }
                     Some("COMPLETED") => {
                         let report = &state["output"];
                         let done = format!(

@@ -61,6 +61,7 @@ impl axum::serve::Listener for GuardedListener {
             let stream = GuardedStream {
                 inner: stream,
                 handshake: Some((Box::pin(tokio::time::sleep(self.timeout)), permit)),
+                head_end: 0,
             };
             return (stream, addr);
         }
@@ -71,14 +72,20 @@ impl axum::serve::Listener for GuardedListener {
     }
 }
 
-/// A connection whose handshake is timed: until the server first answers (the end of the
-/// client's request head), reading fails once the time is up, which ends the connection.
+/// A connection whose handshake is timed: until the client's request head has arrived (or
+/// the server answers first), reading fails once the time is up, which ends the connection.
+/// A request whose answer takes longer (a large batch on a slow store) is not cut off.
 #[derive(Debug)]
 pub(crate) struct GuardedStream {
     inner: TcpStream,
-    /// The deadline and the handshake slot, until the server answers.
+    /// The deadline and the handshake slot, until the head has arrived or the server answers.
     handshake: Option<(Pin<Box<Sleep>>, OwnedSemaphorePermit)>,
+    /// How much of the blank line that ends a request head (`\r\n\r\n`) was read last.
+    head_end: usize,
 }
+
+/// The end of an HTTP request head.
+const HEAD_END: &[u8] = b"\r\n\r\n";
 
 impl AsyncRead for GuardedStream {
     fn poll_read(
@@ -95,7 +102,24 @@ impl AsyncRead for GuardedStream {
                 "no complete request in time",
             )));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.handshake.is_some() && matches!(read, Poll::Ready(Ok(()))) {
+            let mut matched = self.head_end;
+            for &byte in &buf.filled()[before..] {
+                matched = if byte == HEAD_END[matched] {
+                    matched + 1
+                } else {
+                    usize::from(byte == HEAD_END[0])
+                };
+                if matched == HEAD_END.len() {
+                    self.handshake = None;
+                    break;
+                }
+            }
+            self.head_end = matched;
+        }
+        read
     }
 }
 
@@ -141,5 +165,57 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Guar
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, GuardedListener>) -> Self {
         Self(*stream.remote_addr())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A server on a listener that gives a handshake `timeout`, answering `/slow` after
+    /// `work`.
+    async fn serve(timeout: Duration, work: Duration) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/slow",
+            axum::routing::post(move || async move {
+                tokio::time::sleep(work).await;
+                "done"
+            }),
+        );
+        let listener = GuardedListener::new(listener, 4, timeout);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    async fn exchange(addr: SocketAddr, chunks: &[&[u8]], pause: Duration) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        for chunk in chunks {
+            if stream.write_all(chunk).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+        }
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn the_deadline_bounds_the_request_head_not_the_answer() {
+        let addr = serve(Duration::from_millis(200), Duration::from_millis(600)).await;
+        let request: &[u8] =
+            b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+        // Sent at once, answered after longer than the deadline.
+        let answer = exchange(addr, &[request], Duration::ZERO).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        assert!(answer.ends_with("done"));
+        // A head trickled in past the deadline is dropped unanswered.
+        let trickled: Vec<&[u8]> = request.chunks(8).collect();
+        let answer = exchange(addr, &trickled, Duration::from_millis(40)).await;
+        assert_eq!(answer, "");
     }
 }
