@@ -13,8 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use streamer_core::{
-    AsyncRequest, Connection, Error, Phase, RequestStatus, RequestTemplate, Result, Subscription,
-    SubscriptionKey,
+    AsyncRequest, Checkpoint, Connection, Error, Phase, RequestStatus, RequestTemplate, Result,
+    Subscription, SubscriptionKey,
 };
 
 use crate::tables::{
@@ -164,6 +164,22 @@ pub(crate) fn active_counter_id(tenant: &str) -> String {
 /// every request's history.
 pub(crate) fn templates_partition(tenant: &str) -> String {
     format!("template#{tenant}")
+}
+
+/// The history-table partition that holds a workflow's checkpoints (sorted by index), apart
+/// from its states.
+pub(crate) fn checkpoints_partition(request_id: &str) -> String {
+    format!("steps#{request_id}")
+}
+
+/// The attributes of a checkpoint item besides its keys, `value` as JSON text.
+pub(crate) fn checkpoint_attributes(checkpoint: &Checkpoint) -> Result<Item> {
+    encode(checkpoint, &["value"])
+}
+
+/// The checkpoint in a history-table item.
+pub(crate) fn checkpoint_from_item(item: Item) -> Result<Checkpoint> {
+    decode(item, &["value"])
 }
 
 /// The attributes of a template item besides its keys, `payload` as JSON text.

@@ -17,14 +17,15 @@ use aws_sdk_dynamodb::types::{
 use serde_json::Value;
 use streamer_core::store::{Page, RequestFilter};
 use streamer_core::{
-    AsyncRequest, Connection, Error, Finish, Phase, Principal, RequestTemplate, Result, Store,
-    Subscription, SubscriptionKey,
+    AsyncRequest, Checkpoint, Connection, Error, Finish, Phase, Principal, RequestTemplate, Result,
+    Store, Subscription, SubscriptionKey,
 };
 
 use crate::items::{
-    AWAITING_PARTITION, Item, active_counter_id, child_key, connection_from_item, connection_item,
-    created_key, enqueue_counter_id, history_item, json_text, n, request_from_item, request_item,
-    s, sharded, status_partition, subscription_from_item, subscription_item, subscription_key,
+    AWAITING_PARTITION, Item, active_counter_id, checkpoint_attributes, checkpoint_from_item,
+    checkpoints_partition, child_key, connection_from_item, connection_item, created_key,
+    enqueue_counter_id, history_item, json_text, n, request_from_item, request_item, s, sharded,
+    status_partition, subscription_from_item, subscription_item, subscription_key,
     template_attributes, template_from_item, templates_partition, version_key,
 };
 use crate::tables::{
@@ -967,6 +968,47 @@ impl Store for DynamoDbStore {
                 || self.update_counted(crossing, &request.tenant, 1).await?
         };
         if done { Ok(()) } else { Err(conflict()) }
+    }
+
+    async fn save_checkpoint(
+        &self,
+        request_id: &str,
+        checkpoint: &Checkpoint,
+        expires_at: i64,
+    ) -> Result<()> {
+        let mut item = checkpoint_attributes(checkpoint)?;
+        item.insert("id".to_owned(), s(checkpoints_partition(request_id)));
+        item.insert(
+            "versionKey".to_owned(),
+            s(version_key(u64::from(checkpoint.index))),
+        );
+        item.insert(tables::TTL_ATTRIBUTE.to_owned(), n(expires_at));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.history)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        match result {
+            // The first one stays.
+            Ok(_) => Ok(()),
+            Err(error) if condition_failed(&error) => Ok(()),
+            Err(error) => Err(Error::backend("keeping a checkpoint", error)),
+        }
+    }
+
+    async fn checkpoints(&self, request_id: &str) -> Result<Vec<Checkpoint>> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.history)
+            .key_condition_expression("id = :id")
+            .expression_attribute_values(":id", s(checkpoints_partition(request_id)))
+            .consistent_read(true);
+        let items = query_up_to(query, usize::MAX, "reading checkpoints").await?;
+        items.into_iter().map(checkpoint_from_item).collect()
     }
 
     async fn record_history(&self, state: &Arc<AsyncRequest>) -> Result<()> {

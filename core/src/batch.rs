@@ -41,7 +41,9 @@ impl ChildState {
     pub fn of(status: RequestStatus) -> Self {
         match status {
             RequestStatus::Queued => Self::Queued,
-            RequestStatus::Running | RequestStatus::Retrying => Self::Running,
+            RequestStatus::Running | RequestStatus::Retrying | RequestStatus::Waiting => {
+                Self::Running
+            }
             RequestStatus::Completed => Self::Completed,
             RequestStatus::Failed => Self::Failed,
             RequestStatus::Cancelled => Self::Cancelled,

@@ -265,6 +265,21 @@ impl Store for LaggingIndexes {
         self.inner.count_templates(tenant, up_to).await
     }
 
+    async fn save_checkpoint(
+        &self,
+        request_id: &str,
+        checkpoint: &crate::Checkpoint,
+        expires_at: i64,
+    ) -> Result<()> {
+        self.inner
+            .save_checkpoint(request_id, checkpoint, expires_at)
+            .await
+    }
+
+    async fn checkpoints(&self, request_id: &str) -> Result<Vec<crate::Checkpoint>> {
+        self.inner.checkpoints(request_id).await
+    }
+
     async fn record_history(&self, state: &Arc<AsyncRequest>) -> Result<()> {
         self.inner.record_history(state).await
     }

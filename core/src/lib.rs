@@ -13,6 +13,7 @@
 //! - [`request`]: the async request and its status machine
 //!   (QUEUED → RUNNING → COMPLETED | FAILED | CANCELLED, RETRYING between attempts).
 //! - [`batch`]: batches, whose children are counted into them exactly once.
+//! - [`workflow`]: durable workflows: checkpoints, waits and wakes.
 //! - [`connection`] and [`subscription`]: what the gateway persists per socket and per
 //!   `requestProgress` operation.
 //! - [`protocol`]: graphql-transport-ws messages, parsed strictly, and the session step
@@ -43,6 +44,7 @@ pub mod sender;
 pub mod store;
 pub mod subscription;
 pub mod template;
+pub mod workflow;
 
 pub use auth::{Access, AuthError, Authenticator, Credentials, DEV_TENANT, DevMode, Principal};
 pub use backoff::Backoff;
@@ -61,3 +63,4 @@ pub use sender::Sender;
 pub use store::{Change, ChangeKind, Finish, Page, RequestFilter, Store};
 pub use subscription::{Subscription, SubscriptionKey};
 pub use template::RequestTemplate;
+pub use workflow::{Checkpoint, Wait};

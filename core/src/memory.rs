@@ -14,8 +14,8 @@ use crate::connection::Phase;
 use crate::protocol::Close;
 use crate::store::{Change, ChangeKind, Finish, Page, RequestFilter, Store};
 use crate::{
-    AsyncRequest, Connection, Error, RequestStatus, RequestTemplate, Result, Sender, Subscription,
-    SubscriptionKey,
+    AsyncRequest, Checkpoint, Connection, Error, RequestStatus, RequestTemplate, Result, Sender,
+    Subscription, SubscriptionKey,
 };
 
 #[derive(Debug, Default)]
@@ -40,6 +40,8 @@ struct Tables {
     feeds: Vec<mpsc::UnboundedSender<Change>>,
     // Requests not yet ended, by tenant: what the active-requests quota counts.
     active: HashMap<String, HashSet<String>>,
+    // Workflow checkpoints by request, then index.
+    checkpoints: HashMap<String, BTreeMap<u32, Checkpoint>>,
     // Children by batch, then index.
     children: HashMap<String, BTreeMap<u32, String>>,
     // Templates by tenant, then name.
@@ -101,6 +103,7 @@ impl Tables {
         self.request_order.remove(&position);
         // Its history goes with it: on DynamoDB the history items carry the same TTL.
         self.history.remove(id);
+        self.checkpoints.remove(id);
         if let Some(listed) = self.by_status.get_mut(&request.status) {
             listed.remove(&position);
         }
@@ -578,6 +581,39 @@ impl Store for MemoryStore {
             .take_while(|((t, _), _)| t == tenant)
             .take(up_to)
             .count())
+    }
+
+    async fn save_checkpoint(
+        &self,
+        request_id: &str,
+        checkpoint: &Checkpoint,
+        _expires_at: i64,
+    ) -> Result<()> {
+        let bytes = crate::limits::json_len(checkpoint);
+        if bytes > MAX_ITEM_BYTES {
+            return Err(Error::backend(
+                format!("keeping a checkpoint of {request_id}"),
+                std::io::Error::other(format!(
+                    "item size {bytes} bytes has exceeded the maximum allowed size of {MAX_ITEM_BYTES}"
+                )),
+            ));
+        }
+        self.tables()
+            .checkpoints
+            .entry(request_id.to_owned())
+            .or_default()
+            .entry(checkpoint.index)
+            .or_insert_with(|| checkpoint.clone());
+        Ok(())
+    }
+
+    async fn checkpoints(&self, request_id: &str) -> Result<Vec<Checkpoint>> {
+        Ok(self
+            .tables()
+            .checkpoints
+            .get(request_id)
+            .map(|kept| kept.values().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn record_history(&self, state: &Arc<AsyncRequest>) -> Result<()> {

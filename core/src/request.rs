@@ -24,6 +24,8 @@ pub enum RequestStatus {
     Running,
     /// An attempt failed with a retryable error; another attempt is scheduled.
     Retrying,
+    /// A workflow waits for its children or for a time, with no worker running it.
+    Waiting,
     /// The handler returned its output. Terminal.
     Completed,
     /// The handler failed for good (permanent error or attempts exhausted). Terminal, and
@@ -35,10 +37,11 @@ pub enum RequestStatus {
 
 impl RequestStatus {
     /// Every status, in the order of the GraphQL enum.
-    pub const ALL: [RequestStatus; 6] = [
+    pub const ALL: [RequestStatus; 7] = [
         Self::Queued,
         Self::Running,
         Self::Retrying,
+        Self::Waiting,
         Self::Completed,
         Self::Failed,
         Self::Cancelled,
@@ -50,6 +53,7 @@ impl RequestStatus {
             Self::Queued => "QUEUED",
             Self::Running => "RUNNING",
             Self::Retrying => "RETRYING",
+            Self::Waiting => "WAITING",
             Self::Completed => "COMPLETED",
             Self::Failed => "FAILED",
             Self::Cancelled => "CANCELLED",
@@ -156,6 +160,12 @@ pub struct AsyncRequest {
     /// client sees, nor of the history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_marks: Option<ChildMarks>,
+    /// While WAITING: the children it waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
+    /// While WAITING: when it wakes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<DateTime<Utc>>,
 }
 
 fn dev_tenant() -> String {
@@ -221,6 +231,8 @@ impl AsyncRequest {
             parent: None,
             batch: None,
             child_marks: None,
+            waiting_for: Vec::new(),
+            wake_at: None,
         }
     }
 
@@ -405,9 +417,11 @@ impl AsyncRequest {
             return self.cancel_batch();
         }
         match self.status {
-            RequestStatus::Queued | RequestStatus::Retrying => {
+            RequestStatus::Queued | RequestStatus::Retrying | RequestStatus::Waiting => {
                 self.status = RequestStatus::Cancelled;
                 self.next_attempt_at = None;
+                self.wake_at = None;
+                self.waiting_for.clear();
                 self.touch(now);
                 Ok(())
             }

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::{
-    AsyncRequest, ChildMove, ChildState, Clock, Connection, Error, RequestStatus, RequestTemplate,
-    Result, Subscription, SubscriptionKey,
+    AsyncRequest, Checkpoint, ChildMove, ChildState, Clock, Connection, Error, RequestStatus,
+    RequestTemplate, Result, Subscription, SubscriptionKey,
 };
 
 /// What happened to a request item, as a DynamoDB stream record says it.
@@ -138,6 +138,43 @@ impl Change {
             .into_iter()
             .filter(|index| queued.contains(index))
             .collect()
+    }
+}
+
+impl Change {
+    /// The new image when this change made a request begin to wait.
+    pub fn began_waiting(&self) -> Option<&AsyncRequest> {
+        let new = self.new.as_deref()?;
+        let was_waiting = self
+            .old
+            .as_ref()
+            .is_some_and(|old| old.status == RequestStatus::Waiting);
+        (new.status == RequestStatus::Waiting && !was_waiting).then_some(new)
+    }
+
+    /// The children a waiting workflow left behind when this change cancelled it: they are
+    /// to be cancelled too.
+    pub fn abandoned_children(&self) -> &[String] {
+        match (self.old.as_deref(), self.new.as_deref()) {
+            (Some(old), Some(new))
+                if old.status == RequestStatus::Waiting
+                    && new.status == RequestStatus::Cancelled =>
+            {
+                &old.waiting_for
+            }
+            _ => &[],
+        }
+    }
+
+    /// The parent of a child this change ended: a workflow may wake.
+    pub fn ended_child_of(&self) -> Option<&str> {
+        let new = self.new.as_deref()?;
+        let parent = new.parent.as_ref()?;
+        let was_ended = self
+            .old
+            .as_ref()
+            .is_some_and(|old| old.status.is_terminal());
+        (new.status.is_terminal() && !was_ended).then_some(parent.id.as_str())
     }
 }
 
@@ -296,6 +333,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// How many templates a tenant has, counting no further than `up_to`, without reading
     /// their payloads.
     async fn count_templates(&self, tenant: &str, up_to: usize) -> Result<usize>;
+
+    /// Keeps a workflow's checkpoint, until `expires_at` (epoch seconds). Saving one at an
+    /// index that has one already keeps the first: a replay never changes what was recorded.
+    /// A checkpoint over the store's item size is refused.
+    async fn save_checkpoint(
+        &self,
+        request_id: &str,
+        checkpoint: &Checkpoint,
+        expires_at: i64,
+    ) -> Result<()>;
+    /// A workflow's checkpoints, by index.
+    async fn checkpoints(&self, request_id: &str) -> Result<Vec<Checkpoint>>;
 
     /// Keeps one state of a request in its history (the processor does, for every visible
     /// change, before fanning it out). Writing the same version again is harmless. Shared:

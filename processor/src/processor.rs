@@ -8,10 +8,10 @@ use std::time::Duration;
 use async_graphql::dynamic::Schema;
 use async_trait::async_trait;
 use futures::{StreamExt, stream};
-use streamer_core::store::{Change, ChangeKind, modify_request};
+use streamer_core::store::{Change, ChangeKind, modify_request, modify_request_from};
 use streamer_core::{
-    AsyncRequest, ChildMove, Clock, Limits, Result, Sender, Store, Subscription, SubscriptionKey,
-    SystemClock, metric,
+    AsyncRequest, ChildMove, Clock, Limits, RequestStatus, Result, Sender, Store, Subscription,
+    SubscriptionKey, SystemClock, metric,
 };
 use streamer_schema::{Delivery, Handlers, Pusher, Resolutions, Services};
 
@@ -46,6 +46,41 @@ const FAN_OUT_CONCURRENCY: usize = 64;
 
 /// At most this many children of a batch are cancelled or re-driven at once.
 const CASCADE_CONCURRENCY: usize = 16;
+
+/// Wakes a WAITING workflow whose wait is over: every child it waits for has ended, or its
+/// time has come. `false` when it still waits; another waker's win is no error.
+pub async fn wake_if_ready(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    request: AsyncRequest,
+) -> Result<bool> {
+    if request.status != RequestStatus::Waiting {
+        return Ok(false);
+    }
+    let ready = if request.waiting_for.is_empty() {
+        request.wake_due(clock.now())
+    } else {
+        let mut ended = true;
+        for child in &request.waiting_for {
+            if let Some(child) = store.get_request(child).await?
+                && !child.status.is_terminal()
+            {
+                ended = false;
+                break;
+            }
+        }
+        ended
+    };
+    if !ready {
+        return Ok(false);
+    }
+    let id = request.id.clone();
+    match modify_request_from(store, clock, Some(request), &id, |r, now| r.wake(now)).await {
+        Ok(_) => Ok(true),
+        Err(streamer_core::Error::Transition { .. }) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
 
 /// What a batch left undone: the sequence numbers of the changes that failed, to be reported
 /// as batch item failures and delivered again.
@@ -217,14 +252,21 @@ impl Processor {
             .collect()
     }
 
-    /// Counts `children`'s moves into batch `id`, writing only when a count moved.
+    /// Counts `children`'s moves into batch `id`, writing only when a count moved. When the
+    /// parent is a workflow instead, a child that ended may wake it.
     async fn count_into(&self, id: &str, children: &[ChildMove]) -> Result<()> {
         loop {
             let Some(mut batch) = self.store.get_request(id).await? else {
                 // Gone with its retention: nobody follows it any more.
-                tracing::warn!(batch = id, "a child's batch is gone");
+                tracing::warn!(batch = id, "a child's parent is gone");
                 return Ok(());
             };
+            if !batch.is_batch() {
+                if children.iter().any(|child| child.state.ended()) {
+                    self.wake_if_ready(batch).await?;
+                }
+                return Ok(());
+            }
             let expected = batch.revision;
             if !batch.count_children(children, self.clock.now())? {
                 return Ok(());
@@ -237,6 +279,13 @@ impl Processor {
         }
     }
 
+    /// Wakes a WAITING workflow whose wait is over ([`wake_if_ready`]).
+    async fn wake_if_ready(&self, request: AsyncRequest) -> Result<()> {
+        wake_if_ready(&*self.store, &*self.clock, request)
+            .await
+            .map(|_| ())
+    }
+
     /// Applies `apply` to the children of `batch` at `indexes`, a few at a time. A child that
     /// has moved on (it ended, or was re-driven already) is left as it is: a cascade handled
     /// twice does nothing more.
@@ -246,9 +295,21 @@ impl Processor {
         indexes: Vec<u32>,
         apply: fn(&mut AsyncRequest, chrono::DateTime<chrono::Utc>) -> Result<()>,
     ) -> Result<()> {
-        let moves = indexes.into_iter().map(|index| {
+        let ids = indexes
+            .into_iter()
+            .map(|index| streamer_core::batch::child_id(batch, index))
+            .collect();
+        self.cascade_to(ids, apply).await
+    }
+
+    /// Applies `apply` to the requests `ids`, a few at a time; one that has moved on is left.
+    async fn cascade_to(
+        &self,
+        ids: Vec<String>,
+        apply: fn(&mut AsyncRequest, chrono::DateTime<chrono::Utc>) -> Result<()>,
+    ) -> Result<()> {
+        let moves = ids.into_iter().map(|id| {
             let (store, clock) = (Arc::clone(&self.store), Arc::clone(&self.clock));
-            let id = streamer_core::batch::child_id(batch, index);
             async move {
                 match modify_request(&*store, &*clock, &id, apply).await {
                     Ok(_)
@@ -280,6 +341,15 @@ impl Processor {
                 .map(|(index, _)| index)
                 .collect();
             self.cascade(&batch.id, open, AsyncRequest::cancel).await?;
+        }
+        let abandoned = change.abandoned_children();
+        if !abandoned.is_empty() {
+            self.cascade_to(abandoned.to_vec(), AsyncRequest::cancel)
+                .await?;
+        }
+        if let Some(waiting) = change.began_waiting() {
+            // What it waits for may be over already (children that ended first).
+            self.wake_if_ready(waiting.clone()).await?;
         }
         let redriven = change.batch_redriven();
         if let (false, Some(batch)) = (redriven.is_empty(), change.new.as_deref()) {

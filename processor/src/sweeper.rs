@@ -54,6 +54,8 @@ pub struct SweepReport {
     pub requeued: usize,
     /// Running requests whose worker's lease passed, dispatched again.
     pub abandoned: usize,
+    /// Waiting workflows woken.
+    pub woken: usize,
 }
 
 /// Runs sweeps.
@@ -132,6 +134,21 @@ impl Sweeper {
         for request in self.listed(RequestStatus::Running).await? {
             if request.lease_expired(now) {
                 report.abandoned += usize::from(self.dispatch(&request).await);
+            }
+        }
+        // Workflows whose time has come, and (after the grace, in case a wake was lost) those
+        // whose children have all ended.
+        for request in self.listed(RequestStatus::Waiting).await? {
+            let looked_at = request.wake_due(now)
+                || (!request.waiting_for.is_empty() && request.updated_at + grace <= now);
+            if looked_at {
+                let id = request.id.clone();
+                match crate::processor::wake_if_ready(&*self.store, &*self.clock, request).await {
+                    Ok(woken) => report.woken += usize::from(woken),
+                    Err(error) => {
+                        tracing::warn!(request_id = %id, error = ?error.to_string(), "sweep: wake failed");
+                    }
+                }
             }
         }
         if report != SweepReport::default() {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use streamer_core::store::{modify_request, modify_request_from};
 use streamer_core::{
-    AsyncRequest, Backoff, Claimed, Clock, Error, RequestError, RequestStatus, Result, Store,
+    AsyncRequest, Backoff, Claimed, Clock, Error, RequestError, RequestStatus, Result, Store, Wait,
     metric,
 };
 use streamer_schema::{Handlers, JOB_BACKOFF, JobContext, JobError, ProgressSink};
@@ -26,7 +26,15 @@ pub enum Outcome {
     Failed,
     /// CANCELLED.
     Cancelled,
+    /// WAITING: a workflow suspended until its children end or its time comes.
+    Suspended,
+    /// QUEUED again: a workflow's attempt ran out of time after checkpointing, and goes on
+    /// in a new attempt.
+    GoesOn,
 }
+
+/// The error code of an attempt that ran out of time.
+const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
 
 /// Tells a running attempt that a client cancelled its request: the handler's
 /// [`JobContext::cancelled`] resolves, its next progress report errs, and an attempt that
@@ -466,8 +474,17 @@ impl Worker {
             coalesce: std::sync::Mutex::default(),
             waiting: tokio::sync::Notify::new(),
         });
-        let job =
-            JobContext::new(request_id, request.attempts, sink.clone()).with_deadline(deadline);
+        let job = JobContext::new(request_id, request.attempts, sink.clone())
+            .with_deadline(deadline)
+            .with_checkpoints(
+                Arc::clone(&self.store),
+                Arc::clone(&self.clock),
+                Arc::clone(&self.handlers),
+                &request,
+                self.settings.max_result_bytes,
+            );
+        // The handler takes the context; this copy tells what its durable calls left.
+        let durable = job.clone();
         // A panicking handler fails its job; it must not take the worker down with it.
         let started = std::time::Instant::now();
         let work =
@@ -482,7 +499,7 @@ impl Worker {
                 Err(_) => {
                     tracing::warn!(request_id, attempt = request.attempts, "attempt out of time");
                     Err(JobError::retryable(
-                        "DEADLINE_EXCEEDED",
+                        DEADLINE_EXCEEDED,
                         "the attempt ran out of time",
                     ))
                 }
@@ -501,8 +518,46 @@ impl Worker {
         // The latest report is written before the outcome.
         let _ = sink.flush().await;
         metrics::histogram!(metric::JOB_DURATION).record(started.elapsed().as_secs_f64() * 1000.0);
+        if let Some(wait) = durable.suspension() {
+            return self.pause(&latest, Some(wait)).await;
+        }
+        if matches!(&result, Err(error) if error.code == DEADLINE_EXCEEDED)
+            && durable.checkpointed()
+        {
+            return self.pause(&latest, None).await;
+        }
         self.finish(&latest, result, handler.max_attempts(), handler.backoff())
             .await
+    }
+
+    /// Ends a workflow's attempt without an outcome: WAITING for `wait`, or QUEUED again to
+    /// go on from its checkpoints (`None`). A cancel asked for meanwhile ends it CANCELLED.
+    async fn pause(&self, latest: &Latest, wait: Option<Wait>) -> Result<Outcome> {
+        let started = latest.get();
+        let (request, outcome) = modify_request_from(
+            &*self.store,
+            &*self.clock,
+            Some(started.clone()),
+            &started.id,
+            |request, now| {
+                if request.status != RequestStatus::Running || request.attempts != started.attempts
+                {
+                    return Ok(Outcome::NotClaimed);
+                }
+                if request.cancel_requested {
+                    return request.cancelled(now).map(|()| Outcome::Cancelled);
+                }
+                match &wait {
+                    Some(wait) => request
+                        .suspend(wait.clone(), now)
+                        .map(|()| Outcome::Suspended),
+                    None => request.go_on(now).map(|()| Outcome::GoesOn),
+                }
+            },
+        )
+        .await?;
+        tracing::info!(request_id = %request.id, status = %request.status, "workflow paused");
+        Ok(outcome)
     }
 
     /// The output, or a permanent `RESULT_TOO_LARGE` when it is over the bytes a request

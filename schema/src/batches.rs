@@ -15,7 +15,7 @@ use streamer_core::{AsyncRequest, Error as CoreError, LimitExceeded, Principal, 
 
 use crate::bridge::json_field;
 use crate::schema::{
-    Edges, EnqueueOptions, Services, check_key, check_rate, client_error, from_core, keyed_id,
+    EnqueueOptions, Services, check_key, check_rate, client_error, from_core, keyed_id,
     limit_error, list_page, page_filter, principal, quota_error, request_of,
 };
 use crate::{Handlers, Registered};
@@ -61,16 +61,13 @@ pub(crate) fn request_fields(object: Object) -> Object {
                 .map(FieldValue::owned_any))
         })
     })
-    .description("The batch that started this request.");
+    .description("The batch or workflow that started this request.");
     let children = Field::new(
         "children",
         TypeRef::named_nn("AsyncRequestConnection"),
         |ctx| {
             FieldFuture::new(async move {
                 let request = request_of(&ctx)?;
-                if !request.is_batch() {
-                    return Ok(Some(FieldValue::owned_any(Edges::default())));
-                }
                 let services = ctx.data::<Services>()?;
                 let caller = match ctx.data_opt::<Principal>() {
                     Some(caller) => caller.clone(),
@@ -86,7 +83,7 @@ pub(crate) fn request_fields(object: Object) -> Object {
             })
         },
     )
-    .description("The requests this batch started, in their order in it.")
+    .description("The requests this batch or workflow started, in their order.")
     .argument(InputValue::new("status", TypeRef::named("RequestStatus")))
     .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
     .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)));

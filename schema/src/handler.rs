@@ -29,6 +29,8 @@ pub struct JobError {
     /// Set only by [`JobError::cancelled`]: a handler's own error that happens to use the
     /// code `CANCELLED` is an ordinary failure, not a cancellation.
     cancellation: bool,
+    /// Set only when a durable call suspended the request (see [`JobContext::step`]).
+    pub(crate) suspension: bool,
 }
 
 impl JobError {
@@ -39,6 +41,7 @@ impl JobError {
             message: message.into(),
             retryable: true,
             cancellation: false,
+            suspension: false,
         }
     }
 
@@ -49,6 +52,7 @@ impl JobError {
             message: message.into(),
             retryable: false,
             cancellation: false,
+            suspension: false,
         }
     }
 
@@ -67,6 +71,12 @@ impl JobError {
     /// Whether this is the cancellation error ([`JobError::cancelled`]).
     pub fn is_cancellation(&self) -> bool {
         self.cancellation
+    }
+
+    /// Whether a durable call suspended the request: the handler returns it with `?` and
+    /// the request waits, with no worker, until its children end or its time comes.
+    pub fn is_suspension(&self) -> bool {
+        self.suspension
     }
 }
 
@@ -100,6 +110,7 @@ pub struct JobContext {
     attempt: u32,
     sink: Arc<dyn ProgressSink>,
     deadline: Option<tokio::time::Instant>,
+    pub(crate) durable: Option<Arc<crate::durable::Durable>>,
 }
 
 impl fmt::Debug for JobContext {
@@ -119,6 +130,7 @@ impl JobContext {
             attempt,
             sink,
             deadline: None,
+            durable: None,
         }
     }
 

@@ -21,6 +21,7 @@ mod batches;
 mod bridge;
 pub mod delivery;
 pub mod document;
+mod durable;
 pub mod execute;
 pub mod handler;
 mod projection;

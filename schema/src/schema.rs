@@ -286,6 +286,12 @@ pub(crate) const REQUEST_SCALARS: &[RequestScalar] = &[
         get: |r| r.next_attempt_at.map(datetime),
     },
     RequestScalar {
+        name: "wakeAt",
+        ty: "DateTime",
+        non_null: false,
+        get: |r| r.wake_at.map(datetime),
+    },
+    RequestScalar {
         name: "template",
         ty: TypeRef::STRING,
         non_null: false,
@@ -341,6 +347,15 @@ fn async_request_type() -> Object {
             "error",
             TypeRef::named("RequestError"),
             |r| request_error(r).as_ref().map(json),
+        ))
+        .field(request_field(
+            "waitingFor",
+            TypeRef::named_nn_list(TypeRef::ID),
+            |r| {
+                (!r.waiting_for.is_empty()).then(|| {
+                    GqlValue::List(r.waiting_for.iter().cloned().map(Into::into).collect())
+                })
+            },
         ));
     batches::request_fields(object)
 }

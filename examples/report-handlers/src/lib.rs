@@ -1,5 +1,5 @@
-//! The example app's handlers: a report that takes a while, and an import that fails a few
-//! times before it succeeds.
+//! The example app's handlers: a report that takes a while, an import that fails a few
+//! times before it succeeds, and a workflow that runs a report per month and merges them.
 
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ pub struct GenerateReportInput {
 }
 
 /// A generated report.
-#[derive(Debug, SimpleObject, serde::Serialize)]
+#[derive(Debug, SimpleObject, serde::Serialize, serde::Deserialize)]
 #[graphql(crate = "streamer::async_graphql")]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
@@ -107,7 +107,7 @@ pub struct FlakyImportInput {
 }
 
 /// What an import brought in.
-#[derive(Debug, SimpleObject, serde::Serialize)]
+#[derive(Debug, SimpleObject, serde::Serialize, serde::Deserialize)]
 #[graphql(crate = "streamer::async_graphql")]
 #[serde(rename_all = "camelCase")]
 pub struct ImportSummary {
@@ -148,9 +148,132 @@ impl Handler for FlakyImport {
     }
 }
 
+/// Which months to report on.
+#[derive(Debug, InputObject)]
+#[graphql(crate = "streamer::async_graphql")]
+pub struct MonthlyReportsInput {
+    /// First month, `YYYY-MM`.
+    pub from: String,
+    /// Last month, inclusive, `YYYY-MM`.
+    pub to: String,
+    /// Rows of each month's report.
+    #[graphql(default = 1000)]
+    pub rows: Option<i32>,
+    /// How long each step of each month's report takes, in milliseconds.
+    #[graphql(default = 300)]
+    pub step_delay_ms: Option<i32>,
+}
+
+/// The months' reports, merged.
+#[derive(Debug, SimpleObject, serde::Serialize, serde::Deserialize)]
+#[graphql(crate = "streamer::async_graphql")]
+#[serde(rename_all = "camelCase")]
+pub struct MonthlySummary {
+    /// Where to download the merged report.
+    pub url: String,
+    /// The months in it.
+    pub months: i32,
+    /// Its rows, every month's together.
+    pub rows: i32,
+}
+
+/// A durable workflow: plans the months, runs one `generateReport` child per month in
+/// parallel (waiting for them costs no worker), then merges their reports in a step.
+#[derive(Debug)]
+pub struct MonthlyReports;
+
+/// The most months one workflow covers.
+const MAX_MONTHS: usize = 24;
+
+/// The months from `from` to `to` (`YYYY-MM`, inclusive).
+fn months(from: &str, to: &str) -> Result<Vec<(i32, u32)>, JobError> {
+    let parse = |month: &str| {
+        let (year, month) = month.split_once('-')?;
+        let (year, month) = (year.parse::<i32>().ok()?, month.parse::<u32>().ok()?);
+        (1..=12).contains(&month).then_some((year, month))
+    };
+    let bad = || JobError::permanent("BAD_INPUT", "months are YYYY-MM, `from` up to `to`");
+    let (mut at, end) = (parse(from).ok_or_else(bad)?, parse(to).ok_or_else(bad)?);
+    let mut months = Vec::new();
+    while at <= end {
+        if months.len() == MAX_MONTHS {
+            return Err(JobError::permanent(
+                "BAD_INPUT",
+                format!("at most {MAX_MONTHS} months"),
+            ));
+        }
+        months.push(at);
+        at = if at.1 == 12 {
+            (at.0 + 1, 1)
+        } else {
+            (at.0, at.1 + 1)
+        };
+    }
+    if months.is_empty() {
+        return Err(bad());
+    }
+    Ok(months)
+}
+
+/// The last day of a month.
+fn last_day(year: i32, month: u32) -> u32 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+impl Handler for MonthlyReports {
+    const ACTION: &'static str = "monthlyReports";
+    type Input = MonthlyReportsInput;
+    type Output = MonthlySummary;
+
+    async fn process(
+        &self,
+        input: MonthlyReportsInput,
+        job: JobContext,
+    ) -> Result<MonthlySummary, JobError> {
+        let planned = job
+            .step("plan", || async { months(&input.from, &input.to) })
+            .await?;
+        job.progress(0.1, format!("{} months planned", planned.len()))
+            .await?;
+        let reports = job
+            .children::<GenerateReport>(planned.iter().map(|&(year, month)| GenerateReportInput {
+                from: format!("{year}-{month:02}-01"),
+                to: format!("{year}-{month:02}-{:02}", last_day(year, month)),
+                rows: input.rows,
+                step_delay_ms: input.step_delay_ms,
+            }))
+            .await?;
+        job.progress(0.9, format!("merging {} reports", reports.len()))
+            .await?;
+        let merged = job
+            .step("merge", || async {
+                let rows = reports.iter().map(|report| report.rows).sum::<i32>();
+                Ok(MonthlySummary {
+                    url: format!(
+                        "https://reports.example.com/{}/{}-{}.csv",
+                        job.request_id(),
+                        input.from,
+                        input.to
+                    ),
+                    months: reports.len() as i32,
+                    rows,
+                })
+            })
+            .await?;
+        job.progress(1.0, "published").await?;
+        Ok(merged)
+    }
+}
+
 /// The example app.
 pub fn app() -> streamer::App {
     streamer::App::new()
         .register(GenerateReport)
         .register(FlakyImport)
+        .register(MonthlyReports)
 }

@@ -1,0 +1,120 @@
+//! Durable workflows: a request whose handler checkpoints its steps, starts child requests
+//! and waits, suspended, with no worker running it.
+//!
+//! A handler's durable calls (`step`, `child`, `sleep`) are numbered in the order it makes
+//! them. Each one's outcome is a [`Checkpoint`] at its number, kept in the store before the
+//! call returns; a later attempt of the same request replays the checkpoints instead of
+//! running the calls again, and fails `NON_DETERMINISTIC` when a call at a number is not the
+//! one recorded there. A call that must wait (children not ended, a time not reached)
+//! suspends the request: RUNNING → WAITING ([`AsyncRequest::suspend`]); the processor or the
+//! sweeper wakes it ([`AsyncRequest::wake`]) and it runs again from its first call.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{AsyncRequest, RequestStatus, Result};
+
+/// The error code of a request whose replay did not match its checkpoints.
+pub const NON_DETERMINISTIC: &str = "NON_DETERMINISTIC";
+
+/// The outcome of one durable call, kept for replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The call's number in the handler's order, from 0.
+    pub index: u32,
+    /// What the call was: `step:{name}`, `children:{action}` or `sleep`.
+    pub name: String,
+    /// Its outcome: a step's result, the children's ids and inputs' digest, a wake time.
+    pub value: Value,
+}
+
+/// What a suspended request waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// Every one of these children to end.
+    Children(Vec<String>),
+    /// This time.
+    Until(DateTime<Utc>),
+}
+
+impl AsyncRequest {
+    /// RUNNING → WAITING: the attempt ends, suspended until `wait` is over; no worker holds it.
+    pub fn suspend(&mut self, wait: Wait, now: DateTime<Utc>) -> Result<()> {
+        if self.status != RequestStatus::Running {
+            return Err(self.refuse("wait"));
+        }
+        self.status = RequestStatus::Waiting;
+        match wait {
+            Wait::Children(ids) => self.waiting_for = ids,
+            Wait::Until(at) => self.wake_at = Some(at),
+        }
+        self.touch(now);
+        Ok(())
+    }
+
+    /// WAITING → QUEUED: what it waited for is over; it runs again, replaying its
+    /// checkpoints, with its whole retry budget.
+    pub fn wake(&mut self, now: DateTime<Utc>) -> Result<()> {
+        if self.status != RequestStatus::Waiting {
+            return Err(self.refuse("wake"));
+        }
+        self.status = RequestStatus::Queued;
+        self.waiting_for.clear();
+        self.wake_at = None;
+        self.redriven_after = self.attempts;
+        self.touch(now);
+        Ok(())
+    }
+
+    /// RUNNING → QUEUED: an attempt that ran out of time after checkpointing goes on in a
+    /// new attempt from its checkpoints, with its whole retry budget.
+    pub fn go_on(&mut self, now: DateTime<Utc>) -> Result<()> {
+        if self.status != RequestStatus::Running {
+            return Err(self.refuse("go on"));
+        }
+        self.status = RequestStatus::Queued;
+        self.redriven_after = self.attempts;
+        self.touch(now);
+        Ok(())
+    }
+
+    /// Whether a WAITING request's time to wake has come.
+    pub fn wake_due(&self, now: DateTime<Utc>) -> bool {
+        self.status == RequestStatus::Waiting && self.wake_at.is_some_and(|at| at <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{Clock, ManualClock};
+
+    #[test]
+    fn a_request_waits_and_wakes_with_its_whole_budget() {
+        let clock = ManualClock::default();
+        let mut r = AsyncRequest::new("w", "flow", json!({}), clock.now());
+        r.start(clock.now()).unwrap();
+        r.suspend(Wait::Children(vec!["w.0".into()]), clock.now())
+            .unwrap();
+        assert_eq!(
+            (r.status, r.waiting_for.clone(), r.version),
+            (RequestStatus::Waiting, vec!["w.0".to_owned()], 3)
+        );
+        assert!(r.start(clock.now()).is_err(), "no worker runs it");
+        r.wake(clock.now()).unwrap();
+        assert_eq!((r.status, r.drive_attempts()), (RequestStatus::Queued, 0));
+        assert!(r.waiting_for.is_empty());
+        r.start(clock.now()).unwrap();
+        let at = clock.now() + chrono::Duration::seconds(2);
+        r.suspend(Wait::Until(at), clock.now()).unwrap();
+        assert!(!r.wake_due(clock.now()));
+        clock.advance(chrono::Duration::seconds(2));
+        assert!(r.wake_due(clock.now()));
+        // Cancelled while waiting: at once.
+        r.cancel(clock.now()).unwrap();
+        assert_eq!((r.status, r.wake_at), (RequestStatus::Cancelled, None));
+    }
+}
