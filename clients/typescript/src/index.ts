@@ -15,7 +15,14 @@
 import { createClient, type Client, type ClientOptions } from 'graphql-ws';
 
 /** Where a request is in its life. */
-export type RequestStatus = 'QUEUED' | 'RUNNING' | 'RETRYING' | 'COMPLETED' | 'FAILED' | 'CANCELLED';
+export type RequestStatus =
+  | 'QUEUED'
+  | 'RUNNING'
+  | 'RETRYING'
+  | 'WAITING'
+  | 'COMPLETED'
+  | 'FAILED'
+  | 'CANCELLED';
 
 /** The statuses a request ends in. */
 export const TERMINAL_STATUSES: readonly RequestStatus[] = ['COMPLETED', 'FAILED', 'CANCELLED'];
