@@ -355,6 +355,8 @@ async fn each_function_calls_exactly_what_its_role_allows() {
                 json!({ "id": "t2", "type": "subscribe", "payload": { "query": "{ templates { name } template(name: \"t\") { version } }" } }),
                 json!({ "id": "t3", "type": "subscribe", "payload": { "query": "mutation { enqueueTemplate(name: \"t\", overrides: { failTimes: 0 }) { id } }" } }),
                 json!({ "id": "t4", "type": "subscribe", "payload": { "query": "mutation { deleteTemplate(name: \"t\") }" } }),
+                // A workflow of two months.
+                json!({ "id": "w", "type": "subscribe", "payload": { "query": "mutation { monthlyReports(input: { from: \"2026-01\", to: \"2026-02\", rows: 10, stepDelayMs: 0 }) { id } }" } }),
                 // A batch: stored with its children, which are listed.
                 json!({ "id": "b", "type": "subscribe", "payload": { "query": "mutation { flakyImportBatch(inputs: [{ failTimes: 0 }, { failTimes: 0 }]) { id children { edges { node { id } } } } }" } }),
             ],
@@ -524,8 +526,33 @@ async fn each_function_calls_exactly_what_its_role_allows() {
         "pruned"
     );
 
+    // The workflow: a worker plans it, starts its children (checkpoints kept) and it waits;
+    // its children run; the processor does not see them end (its wake is lost), the sweeper
+    // wakes it.
+    let workflow = sent
+        .iter()
+        .find_map(|(_, data)| {
+            let frame: Value = serde_json::from_str(data).ok()?;
+            frame["payload"]["data"]["monthlyReports"]["id"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("a workflow: {sent:?}"));
+    assert_eq!(
+        worker.run(&workflow).await.unwrap(),
+        streamer::processor::Outcome::Suspended
+    );
+    let waiting = plain.get_request(&workflow).await.unwrap().unwrap();
+    assert_eq!(waiting.waiting_for.len(), 2, "{waiting:?}");
+    for child in &waiting.waiting_for {
+        assert_eq!(
+            worker.run(child).await.unwrap(),
+            streamer::processor::Outcome::Completed
+        );
+    }
+
     // The sweeper: the silent connection times out; the lost worker's job is dispatched
-    // again.
+    // again; the workflow is woken.
     clock.advance(chrono::Duration::minutes(5));
     let sweeper_store = store("sweeper");
     let sweeper = Sweeper::new(
@@ -544,8 +571,8 @@ async fn each_function_calls_exactly_what_its_role_allows() {
     );
     let report = sweeper.sweep().await.unwrap();
     assert_eq!(
-        (report.init_timeouts, report.abandoned),
-        (1, 1),
+        (report.init_timeouts, report.abandoned, report.woken),
+        (1, 1, 1),
         "{report:?}"
     );
 

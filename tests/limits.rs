@@ -39,7 +39,10 @@ async fn still_works(client: &mut Client) {
         );
     }
     let data = client.execute("after", "{ actions }", json!({})).await;
-    assert_eq!(data["actions"], json!(["flakyImport", "generateReport"]));
+    assert_eq!(
+        data["actions"],
+        json!(["flakyImport", "generateReport", "monthlyReports"])
+    );
 }
 
 fn limit_of(error: &Value) -> &str {

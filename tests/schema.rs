@@ -93,7 +93,7 @@ async fn a_payload_that_does_not_fit_is_refused_with_a_clear_error_and_nothing_s
     assert!(
         unknown.errors[0]
             .message
-            .contains("flakyImport, generateReport"),
+            .contains("flakyImport, generateReport, monthlyReports"),
         "{}",
         unknown.errors[0].message
     );
@@ -107,7 +107,7 @@ async fn actions_and_paginated_requests() {
     let actions = schema.execute(as_dev("{ actions }")).await;
     assert_eq!(
         actions.data.into_json().unwrap(),
-        json!({ "actions": ["flakyImport", "generateReport"] })
+        json!({ "actions": ["flakyImport", "generateReport", "monthlyReports"] })
     );
     for n in 0..3 {
         let q = format!("mutation {{ flakyImport(input: {{failTimes: {n}}}) {{ id }} }}");

@@ -52,7 +52,7 @@ try {
 
   // Still working.
   const actions = await once(client, { query: '{ actions }' });
-  assert.deepEqual(actions.data.actions, ['flakyImport', 'generateReport']);
+  assert.deepEqual(actions.data.actions, ['flakyImport', 'generateReport', 'monthlyReports']);
   console.log(JSON.stringify({ ok: true, afterUnsubscribe }));
   await client.dispose();
   process.exit(0);

@@ -468,7 +468,7 @@ async fn the_four_functions_run_a_request_end_to_end() {
     let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
     assert_eq!(
         body["data"]["actions"],
-        json!(["flakyImport", "generateReport"])
+        json!(["flakyImport", "generateReport", "monthlyReports"])
     );
 
     // $disconnect cleans up.
