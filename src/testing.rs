@@ -5,7 +5,9 @@
 //! [`HandlerTest`] runs one attempt of a [`Handler`] with a typed input and records every
 //! progress report; it can play a client that cancels after some reports, give the attempt
 //! a time limit (as Lambda's, which [`JobContext::remaining`] reads), and say which attempt
-//! this is (a handler that behaves differently on a retry).
+//! this is (a handler that behaves differently on a retry). Its attempts share one set of
+//! checkpoints, so a workflow's steps replay from one run to the next as on a worker
+//! (children need their handlers: test those with [`AppTest`]).
 //!
 //! ```
 //! use streamer::async_graphql::{InputObject, SimpleObject};
@@ -55,9 +57,9 @@ use std::time::Duration;
 use async_graphql::InputType;
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use streamer_core::{AsyncRequest, ManualClock, RequestStatus};
+use streamer_core::{AsyncRequest, ManualClock, MemoryStore, RequestStatus, SystemClock};
 use streamer_local::{InProcess, StackBuilder};
-use streamer_schema::{Handler, JobContext, JobError, ProgressSink};
+use streamer_schema::{Handler, Handlers, JobContext, JobError, ProgressSink};
 
 use crate::App;
 
@@ -100,6 +102,8 @@ pub struct HandlerTest<H> {
     attempt: u32,
     cancel_after: Option<usize>,
     time_limit: Option<Duration>,
+    /// Where the runs keep their checkpoints.
+    checkpoints: Arc<MemoryStore>,
 }
 
 impl<H: Handler> HandlerTest<H> {
@@ -110,6 +114,7 @@ impl<H: Handler> HandlerTest<H> {
             attempt: 1,
             cancel_after: None,
             time_limit: None,
+            checkpoints: Arc::new(MemoryStore::new()),
         }
     }
 
@@ -144,7 +149,14 @@ impl<H: Handler> HandlerTest<H> {
             cancel_after: self.cancel_after,
             cancel: tokio::sync::watch::channel(self.cancel_after == Some(0)).0,
         });
-        let mut job = JobContext::new("test-request", self.attempt, sink.clone());
+        let request = AsyncRequest::new("test-request", H::ACTION, Value::Null, chrono::Utc::now());
+        let mut job = JobContext::new("test-request", self.attempt, sink.clone()).with_checkpoints(
+            self.checkpoints.clone(),
+            Arc::new(SystemClock),
+            Arc::new(Handlers::new()),
+            &request,
+            streamer_processor::WorkerSettings::default().max_result_bytes,
+        );
         if let Some(limit) = self.time_limit {
             job = job.with_deadline(tokio::time::Instant::now() + limit);
         }

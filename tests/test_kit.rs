@@ -197,3 +197,57 @@ async fn the_manual_clock_holds_a_retry_and_a_killed_worker_s_lease_until_it_mov
     let last = app.follow(&id).await.pop().unwrap();
     assert_eq!((last.status, last.attempts), (RequestStatus::Completed, 2));
 }
+
+/// Runs of one `HandlerTest` share their checkpoints: a workflow's second attempt replays
+/// the steps the first one finished.
+#[tokio::test]
+async fn a_workflow_s_steps_replay_from_one_run_to_the_next() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use streamer::async_graphql::{InputObject, SimpleObject};
+    use streamer::{Handler, JobContext, JobError};
+
+    static PLANNED: AtomicU32 = AtomicU32::new(0);
+
+    #[derive(InputObject)]
+    struct PlanInput {
+        items: i32,
+    }
+
+    #[derive(Debug, SimpleObject, serde::Serialize)]
+    struct Planned {
+        items: i32,
+    }
+
+    struct Plan;
+
+    impl Handler for Plan {
+        const ACTION: &'static str = "plan";
+        type Input = PlanInput;
+        type Output = Planned;
+
+        async fn process(&self, input: PlanInput, job: JobContext) -> Result<Planned, JobError> {
+            let items = job
+                .step("plan", || async {
+                    PLANNED.fetch_add(1, Ordering::Relaxed);
+                    Ok(input.items)
+                })
+                .await?;
+            job.step("publish", || async {
+                if job.attempt() == 1 {
+                    return Err(JobError::retryable("UNAVAILABLE", "try again"));
+                }
+                Ok(())
+            })
+            .await?;
+            Ok(Planned { items })
+        }
+    }
+
+    let test = HandlerTest::new(Plan);
+    let first = test.run(PlanInput { items: 3 }).await;
+    assert_eq!(first.outcome.unwrap_err().code, "UNAVAILABLE");
+    let second = test.attempt(2);
+    let run = second.run(PlanInput { items: 3 }).await;
+    assert_eq!(run.outcome.unwrap().items, 3);
+    assert_eq!(PLANNED.load(Ordering::Relaxed), 1, "planned once");
+}
