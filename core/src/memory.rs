@@ -129,26 +129,13 @@ impl Tables {
             .and_then(|after| self.request(after))
             .and_then(|after| after.parent.as_ref())
             .map_or(0, |link| link.index + 1);
-        let mut matching = self
+        let children = self
             .children
             .get(parent)
             .into_iter()
             .flat_map(|children| children.range(start..))
-            .filter_map(|(_, id)| self.request(id))
-            .filter(|r| {
-                filter
-                    .tenant
-                    .as_ref()
-                    .is_none_or(|tenant| r.tenant == *tenant)
-            })
-            .filter(|r| filter.owner.as_ref().is_none_or(|owner| r.owner == *owner))
-            .filter(|r| filter.status.is_none_or(|status| r.status == status));
-        let items: Vec<AsyncRequest> = matching.by_ref().take(filter.limit).cloned().collect();
-        let next = match (items.last(), matching.next()) {
-            (Some(last), Some(_)) => Some(last.id.clone()),
-            _ => None,
-        };
-        Page { items, next }
+            .filter_map(|(_, id)| self.request(id));
+        page_of(children, filter)
     }
 
     fn request(&self, id: &str) -> Option<&AsyncRequest> {
@@ -201,6 +188,26 @@ impl Tables {
         // A copy is cheap: the images are shared.
         self.feeds.retain(|feed| feed.send(change.clone()).is_ok());
     }
+}
+
+/// The page of `listed` that `filter` asks for (tenant, owner, status; `limit` of them),
+/// and whether more follow.
+fn page_of<'a>(listed: impl Iterator<Item = &'a AsyncRequest>, filter: &RequestFilter) -> Page {
+    let mut matching = listed
+        .filter(|r| {
+            filter
+                .tenant
+                .as_ref()
+                .is_none_or(|tenant| r.tenant == *tenant)
+        })
+        .filter(|r| filter.owner.as_ref().is_none_or(|owner| r.owner == *owner))
+        .filter(|r| filter.status.is_none_or(|status| r.status == status));
+    let items: Vec<AsyncRequest> = matching.by_ref().take(filter.limit).cloned().collect();
+    let next = match (items.last(), matching.next()) {
+        (Some(last), Some(_)) => Some(last.id.clone()),
+        _ => None,
+    };
+    Page { items, next }
 }
 
 /// DynamoDB's largest item, which the embedded store holds requests to as well.
@@ -675,23 +682,10 @@ impl Store for MemoryStore {
             ),
             (None, None) => Box::new(tables.request_order.range(start..).map(|(p, _)| p)),
         };
-        let mut matching = positions
+        let listed = positions
             .filter_map(|position| tables.request_order.get(position))
-            .filter_map(|id| tables.request(id))
-            .filter(|r| {
-                filter
-                    .tenant
-                    .as_ref()
-                    .is_none_or(|tenant| r.tenant == *tenant)
-            })
-            .filter(|r| filter.owner.as_ref().is_none_or(|owner| r.owner == *owner))
-            .filter(|r| filter.status.is_none_or(|status| r.status == status));
-        let items: Vec<AsyncRequest> = matching.by_ref().take(filter.limit).cloned().collect();
-        let next = match (items.last(), matching.next()) {
-            (Some(last), Some(_)) => Some(last.id.clone()),
-            _ => None,
-        };
-        Ok(Page { items, next })
+            .filter_map(|id| tables.request(id));
+        Ok(page_of(listed, filter))
     }
 
     async fn count_connections(

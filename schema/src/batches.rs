@@ -16,7 +16,7 @@ use streamer_core::{AsyncRequest, Error as CoreError, LimitExceeded, Principal, 
 use crate::bridge::json_field;
 use crate::schema::{
     EnqueueOptions, Services, check_key, check_rate, client_error, from_core, keyed_id,
-    limit_error, list_page, page_filter, principal, quota_error, request_of,
+    keyed_repeat, limit_error, list_page, page_filter, principal, quota_error, request_of,
 };
 use crate::{Handlers, Registered};
 
@@ -301,21 +301,9 @@ async fn enqueue_batch(
                 max,
             ));
         }
+        // The digest of its items is the batch's payload: the same items, the same batch.
         Err(CoreError::Conflict(_)) if key.is_some() => {
-            let existing = services
-                .store
-                .get_request(&parent.id)
-                .await
-                .map_err(from_core)?
-                .ok_or_else(|| client_error("INTERNAL", "the keyed batch vanished"))?;
-            if existing.payload != parent.payload || !services.access.allows(caller, &existing) {
-                return Err(client_error(
-                    "IDEMPOTENCY_KEY_REUSED",
-                    "this idempotency key was used with different items",
-                ));
-            }
-            tracing::info!(request_id = %existing.id, "batch repeated: the first batch stands");
-            return Ok(existing);
+            return keyed_repeat(services, caller, &parent).await;
         }
         Err(error) => return Err(from_core(error)),
     }

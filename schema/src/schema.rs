@@ -706,27 +706,37 @@ pub(crate) async fn enqueue(
             ));
         }
         Err(CoreError::Conflict(_)) if key.is_some() => {
-            let existing = services
-                .store
-                .get_request(&request.id)
-                .await
-                .map_err(from_core)?
-                .ok_or_else(|| client_error("INTERNAL", "the keyed request vanished"))?;
-            // Only the scope that made it may see it; the hash makes anything else a
-            // collision, answered as a reuse without a word about the other request.
-            if existing.payload != request.payload || !services.access.allows(caller, &existing) {
-                return Err(client_error(
-                    "IDEMPOTENCY_KEY_REUSED",
-                    "this idempotency key was used with a different input",
-                ));
-            }
-            tracing::info!(request_id = %existing.id, "enqueue repeated: the first request stands");
-            return Ok(existing);
+            return keyed_repeat(services, caller, &request).await;
         }
         Err(error) => return Err(from_core(error)),
     }
     tracing::info!(request_id = %request.id, action = %request.action, "enqueued");
     Ok(request)
+}
+
+/// The request a keyed enqueue made before `request`, returned when it was made with the
+/// same payload; the key used with another one is refused. Only the scope that made it may
+/// see it: the hash makes anything else a collision, answered as a reuse without a word
+/// about the other request.
+pub(crate) async fn keyed_repeat(
+    services: &Services,
+    caller: &Principal,
+    request: &AsyncRequest,
+) -> async_graphql::Result<AsyncRequest> {
+    let existing = services
+        .store
+        .get_request(&request.id)
+        .await
+        .map_err(from_core)?
+        .ok_or_else(|| client_error("INTERNAL", "the keyed request vanished"))?;
+    if existing.payload != request.payload || !services.access.allows(caller, &existing) {
+        return Err(client_error(
+            "IDEMPOTENCY_KEY_REUSED",
+            "this idempotency key was used with a different input",
+        ));
+    }
+    tracing::info!(request_id = %existing.id, "enqueue repeated: the first request stands");
+    Ok(existing)
 }
 
 fn typed_mutation(handler: Arc<Registered>) -> Field {
