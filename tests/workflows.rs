@@ -257,15 +257,16 @@ async fn steps_outlive_a_deadline_a_crash_and_a_retryable_failure(on: On) {
         json!({ "key": killed, "steps": 3, "stepMs": 300 }),
     )
     .await;
+    // Step 1 has started: step 0's checkpoint is kept.
     for _ in 0..200 {
-        if counts(&FINISHED, &killed).first() == Some(&1) {
+        if counts(&STARTED, &killed).get(1) == Some(&1) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(server.workers.kill(&id), "a worker ran it");
     client.wait_for_status(&id, "COMPLETED").await;
-    assert_eq!(counts(&STARTED, &killed)[0], 1, "step 0 not run again");
+    assert_eq!(counts(&STARTED, &killed), [1, 2, 1], "step 0 not run again");
     assert_eq!(counts(&FINISHED, &killed), [1, 1, 1]);
 
     // A retryable failure in the third step: the retry starts at the third step.
@@ -316,7 +317,7 @@ async fn monthly_reports_wait_for_their_children(on: On) {
         .await;
     let id = data["monthlyReports"]["id"].as_str().unwrap().to_owned();
     client
-        .send(json!({ "id": "f", "type": "subscribe", "payload": { "query": "subscription($id: ID!) { requestProgress(id: $id, afterVersion: 0) { status version progress waitingFor output { ... on MonthlySummary { months rows url } } } }", "variables": { "id": id } } }))
+        .send(json!({ "id": "f", "type": "subscribe", "payload": { "query": "subscription($id: ID!) { requestProgress(id: $id, afterVersion: 0) { status version progress message waitingFor output { ... on MonthlySummary { months rows url } } } }", "variables": { "id": id } } }))
         .await;
     let frames = client.until_done("f").await;
     let states: Vec<&Value> = frames
@@ -350,6 +351,22 @@ async fn monthly_reports_wait_for_their_children(on: On) {
         ["RUNNING", "WAITING", "RUNNING", "COMPLETED"],
         "{statuses:?}"
     );
+    // While it waits, its message counts the children left, down.
+    let left: Vec<u64> = states
+        .iter()
+        .filter(|s| s["status"] == "WAITING")
+        .filter_map(|s| {
+            s["message"]
+                .as_str()?
+                .strip_prefix("waiting for ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(!left.is_empty(), "{states:?}");
+    assert!(left.windows(2).all(|w| w[0] > w[1]), "{left:?}");
     let last = states.last().unwrap();
     assert_eq!(last["output"]["months"], 4);
     assert_eq!(last["output"]["rows"], 40);

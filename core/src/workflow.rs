@@ -40,15 +40,26 @@ pub enum Wait {
 
 impl AsyncRequest {
     /// RUNNING → WAITING: the attempt ends, suspended until `wait` is over; no worker holds it.
+    /// The message says what it waits for.
     pub fn suspend(&mut self, wait: Wait, now: DateTime<Utc>) -> Result<()> {
         if self.status != RequestStatus::Running {
             return Err(self.refuse("wait"));
         }
         self.status = RequestStatus::Waiting;
-        match wait {
-            Wait::Children(ids) => self.waiting_for = ids,
-            Wait::Until(at) => self.wake_at = Some(at),
-        }
+        self.message = Some(match wait {
+            Wait::Children(ids) => {
+                self.waiting_for = ids;
+                let total = self.waiting_for.len();
+                format!("waiting for {total} of {total} children")
+            }
+            Wait::Until(at) => {
+                self.wake_at = Some(at);
+                format!(
+                    "waiting until {}",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            }
+        });
         self.touch(now);
         Ok(())
     }
@@ -77,6 +88,35 @@ impl AsyncRequest {
         self.redriven_after = self.attempts;
         self.touch(now);
         Ok(())
+    }
+
+    /// Tells the subscribers of a WAITING request how many of the children it waits for
+    /// are left: `message` is "waiting for {left} of {total} children", and only counts
+    /// down (two processors that counted at different times cannot move it back up).
+    /// Returns whether anything visible changed (the version moves only then).
+    pub fn children_left(&mut self, left: usize, now: DateTime<Utc>) -> Result<bool> {
+        const PREFIX: &str = "waiting for ";
+        if self.status != RequestStatus::Waiting {
+            return Err(self.refuse("count its children"));
+        }
+        let shown = self.message.as_deref().and_then(|message| {
+            message
+                .strip_prefix(PREFIX)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        });
+        if shown.is_some_and(|shown: usize| shown <= left) {
+            return Ok(false);
+        }
+        let message = Some(format!(
+            "{PREFIX}{left} of {} children",
+            self.waiting_for.len()
+        ));
+        self.message = message;
+        self.touch(now);
+        Ok(true)
     }
 
     /// Whether a WAITING request's time to wake has come.
@@ -113,6 +153,16 @@ mod tests {
         assert!(!r.wake_due(clock.now()));
         clock.advance(chrono::Duration::seconds(2));
         assert!(r.wake_due(clock.now()));
+        // The children left only count down.
+        r.wake(clock.now()).unwrap();
+        r.start(clock.now()).unwrap();
+        r.suspend(Wait::Children(vec!["a".into(), "b".into()]), clock.now())
+            .unwrap();
+        assert_eq!(r.message.as_deref(), Some("waiting for 2 of 2 children"));
+        assert!(r.children_left(1, clock.now()).unwrap());
+        assert_eq!(r.message.as_deref(), Some("waiting for 1 of 2 children"));
+        assert!(!r.children_left(2, clock.now()).unwrap(), "a late count");
+        assert!(!r.children_left(1, clock.now()).unwrap());
         // Cancelled while waiting: at once.
         r.cancel(clock.now()).unwrap();
         assert_eq!((r.status, r.wake_at), (RequestStatus::Cancelled, None));

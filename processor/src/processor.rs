@@ -57,24 +57,35 @@ pub async fn wake_if_ready(
     if request.status != RequestStatus::Waiting {
         return Ok(false);
     }
-    let ready = if request.waiting_for.is_empty() {
-        request.wake_due(clock.now())
-    } else {
-        let mut ended = true;
+    let id = request.id.clone();
+    if !request.waiting_for.is_empty() {
+        let mut left = 0;
         for child in &request.waiting_for {
             if let Some(child) = store.get_request(child).await?
                 && !child.status.is_terminal()
             {
-                ended = false;
-                break;
+                left += 1;
             }
         }
-        ended
-    };
-    if !ready {
+        if left > 0 {
+            // Its subscribers see the children end, one by one; nothing is written when the
+            // count is what they saw last.
+            let mut seen = request.clone();
+            if !seen.children_left(left, clock.now())? {
+                return Ok(false);
+            }
+            let noted = modify_request_from(store, clock, Some(request), &id, |r, now| {
+                r.children_left(left, now)
+            })
+            .await;
+            return match noted {
+                Ok(_) | Err(streamer_core::Error::Transition { .. }) => Ok(false),
+                Err(error) => Err(error),
+            };
+        }
+    } else if !request.wake_due(clock.now()) {
         return Ok(false);
     }
-    let id = request.id.clone();
     match modify_request_from(store, clock, Some(request), &id, |r, now| r.wake(now)).await {
         Ok(_) => Ok(true),
         Err(streamer_core::Error::Transition { .. }) => Ok(false),
