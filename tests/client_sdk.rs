@@ -77,6 +77,7 @@ async fn request_reaches(server: &TestServer, version: u64) {
                     limit: 10,
                     after: None,
                     parent: None,
+                    newest_first: false,
                 })
                 .await
                 .unwrap();

@@ -197,6 +197,7 @@ async fn an_idempotency_key_makes_a_repeated_enqueue_return_the_same_request() {
             limit: 10,
             after: None,
             parent: None,
+            newest_first: false,
         })
         .await
         .unwrap();

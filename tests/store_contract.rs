@@ -341,6 +341,7 @@ async fn listing(store: &dyn Store) {
                 limit: 2,
                 after: after.clone(),
                 parent: None,
+                newest_first: false,
             })
             .await
             .unwrap();
@@ -365,6 +366,7 @@ async fn listing(store: &dyn Store) {
             limit: 100,
             after: None,
             parent: None,
+            newest_first: false,
         })
         .await
         .unwrap();
@@ -397,6 +399,7 @@ async fn tenants(store: &dyn Store) {
             limit: 10,
             after: None,
             parent: None,
+            newest_first: false,
         };
         async move {
             let page = store.list_requests(&filter).await.unwrap();
@@ -436,6 +439,7 @@ async fn tenants(store: &dyn Store) {
             limit: 1000,
             after: None,
             parent: None,
+            newest_first: false,
         })
         .await
         .unwrap();
@@ -546,6 +550,7 @@ async fn batches(store: &dyn Store) {
         owner: None,
         status,
         parent: Some(batch.id.clone()),
+        newest_first: false,
         limit: 2,
         after,
     };
@@ -561,6 +566,31 @@ async fn batches(store: &dyn Store) {
     }
     let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
     assert_eq!(listed, ids, "in their order in the batch");
+    // Newest first, by pages, the children and the tenant's requests alike.
+    for parent in [Some(batch.id.clone()), None] {
+        let mut listed = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .list_requests(&RequestFilter {
+                    parent: parent.clone(),
+                    newest_first: true,
+                    ..filter(None, after)
+                })
+                .await
+                .unwrap();
+            listed.extend(page.items.into_iter().map(|r| r.id));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let mut expected: Vec<String> = ids.iter().rev().cloned().collect();
+        if parent.is_none() {
+            expected.push(batch.id.clone());
+        }
+        assert_eq!(listed, expected, "newest first under {parent:?}");
+    }
     let running = store
         .list_requests(&filter(Some(RequestStatus::Running), None))
         .await

@@ -232,6 +232,7 @@ async fn the_enqueue_rate_quota_holds_per_tenant() {
             limit: 100,
             after: None,
             parent: None,
+            newest_first: false,
         })
         .await
         .unwrap();

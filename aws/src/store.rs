@@ -317,6 +317,7 @@ impl DynamoDbStore {
             .query()
             .table_name(&self.requests)
             .index_name(BY_PARENT.name)
+            .scan_index_forward(!filter.newest_first)
             .key_condition_expression("#parent = :parent")
             .expression_attribute_names("#parent", BY_PARENT.partition_key)
             .expression_attribute_values(":parent", s(parent));
@@ -1153,6 +1154,7 @@ impl Store for DynamoDbStore {
                 .query()
                 .table_name(&self.requests)
                 .index_name(index.name)
+                .scan_index_forward(!filter.newest_first)
                 .key_condition_expression("#partition = :partition")
                 .expression_attribute_names("#partition", index.partition_key)
                 .expression_attribute_values(":partition", s(partition.clone()));
@@ -1178,6 +1180,9 @@ impl Store for DynamoDbStore {
             keys.extend(query_up_to(query, wanted + 1, "listing requests").await?);
         }
         keys.sort_by(|a, b| text_of(a, index.sort_key).cmp(&text_of(b, index.sort_key)));
+        if filter.newest_first {
+            keys.reverse();
+        }
         let ids: Vec<String> = keys
             .iter()
             .filter_map(|key| text_of(key, "id").map(str::to_owned))

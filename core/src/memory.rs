@@ -28,6 +28,8 @@ struct Tables {
     requests: HashMap<String, (u64, Arc<AsyncRequest>)>,
     // Request ids by position, for listing in creation order.
     request_order: BTreeMap<u64, String>,
+    // Every position, for listings of every tenant.
+    all_positions: BTreeSet<u64>,
     created: u64,
     // Positions by status and by tenant: listings read only what they can return.
     by_status: HashMap<RequestStatus, BTreeSet<u64>>,
@@ -73,6 +75,7 @@ impl Tables {
                 self.created += 1;
                 let position = self.created;
                 self.request_order.insert(position, request.id.clone());
+                self.all_positions.insert(position);
                 self.by_tenant
                     .entry(request.tenant.clone())
                     .or_default()
@@ -101,6 +104,7 @@ impl Tables {
             active.remove(id);
         }
         self.request_order.remove(&position);
+        self.all_positions.remove(&position);
         // Its history goes with it: on DynamoDB the history items carry the same TTL.
         self.history.remove(id);
         self.checkpoints.remove(id);
@@ -123,19 +127,21 @@ impl Tables {
 
     /// A page of a batch's children, in their order in it.
     fn children_page(&self, parent: &str, filter: &RequestFilter) -> Page {
-        let start = filter
+        let after = filter
             .after
             .as_ref()
             .and_then(|after| self.request(after))
             .and_then(|after| after.parent.as_ref())
-            .map_or(0, |link| link.index + 1);
-        let children = self
-            .children
-            .get(parent)
-            .into_iter()
-            .flat_map(|children| children.range(start..))
-            .filter_map(|(_, id)| self.request(id));
-        page_of(children, filter)
+            .map(|link| link.index);
+        let Some(children) = self.children.get(parent) else {
+            return Page::default();
+        };
+        let ids: Box<dyn Iterator<Item = (&u32, &String)>> = match (filter.newest_first, after) {
+            (false, after) => Box::new(children.range(after.map_or(0, |a| a + 1)..)),
+            (true, None) => Box::new(children.iter().rev()),
+            (true, Some(after)) => Box::new(children.range(..after).rev()),
+        };
+        page_of(ids.filter_map(|(_, id)| self.request(id)), filter)
     }
 
     fn request(&self, id: &str) -> Option<&AsyncRequest> {
@@ -658,29 +664,23 @@ impl Store for MemoryStore {
         if let Some(parent) = &filter.parent {
             return Ok(tables.children_page(parent, filter));
         }
-        let start = filter
+        let after = filter
             .after
             .as_ref()
             .and_then(|after| tables.requests.get(after))
-            .map_or(0, |(position, _)| *position + 1);
-        // Listed from the narrowest index the filter allows, in creation order.
+            .map(|(position, _)| *position);
+        // Listed from the narrowest index the filter allows, in creation order (or its
+        // reverse), after the cursor.
         let empty = BTreeSet::new();
-        let positions: Box<dyn Iterator<Item = &u64>> = match (filter.status, &filter.tenant) {
-            (Some(status), _) => Box::new(
-                tables
-                    .by_status
-                    .get(&status)
-                    .unwrap_or(&empty)
-                    .range(start..),
-            ),
-            (None, Some(tenant)) => Box::new(
-                tables
-                    .by_tenant
-                    .get(tenant)
-                    .unwrap_or(&empty)
-                    .range(start..),
-            ),
-            (None, None) => Box::new(tables.request_order.range(start..).map(|(p, _)| p)),
+        let index: &BTreeSet<u64> = match (filter.status, &filter.tenant) {
+            (Some(status), _) => tables.by_status.get(&status).unwrap_or(&empty),
+            (None, Some(tenant)) => tables.by_tenant.get(tenant).unwrap_or(&empty),
+            (None, None) => &tables.all_positions,
+        };
+        let positions: Box<dyn Iterator<Item = &u64>> = match (filter.newest_first, after) {
+            (false, after) => Box::new(index.range(after.map_or(0, |a| a + 1)..)),
+            (true, None) => Box::new(index.iter().rev()),
+            (true, Some(after)) => Box::new(index.range(..after).rev()),
         };
         let listed = positions
             .filter_map(|position| tables.request_order.get(position))

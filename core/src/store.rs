@@ -201,13 +201,15 @@ pub struct RequestFilter {
     pub status: Option<RequestStatus>,
     /// Only the children of this batch, in their order in it.
     pub parent: Option<String>,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
     /// At most this many.
     pub limit: usize,
     /// Continue after this token (from [`Page::next`]).
     pub after: Option<String>,
 }
 
-/// One page of requests, oldest first.
+/// One page of requests, oldest first (or newest first, as asked).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Page {
     /// The requests.

@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod event;
 pub mod gateway;
+pub mod pages;
 
 pub use auth::{AuthorizerContext, Claims, JwksError, JwtAuthenticator};
 pub use event::{MalformedEvent, WsEvent};

@@ -130,17 +130,46 @@ pub async fn run_gateway(handlers: Arc<Handlers>) -> Result<(), Error> {
         sender,
         function.config.authenticator()?,
     )?;
-    let (function, gateway) = (&function, &gateway);
+    // Where the pages open their socket: the WebSocket API, another host than the HTTP API.
+    let websocket_url = std::env::var("STREAMER_WEBSOCKET_URL").ok();
+    let (function, gateway, websocket_url) = (&function, &gateway, &websocket_url);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         function
-            .observe(&event.context, gateway_event(gateway, event.payload))
+            .observe(
+                &event.context,
+                gateway_event(gateway, websocket_url, event.payload),
+            )
             .await
     }))
     .await
 }
 
-/// Tells WebSocket route events from HTTP requests (payload format 2.0) and answers each.
-async fn gateway_event(gateway: &Gateway, payload: Value) -> Result<Value, Error> {
+/// A page or asset (`streamer_gateway::pages`) as an HTTP API response: text, or 404.
+fn page_response(
+    path: &str,
+    websocket_url: Option<&str>,
+) -> Result<ApiGatewayV2httpResponse, Error> {
+    let mut response = ApiGatewayV2httpResponse::default();
+    match streamer_gateway::pages::page(path, websocket_url) {
+        Some(page) => {
+            response.status_code = 200;
+            response
+                .headers
+                .insert("content-type", page.content_type.parse()?);
+            response.body = Some(Body::Text(String::from_utf8(page.body.into_owned())?));
+        }
+        None => response.status_code = 404,
+    }
+    Ok(response)
+}
+
+/// Tells WebSocket route events from HTTP requests (payload format 2.0) and answers each:
+/// `POST /graphql`, or a page (`GET`).
+async fn gateway_event(
+    gateway: &Gateway,
+    websocket_url: &Option<String>,
+    payload: Value,
+) -> Result<Value, Error> {
     let context = &payload["requestContext"];
     if context["connectionId"].is_string() {
         let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(payload)?;
@@ -148,6 +177,12 @@ async fn gateway_event(gateway: &Gateway, payload: Value) -> Result<Value, Error
     }
     if context["http"].is_object() {
         let request: ApiGatewayV2httpRequest = serde_json::from_value(payload)?;
+        if request.request_context.http.method.as_str() == "GET" {
+            return Ok(serde_json::to_value(page_response(
+                request.raw_path.as_deref().unwrap_or("/"),
+                websocket_url.as_deref(),
+            )?)?);
+        }
         let authorization = request
             .headers
             .get("authorization")

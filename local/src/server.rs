@@ -2,19 +2,18 @@
 //! events into the API Gateway events the gateway Lambda receives, answers the handshake with
 //! the subprotocol `$connect` returned (and refuses it when `$connect` refuses), sends real
 //! close frames, and serves the Management API (`/@connections/{id}`) over HTTP. It also
-//! serves `POST /graphql` and GraphiQL at `GET /`.
+//! serves `POST /graphql`, GraphiQL at `GET /` and the run dashboard at `GET /dashboard`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::http::GraphiQLSource;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
 use futures::StreamExt;
@@ -182,7 +181,9 @@ impl Server {
     /// The HTTP routes.
     pub fn router(self) -> Router {
         Router::new()
-            .route("/", get(graphiql))
+            .route("/", get(page))
+            .route("/dashboard", get(page))
+            .route("/assets/{*path}", get(page))
             .route("/graphql", get(upgrade).post(graphql))
             .route("/stats", get(stats))
             .fallback(management)
@@ -216,14 +217,17 @@ async fn stats() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "awsCalls": streamer_core::calls::snapshot() }))
 }
 
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql")
-            .title("Streamer")
-            .finish(),
-    )
+/// GraphiQL (`/`), the dashboard (`/dashboard`) and their assets, from the binary
+/// (`streamer_gateway::pages`).
+async fn page(uri: axum::http::Uri) -> Response {
+    match streamer_gateway::pages::page(uri.path(), None) {
+        Some(page) => (
+            [(axum::http::header::CONTENT_TYPE, page.content_type)],
+            page.body.into_owned(),
+        )
+            .into_response(),
+        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// The largest HTTP body read (`POST /graphql`, the Management API): the gateway refuses

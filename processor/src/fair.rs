@@ -50,6 +50,7 @@ impl FairDispatcher {
                 limit: self.share + 1,
                 after: None,
                 parent: None,
+                newest_first: false,
             })
             .await?;
         Ok(page
@@ -92,6 +93,7 @@ impl Dispatcher for FairDispatcher {
                 limit: 4,
                 after: None,
                 parent: None,
+                newest_first: false,
             })
             .await?;
         if let Some(next) = waiting

@@ -183,6 +183,7 @@ impl Sweeper {
                 limit: self.options.limit,
                 after: None,
                 parent: None,
+                newest_first: false,
             })
             .await?;
         // A batch is never dispatched: its children are.

@@ -395,11 +395,16 @@ pub(crate) fn page_filter(
         Some(after) => Some(decode_cursor(after.string()?)?),
         None => None,
     };
+    let newest_first = match arg(ctx, "newestFirst") {
+        Some(newest) => newest.boolean()?,
+        None => false,
+    };
     Ok(RequestFilter {
         tenant: Some(caller.tenant.clone()),
         owner: services.access.owner_filter(caller),
         status,
         parent: None,
+        newest_first,
         limit,
         after,
     })
@@ -508,7 +513,11 @@ fn query_type() -> Object {
             .argument(InputValue::new("status", TypeRef::named("RequestStatus")))
             .argument(InputValue::new("parent", TypeRef::named(TypeRef::ID)))
             .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
-            .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING))),
+            .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
+            .argument(
+                InputValue::new("newestFirst", TypeRef::named(TypeRef::BOOLEAN))
+                    .description("Newest first instead of oldest first."),
+            ),
         )
         .field(Field::new(
             "actions",
