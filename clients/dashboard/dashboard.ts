@@ -22,6 +22,8 @@ const TOKEN_KEY = 'streamer.token';
 const STATUSES = ['QUEUED', 'RUNNING', 'RETRYING', 'WAITING', 'COMPLETED', 'FAILED', 'CANCELLED'];
 const TERMINAL = ['COMPLETED', 'FAILED', 'CANCELLED'];
 const PAGE = 20;
+/** A child's row: fewer fields, so that a page of them stays within the complexity limit. */
+const CHILD_FIELDS = 'id action status progress message updatedAt';
 const RUN_FIELDS =
   'id action status progress message version attempts createdAt updatedAt parent { id } batch { total queued running completed failed cancelled }';
 
@@ -258,7 +260,7 @@ async function runView(id: string): Promise<void> {
   const loadChildren = async () => {
     try {
       const data = await gql(
-        `query($id: ID!) { request(id: $id) { batch { total queued running completed failed cancelled } children(first: 50) { edges { node { ${RUN_FIELDS} } } pageInfo { hasNextPage } } } }`,
+        `query($id: ID!) { request(id: $id) { batch { total queued running completed failed cancelled } children(first: ${PAGE}) { edges { node { ${CHILD_FIELDS} } } pageInfo { hasNextPage } } } }`,
         { id },
       );
       if (!data.request) return;
@@ -286,7 +288,12 @@ async function runView(id: string): Promise<void> {
         render(value.data.requestProgress);
         void loadChildren();
       },
-      error: (error) => head.replaceChildren(failure(error instanceof Error ? error : JSON.stringify(error))),
+      // A closed socket, or the operation's GraphQL errors (a request of another tenant is
+      // as unknown as one that never was).
+      error: (error) =>
+        head.replaceChildren(
+          failure(Array.isArray(error) ? new Error(error[0]?.message ?? 'error') : error),
+        ),
       complete: () => undefined,
     },
   );
@@ -402,7 +409,15 @@ async function newView(): Promise<void> {
   if (typed.length) await build();
 }
 
-async function route(): Promise<void> {
+/** Routes run one after another: a view that is still loading never overwrites the next. */
+let routing: Promise<void> = Promise.resolve();
+
+function route(): Promise<void> {
+  routing = routing.then(render);
+  return routing;
+}
+
+async function render(): Promise<void> {
   for (const stop of leave) stop();
   leave = [];
   const [path, query] = location.hash.replace(/^#/, '').split('?');

@@ -19,7 +19,9 @@
   ReactDOM.createRoot(document.getElementById('graphiql')).render(
     React.createElement(GraphiQL, {
       fetcher,
-      defaultQuery: params.get('query') || '{ actions }',
+      // A document in the URL replaces what GraphiQL kept from the last visit.
+      query: params.get('query') || undefined,
+      defaultQuery: '{ actions }',
       defaultEditorToolsVisibility: false,
     }),
   );

@@ -514,10 +514,10 @@ fn query_type() -> Object {
             .argument(InputValue::new("parent", TypeRef::named(TypeRef::ID)))
             .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
             .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
-            .argument(
-                InputValue::new("newestFirst", TypeRef::named(TypeRef::BOOLEAN))
-                    .description("Newest first instead of oldest first."),
-            ),
+            .argument(InputValue::new(
+                "newestFirst",
+                TypeRef::named(TypeRef::BOOLEAN),
+            )),
         )
         .field(Field::new(
             "actions",

@@ -8,6 +8,8 @@ const TOKEN_KEY = 'streamer.token';
 const STATUSES = ['QUEUED', 'RUNNING', 'RETRYING', 'WAITING', 'COMPLETED', 'FAILED', 'CANCELLED'];
 const TERMINAL = ['COMPLETED', 'FAILED', 'CANCELLED'];
 const PAGE = 20;
+/** A child's row: fewer fields, so that a page of them stays within the complexity limit. */
+const CHILD_FIELDS = 'id action status progress message updatedAt';
 const RUN_FIELDS = 'id action status progress message version attempts createdAt updatedAt parent { id } batch { total queued running completed failed cancelled }';
 let socket = null;
 /** What the current view must stop when another one opens (a subscription, a timer). */
@@ -174,7 +176,7 @@ async function runView(id) {
     };
     const loadChildren = async () => {
         try {
-            const data = await gql(`query($id: ID!) { request(id: $id) { batch { total queued running completed failed cancelled } children(first: 50) { edges { node { ${RUN_FIELDS} } } pageInfo { hasNextPage } } } }`, { id });
+            const data = await gql(`query($id: ID!) { request(id: $id) { batch { total queued running completed failed cancelled } children(first: ${PAGE}) { edges { node { ${CHILD_FIELDS} } } pageInfo { hasNextPage } } } }`, { id });
             if (!data.request)
                 return;
             const rows = data.request.children.edges.map((edge) => runRow(edge.node));
@@ -196,7 +198,9 @@ async function runView(id) {
             render(value.data.requestProgress);
             void loadChildren();
         },
-        error: (error) => head.replaceChildren(failure(error instanceof Error ? error : JSON.stringify(error))),
+        // A closed socket, or the operation's GraphQL errors (a request of another tenant is
+        // as unknown as one that never was).
+        error: (error) => head.replaceChildren(failure(Array.isArray(error) ? new Error(error[0]?.message ?? 'error') : error)),
         complete: () => undefined,
     });
     leave.push(stop);
@@ -297,7 +301,13 @@ async function newView() {
     if (typed.length)
         await build();
 }
-async function route() {
+/** Routes run one after another: a view that is still loading never overwrites the next. */
+let routing = Promise.resolve();
+function route() {
+    routing = routing.then(render);
+    return routing;
+}
+async function render() {
     for (const stop of leave)
         stop();
     leave = [];
