@@ -471,6 +471,28 @@ async fn the_four_functions_run_a_request_end_to_end() {
         json!(["flakyImport", "generateReport", "monthlyReports"])
     );
 
+    // The dashboard and its assets over the same HTTP route (`GET`), from the binary.
+    let mut page = fixture("apigw-http-graphql.json");
+    page["requestContext"]["http"]["method"] = json!("GET");
+    page["rawPath"] = json!("/dashboard");
+    page["body"] = Value::Null;
+    let answer = gateway.invoke(page.clone()).await.unwrap();
+    assert_eq!(answer["statusCode"], 200, "{answer}");
+    assert!(
+        answer["headers"]["content-type"]
+            .as_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        answer["body"]
+            .as_str()
+            .unwrap()
+            .contains("/assets/dashboard/dashboard.js")
+    );
+    page["rawPath"] = json!("/assets/nothing.js");
+    assert_eq!(gateway.invoke(page).await.unwrap()["statusCode"], 404);
+
     // $disconnect cleans up.
     let answer = gateway
         .invoke(websocket(
