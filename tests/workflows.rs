@@ -467,3 +467,74 @@ on_both_stores!(
     a_sleep_holds_no_worker,
     replays_are_checked_and_cancels_cascade,
 );
+
+#[derive(Debug)]
+struct NoJobs;
+
+#[async_trait::async_trait]
+impl streamer::processor::Dispatcher for NoJobs {
+    async fn dispatch(&self, _: &streamer::core::AsyncRequest) -> streamer::core::Result<()> {
+        Ok(())
+    }
+}
+
+/// A workflow cancelled while it runs, with children it started and has not waited for yet
+/// (a crash or a cancel between starting them and suspending): the processor cancels them.
+#[tokio::test]
+async fn a_workflow_cancelled_while_running_cancels_its_children() {
+    use std::sync::Arc;
+    use streamer::core::store::modify_request;
+    use streamer::core::{
+        AsyncRequest, MemoryStore, ParentLink, RequestStatus, Store, SystemClock,
+    };
+
+    let store = Arc::new(MemoryStore::new());
+    let mut feed = store.changes();
+    let clock = SystemClock;
+    let now = chrono::Utc::now();
+    store
+        .create_request(&AsyncRequest::new(
+            "w",
+            "parent",
+            json!({ "handle": false }),
+            now,
+        ))
+        .await
+        .unwrap();
+    modify_request(&*store, &clock, "w", |r, now| r.start(now))
+        .await
+        .unwrap();
+    let mut child = AsyncRequest::new("w.10000", "flakyImport", json!({ "failTimes": 0 }), now);
+    child.parent = Some(ParentLink {
+        id: "w".into(),
+        index: 10_000,
+    });
+    store.create_request(&child).await.unwrap();
+    modify_request(&*store, &clock, "w", |r, now| r.cancel(now))
+        .await
+        .unwrap();
+    modify_request(&*store, &clock, "w", |r, now| r.cancelled(now))
+        .await
+        .unwrap();
+    let mut changes = Vec::new();
+    while let Ok(change) = feed.try_recv() {
+        changes.push(change);
+    }
+    let services = streamer::schema::Services {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        ids: Arc::new(streamer::core::RandomIds),
+        limits: streamer::core::Limits::default(),
+        access: streamer::core::Access::default(),
+    };
+    let processor = streamer::processor::Processor::new(
+        streamer::schema::build(app().handlers(), services).unwrap(),
+        store.clone(),
+        Arc::new(streamer::core::MemorySender::new()),
+        Arc::new(NoJobs),
+    );
+    let outcome = processor.handle_batch(changes).await;
+    assert!(outcome.failures.is_empty(), "{outcome:?}");
+    let child = store.get_request("w.10000").await.unwrap().unwrap();
+    assert_eq!(child.status, RequestStatus::Cancelled);
+}

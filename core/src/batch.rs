@@ -342,6 +342,20 @@ impl AsyncRequest {
         Ok(())
     }
 
+    /// The indexes of this batch's children that had not ended when last counted.
+    pub fn open_children(&self) -> Vec<u32> {
+        self.child_marks
+            .as_ref()
+            .map(|marks| {
+                (0u32..)
+                    .zip(&marks.0)
+                    .filter(|(_, mark)| !mark.state.ended())
+                    .map(|(index, _)| index)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The indexes of this batch's children in `state`.
     pub fn children_in(&self, state: ChildState) -> Vec<u32> {
         self.child_marks
@@ -433,6 +447,7 @@ mod tests {
             .count_children(&[moved(0, 3, RequestStatus::Completed)], clock.now())
             .unwrap();
         assert_eq!(batch.status, RequestStatus::Running);
+        assert_eq!(batch.open_children(), [1], "what a cancel still reaches");
         batch
             .count_children(&[moved(1, 2, RequestStatus::Cancelled)], clock.now())
             .unwrap();

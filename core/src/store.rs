@@ -166,6 +166,17 @@ impl Change {
         }
     }
 
+    /// The new image when this change ended a running request CANCELLED (not a batch, whose
+    /// children a cancel reaches on its own): children it started in its last attempt may
+    /// still run.
+    pub fn cancelled_running(&self) -> Option<&AsyncRequest> {
+        let (old, new) = (self.old.as_deref()?, self.new.as_deref()?);
+        (old.status == RequestStatus::Running
+            && new.status == RequestStatus::Cancelled
+            && !new.is_batch())
+        .then_some(new)
+    }
+
     /// The parent of a child this change ended: a workflow may wake.
     pub fn ended_child_of(&self) -> Option<&str> {
         let new = self.new.as_deref()?;

@@ -297,6 +297,34 @@ impl Processor {
             .map(|_| ())
     }
 
+    /// The children of `request` that have not ended.
+    async fn open_children(&self, request: &AsyncRequest) -> Result<Vec<String>> {
+        let mut open = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .list_requests(&streamer_core::RequestFilter {
+                    tenant: Some(request.tenant.clone()),
+                    parent: Some(request.id.clone()),
+                    limit: 100,
+                    after,
+                    ..streamer_core::RequestFilter::default()
+                })
+                .await?;
+            open.extend(
+                page.items
+                    .into_iter()
+                    .filter(|child| !child.status.is_terminal())
+                    .map(|child| child.id),
+            );
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(open),
+            }
+        }
+    }
+
     /// Applies `apply` to the children of `batch` at `indexes`, a few at a time. A child that
     /// has moved on (it ended, or was re-driven already) is left as it is: a cascade handled
     /// twice does nothing more.
@@ -346,17 +374,21 @@ impl Processor {
             return Ok(());
         }
         if let Some(batch) = change.batch_cancelled() {
-            let open = (0u32..)
-                .zip(batch.child_marks.iter().flat_map(|marks| &marks.0))
-                .filter(|(_, mark)| !mark.state.ended())
-                .map(|(index, _)| index)
-                .collect();
-            self.cascade(&batch.id, open, AsyncRequest::cancel).await?;
+            self.cascade(&batch.id, batch.open_children(), AsyncRequest::cancel)
+                .await?;
         }
         let abandoned = change.abandoned_children();
         if !abandoned.is_empty() {
             self.cascade_to(abandoned.to_vec(), AsyncRequest::cancel)
                 .await?;
+        }
+        if let Some(request) = change.cancelled_running() {
+            // A workflow cancelled while it ran may have started children it did not wait
+            // for yet: they are listed (one query; none for a job without children).
+            let open = self.open_children(request).await?;
+            if !open.is_empty() {
+                self.cascade_to(open, AsyncRequest::cancel).await?;
+            }
         }
         if let Some(waiting) = change.began_waiting() {
             // What it waits for may be over already (children that ended first).

@@ -92,7 +92,7 @@ impl JobContext {
         self.durable.as_deref().ok_or_else(|| {
             JobError::permanent(
                 "NOT_DURABLE",
-                "durable calls need a worker with a store (the test kit's `AppTest`)",
+                "durable calls need a context with checkpoints (`JobContext::with_checkpoints`: the worker's, or the test kit's)",
             )
         })
     }
