@@ -176,4 +176,92 @@ async fn a_tenant_at_its_share_waits_while_others_start(on: On) {
     assert_eq!(started.take(), ["b-0"]);
 }
 
-on_both_stores!(a_tenant_at_its_share_waits_while_others_start);
+/// A batch's children and the tenant's later jobs take turns: when a child ends, a job
+/// enqueued after the batch starts before the batch's next child.
+async fn a_batch_takes_turns_with_the_tenants_later_jobs(on: On) {
+    let store = store_on(on).await;
+    let clock = Arc::new(ManualClock::default());
+    let t0 = clock.now();
+    let started = Arc::new(Started::default());
+    let fair: Arc<dyn Dispatcher> =
+        Arc::new(FairDispatcher::new(started.clone(), Arc::clone(&store), 2));
+    let services = Services {
+        store: Arc::clone(&store),
+        clock: clock.clone(),
+        ids: Arc::new(RandomIds),
+        limits: Limits::default(),
+        access: streamer::core::Access::default(),
+    };
+    let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
+    let processor = Processor::new(
+        schema,
+        Arc::clone(&store),
+        Arc::new(MemorySender::new()),
+        Arc::clone(&fair),
+    );
+    let owner = Principal::new("a", "u");
+    let batch = AsyncRequest::new_batch("batch", "generateReport", 5, t0).owned_by(&owner);
+    let children: Vec<AsyncRequest> = (0..5).map(|i| batch.child(i, json!({}))).collect();
+    store.create_batch(&batch, &children, None).await.unwrap();
+    // Its first two children run: the tenant's share.
+    let mut running = Vec::new();
+    for child in &children[..2] {
+        let mut claimed = child.clone();
+        claimed.claim(t0, chrono::Duration::minutes(5), 3).unwrap();
+        claimed.revision += 1;
+        store
+            .update_request(&claimed, child.revision)
+            .await
+            .unwrap();
+        running.push(claimed);
+    }
+    // A job of the same tenant, enqueued after the batch, waits.
+    let later = of("a", "later", t0 + chrono::Duration::seconds(1));
+    store.create_request(&later).await.unwrap();
+    for request in children[2..].iter().chain([&later]) {
+        processor.handle(&inserted(request)).await.unwrap();
+    }
+    assert_eq!(
+        started.take(),
+        Vec::<String>::new(),
+        "the tenant runs its share"
+    );
+
+    // A child ends: the later job starts, not the batch's third child.
+    let before = running[0].clone();
+    let mut done = before.clone();
+    done.complete(json!({}), t0 + chrono::Duration::seconds(2))
+        .unwrap();
+    done.revision += 1;
+    store.update_request(&done, before.revision).await.unwrap();
+    processor.handle(&modified(&before, &done)).await.unwrap();
+    assert_eq!(started.take(), ["later"]);
+
+    // The later job claims its slot; the other child ends: the batch's next child starts.
+    let mut claimed = later.clone();
+    claimed
+        .claim(
+            t0 + chrono::Duration::seconds(2),
+            chrono::Duration::minutes(5),
+            3,
+        )
+        .unwrap();
+    claimed.revision += 1;
+    store
+        .update_request(&claimed, later.revision)
+        .await
+        .unwrap();
+    let before = running[1].clone();
+    let mut done = before.clone();
+    done.complete(json!({}), t0 + chrono::Duration::seconds(3))
+        .unwrap();
+    done.revision += 1;
+    store.update_request(&done, before.revision).await.unwrap();
+    processor.handle(&modified(&before, &done)).await.unwrap();
+    assert_eq!(started.take(), [children[2].id.clone()]);
+}
+
+on_both_stores!(
+    a_tenant_at_its_share_waits_while_others_start,
+    a_batch_takes_turns_with_the_tenants_later_jobs,
+);

@@ -199,13 +199,14 @@ impl AsyncRequest {
     }
 
     /// The child at `index` of this batch, with `payload`: QUEUED, of the batch's tenant,
-    /// owner and priority.
+    /// owner and priority, created `index` microseconds after the batch, so that the
+    /// children list in their order among the tenant's requests too.
     pub fn child(&self, index: u32, payload: serde_json::Value) -> Self {
         let mut child = Self::new(
             crate::batch::child_id(&self.id, index),
             self.action.clone(),
             payload,
-            self.created_at,
+            self.created_at + chrono::Duration::microseconds(i64::from(index)),
         );
         child.priority = self.priority;
         child.tenant.clone_from(&self.tenant);

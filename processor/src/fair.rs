@@ -5,7 +5,8 @@
 //! The rule is the one [`crate::TaskDispatcher`] keeps locally: a job whose tenant already
 //! runs `share` jobs is not started but left QUEUED; when one of that tenant's runs ends
 //! (the change that takes a request out of RUNNING), the tenant's oldest QUEUED request is
-//! started in its place. The sweeper's re-dispatch of requests left QUEUED goes through the
+//! started in its place, except that when a batch's child ends, the tenant's oldest job
+//! enqueued after the batch goes first: a batch and the tenant's later jobs take turns. The sweeper's re-dispatch of requests left QUEUED goes through the
 //! same rule, so it is also the backstop for a start that was missed.
 //!
 //! The counts come from the store's tenant-and-status index, which DynamoDB keeps
@@ -61,6 +62,51 @@ impl FairDispatcher {
     }
 }
 
+impl FairDispatcher {
+    /// The last child of the batch that `request` is a child of: the tenant's requests listed
+    /// after it were enqueued after the batch.
+    async fn after_batch_of(&self, request: &AsyncRequest) -> Result<Option<String>> {
+        let Some(parent) = &request.parent else {
+            return Ok(None);
+        };
+        let total = self
+            .store
+            .get_request(&parent.id)
+            .await?
+            .and_then(|batch| batch.batch)
+            .map(|counts| counts.total);
+        Ok(total
+            .filter(|total| *total > 0)
+            .map(|total| streamer_core::batch::child_id(&parent.id, total - 1)))
+    }
+
+    /// Starts the tenant's oldest waiting job (after `after`, when given) other than
+    /// `request`: `false` when there is none. A request that has just been queued may also be
+    /// dispatched by its own change; the worker's claim runs it once.
+    async fn start_oldest(&self, request: &AsyncRequest, after: Option<String>) -> Result<bool> {
+        let waiting = self
+            .store
+            .list_requests(&RequestFilter {
+                tenant: Some(request.tenant.clone()),
+                status: Some(RequestStatus::Queued),
+                // A batch waits in the listing too (it never runs): a few more than one.
+                limit: 4,
+                after,
+                ..RequestFilter::default()
+            })
+            .await?;
+        let Some(next) = waiting
+            .items
+            .iter()
+            .find(|r| r.id != request.id && !r.is_batch())
+        else {
+            return Ok(false);
+        };
+        self.inner.dispatch(next).await?;
+        Ok(true)
+    }
+}
+
 #[async_trait]
 impl Dispatcher for FairDispatcher {
     async fn dispatch(&self, request: &AsyncRequest) -> Result<()> {
@@ -81,28 +127,15 @@ impl Dispatcher for FairDispatcher {
         if self.running(&request.tenant, &request.id).await? >= self.share {
             return Ok(());
         }
-        // The oldest waiting job takes the slot. A request that has just been queued may also
-        // be dispatched by its own change; the worker's claim runs it once.
-        let waiting = self
-            .store
-            .list_requests(&RequestFilter {
-                tenant: Some(request.tenant.clone()),
-                owner: None,
-                status: Some(RequestStatus::Queued),
-                // A batch waits in the listing too (it never runs): a few more than one.
-                limit: 4,
-                after: None,
-                parent: None,
-                newest_first: false,
-            })
-            .await?;
-        if let Some(next) = waiting
-            .items
-            .iter()
-            .find(|r| r.id != request.id && !r.is_batch())
+        // A batch's child ended: what the tenant enqueued after the batch goes first, so that
+        // a thousand children do not hold back every later job of the tenant; the batch's next
+        // child gets the slot a later job ends. Otherwise the oldest waiting job takes it.
+        if let Some(after) = self.after_batch_of(request).await?
+            && self.start_oldest(request, Some(after)).await?
         {
-            self.inner.dispatch(next).await?;
+            return Ok(());
         }
+        self.start_oldest(request, None).await?;
         Ok(())
     }
 }
