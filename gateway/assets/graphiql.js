@@ -1,9 +1,9 @@
 // GraphiQL over this server: queries and mutations over HTTP (`POST /graphql`, with the
 // token as a bearer header), subscriptions over graphql-transport-ws (the token in
-// `connection_init`). `?query=` opens with a document; `?token=` sets the token for this tab.
+// `connection_init`). The token is the one given to the dashboard in this tab (session
+// storage, never the URL). `?query=` opens with a document.
 (function () {
   const params = new URLSearchParams(location.search);
-  if (params.get('token')) sessionStorage.setItem('streamer.token', params.get('token'));
   const token = sessionStorage.getItem('streamer.token');
   const configured = document.querySelector('meta[name="streamer-websocket"]').content;
   const socketUrl = configured && !configured.startsWith('%')

@@ -61,7 +61,11 @@ const summary = {};
 try {
   // GraphiQL: `{ actions }`, then a subscription followed to COMPLETED.
   const graphiql = await open(await browser.newContext());
-  await graphiql.goto(`${base}/?token=${tokenA}&query=${encodeURIComponent('{ actions }')}`);
+  // The token is given once, to the dashboard; GraphiQL in the same tab uses it.
+  await graphiql.goto(`${base}/dashboard`);
+  await graphiql.fill('[data-test=token]', tokenA);
+  await graphiql.dispatchEvent('[data-test=token]', 'change');
+  await graphiql.goto(`${base}/?query=${encodeURIComponent('{ actions }')}`);
   await graphiql.locator('.graphiql-execute-button').click();
   await graphiql.locator('.result-window').getByText('generateReport').first().waitFor({ timeout: 20_000 });
   await graphiql.screenshot({ path: `${shots}/graphiql-query.png` });
