@@ -16,7 +16,8 @@ use streamer_core::{AsyncRequest, Error as CoreError, LimitExceeded, Principal, 
 use crate::bridge::json_field;
 use crate::schema::{
     EnqueueOptions, Services, check_key, check_rate, client_error, from_core, keyed_id,
-    keyed_repeat, limit_error, list_page, page_filter, principal, quota_error, request_of,
+    keyed_repeat, limit_error, list_page, page_filter, principal, quota_error, registered,
+    request_of,
 };
 use crate::{Handlers, Registered};
 
@@ -107,16 +108,7 @@ pub(crate) fn mutation_fields(handlers: &Handlers) -> Vec<Field> {
         FieldFuture::new(async move {
             let services = ctx.data::<Services>()?;
             let handlers = ctx.data::<Arc<Handlers>>()?;
-            let action = ctx.args.try_get("action")?.string()?;
-            let handler = handlers.get(action).ok_or_else(|| {
-                client_error(
-                    "UNKNOWN_ACTION",
-                    format!(
-                        "no handler for action \"{action}\"; registered: {}",
-                        handlers.actions().join(", ")
-                    ),
-                )
-            })?;
+            let handler = registered(handlers, ctx.args.try_get("action")?.string()?)?;
             let items = ctx.args.try_get("payloads")?.list()?;
             check_count(services, items.len())?;
             let mut payloads = Vec::with_capacity(items.len());

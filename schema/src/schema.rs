@@ -557,6 +557,22 @@ pub(crate) fn keyed_id(caller: &Principal, access: Access, action: &str, key: &s
     format!("k{}", URL_SAFE_NO_PAD.encode(&digest[..24]))
 }
 
+/// The handler of `action`, or `UNKNOWN_ACTION` naming the registered ones.
+pub(crate) fn registered<'a>(
+    handlers: &'a Handlers,
+    action: &str,
+) -> async_graphql::Result<&'a Arc<Registered>> {
+    handlers.get(action).ok_or_else(|| {
+        client_error(
+            "UNKNOWN_ACTION",
+            format!(
+                "no handler for action \"{action}\"; registered: {}",
+                handlers.actions().join(", ")
+            ),
+        )
+    })
+}
+
 /// What the enqueueing mutations take besides the input.
 #[derive(Debug, Default)]
 pub(crate) struct EnqueueOptions {
@@ -811,16 +827,7 @@ fn mutation_type(handlers: &Handlers) -> Object {
         FieldFuture::new(async move {
             let services = ctx.data::<Services>()?;
             let handlers = ctx.data::<Arc<Handlers>>()?;
-            let action = ctx.args.try_get("action")?.string()?;
-            let handler = handlers.get(action).ok_or_else(|| {
-                client_error(
-                    "UNKNOWN_ACTION",
-                    format!(
-                        "no handler for action \"{action}\"; registered: {}",
-                        handlers.actions().join(", ")
-                    ),
-                )
-            })?;
+            let handler = registered(handlers, ctx.args.try_get("action")?.string()?)?;
             let payload = ctx
                 .args
                 .try_get("payload")?

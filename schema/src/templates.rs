@@ -12,7 +12,8 @@ use streamer_core::{Principal, RequestTemplate};
 use crate::Handlers;
 use crate::bridge::json_field;
 use crate::schema::{
-    EnqueueOptions, Services, check_payload_size, client_error, enqueue, from_core, json, principal,
+    EnqueueOptions, Services, check_payload_size, client_error, enqueue, from_core, json,
+    principal, registered,
 };
 
 /// The most templates a tenant keeps, and so what `templates` reads at most (each payload
@@ -144,12 +145,7 @@ fn save() -> Field {
                         format!("a description has at most {MAX_DESCRIPTION} characters"),
                     ));
                 }
-                let handler = handlers.get(&action).ok_or_else(|| {
-                    client_error(
-                        "UNKNOWN_ACTION",
-                        format!("no handler for action \"{action}\""),
-                    )
-                })?;
+                let handler = registered(handlers, &action)?;
                 check_payload_size(services, &payload)?;
                 handler
                     .validate_partial(&payload)
@@ -241,12 +237,7 @@ fn enqueue_template() -> Field {
                     .await
                     .map_err(from_core)?
                     .ok_or_else(not_found)?;
-                let handler = handlers.get(&template.action).ok_or_else(|| {
-                    client_error(
-                        "UNKNOWN_ACTION",
-                        format!("no handler for action \"{}\"", template.action),
-                    )
-                })?;
+                let handler = registered(handlers, &template.action)?;
                 let mut payload: Value = template.payload.clone();
                 if let Some(overrides) = overrides {
                     merge(&mut payload, overrides);
