@@ -91,9 +91,7 @@ impl Change {
             .is_some_and(|old| old.status == RequestStatus::Queued);
         (new.status == RequestStatus::Queued && !was_queued).then_some(new)
     }
-}
 
-impl Change {
     /// The batch and the move to count into it, when this change moved a child from one
     /// state its batch counts to another (a progress report moves none).
     pub fn child_moved(&self) -> Option<(&str, ChildMove)> {
@@ -139,9 +137,7 @@ impl Change {
             .filter(|index| queued.contains(index))
             .collect()
     }
-}
 
-impl Change {
     /// The new image when this change made a request begin to wait.
     pub fn began_waiting(&self) -> Option<&AsyncRequest> {
         let new = self.new.as_deref()?;
@@ -175,17 +171,6 @@ impl Change {
             && new.status == RequestStatus::Cancelled
             && !new.is_batch())
         .then_some(new)
-    }
-
-    /// The parent of a child this change ended: a workflow may wake.
-    pub fn ended_child_of(&self) -> Option<&str> {
-        let new = self.new.as_deref()?;
-        let parent = new.parent.as_ref()?;
-        let was_ended = self
-            .old
-            .as_ref()
-            .is_some_and(|old| old.status.is_terminal());
-        (new.status.is_terminal() && !was_ended).then_some(parent.id.as_str())
     }
 }
 
