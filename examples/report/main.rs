@@ -101,10 +101,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
     let mut stdout = std::io::stdout();
+    let address = listener.local_addr()?;
+    writeln!(stdout, "listening on ws://{address}/graphql")?;
     writeln!(
         stdout,
-        "listening on ws://{}/graphql",
-        listener.local_addr()?
+        "dashboard: http://{address}/dashboard · GraphiQL: http://{address}/"
     )?;
     stdout.flush()?;
     stack
