@@ -448,20 +448,56 @@ async fn tenants(store: &dyn Store) {
     }
 
     let window = at(0).timestamp();
+    // Several at once, all or none: two of three, then two more do not fit.
+    assert!(
+        store
+            .take_enqueue_tokens(&globex, window - 1, 3, 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_enqueue_tokens(&globex, window - 1, 3, 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .take_enqueue_tokens(&globex, window - 1, 3, 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_enqueue_tokens(&globex, window - 1, 3, 4)
+            .await
+            .unwrap()
+    );
     for _ in 0..3 {
-        assert!(store.take_enqueue_token(&acme, window, 3).await.unwrap());
+        assert!(
+            store
+                .take_enqueue_tokens(&acme, window, 3, 1)
+                .await
+                .unwrap()
+        );
     }
     assert!(
-        !store.take_enqueue_token(&acme, window, 3).await.unwrap(),
+        !store
+            .take_enqueue_tokens(&acme, window, 3, 1)
+            .await
+            .unwrap(),
         "the window is used up"
     );
     assert!(
-        store.take_enqueue_token(&globex, window, 3).await.unwrap(),
+        store
+            .take_enqueue_tokens(&globex, window, 3, 1)
+            .await
+            .unwrap(),
         "per tenant"
     );
     assert!(
         store
-            .take_enqueue_token(&acme, window + 1, 3)
+            .take_enqueue_tokens(&acme, window + 1, 3, 1)
             .await
             .unwrap(),
         "the next second"

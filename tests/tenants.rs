@@ -244,6 +244,21 @@ async fn the_enqueue_rate_quota_holds_per_tenant() {
     let mut bob = server.client().await;
     bob.init_as(&token("globex", "bob", 600, SECRET)).await;
     bob.flaky_import("m", 0).await;
+
+    // A batch's items are enqueues too: six of them pass a quota of five a second.
+    let batch = |n: usize| json!({ "type": "subscribe", "payload": { "query": "mutation($p: [JSON!]!) { enqueueBatch(action: \"flakyImport\", payloads: $p) { id } }", "variables": { "p": vec![json!({ "failTimes": 0 }); n] } } });
+    let mut six = batch(6);
+    six["id"] = json!("b6");
+    bob.send(six).await;
+    let refused = bob.recv().await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["payload"][0]["extensions"]["quota"], "enqueueRate");
+    let mut two = batch(2);
+    two["id"] = json!("b2");
+    bob.send(two).await;
+    let accepted = bob.recv().await;
+    assert_eq!(accepted["type"], "next", "{accepted}");
+    assert!(accepted["payload"]["errors"].is_null(), "{accepted}");
 }
 
 #[tokio::test]

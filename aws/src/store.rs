@@ -1260,16 +1260,25 @@ impl Store for DynamoDbStore {
         Ok(usize::try_from(active).unwrap_or_default().min(up_to))
     }
 
-    async fn take_enqueue_token(&self, tenant: &str, window: i64, limit: u32) -> Result<bool> {
+    async fn take_enqueue_tokens(
+        &self,
+        tenant: &str,
+        window: i64,
+        limit: u32,
+        count: u32,
+    ) -> Result<bool> {
+        let Some(room) = limit.checked_sub(count) else {
+            return Ok(false);
+        };
         let result = self
             .client
             .update_item()
             .table_name(&self.connections)
             .key("id", s(enqueue_counter_id(tenant, window)))
-            .update_expression("ADD taken :one SET expiresAt = :expires")
-            .condition_expression("attribute_not_exists(taken) OR taken < :limit")
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":limit", n(limit))
+            .update_expression("ADD taken :count SET expiresAt = :expires")
+            .condition_expression("attribute_not_exists(taken) OR taken <= :room")
+            .expression_attribute_values(":count", n(count))
+            .expression_attribute_values(":room", n(room))
             .expression_attribute_values(":expires", n(window + 60))
             .send()
             .await;

@@ -241,8 +241,16 @@ impl Store for LaggingIndexes {
         self.inner.count_active_requests(tenant, up_to).await
     }
 
-    async fn take_enqueue_token(&self, tenant: &str, window: i64, limit: u32) -> Result<bool> {
-        self.inner.take_enqueue_token(tenant, window, limit).await
+    async fn take_enqueue_tokens(
+        &self,
+        tenant: &str,
+        window: i64,
+        limit: u32,
+        count: u32,
+    ) -> Result<bool> {
+        self.inner
+            .take_enqueue_tokens(tenant, window, limit, count)
+            .await
     }
 
     async fn save_template(&self, template: &RequestTemplate) -> Result<RequestTemplate> {

@@ -714,17 +714,23 @@ impl Store for MemoryStore {
         Ok(tables.active.get(tenant).map_or(0, HashSet::len).min(up_to))
     }
 
-    async fn take_enqueue_token(&self, tenant: &str, window: i64, limit: u32) -> Result<bool> {
+    async fn take_enqueue_tokens(
+        &self,
+        tenant: &str,
+        window: i64,
+        limit: u32,
+        count: u32,
+    ) -> Result<bool> {
         let mut tables = self.tables();
         tables.enqueues.retain(|(_, w), _| *w >= window);
         let taken = tables
             .enqueues
             .entry((tenant.to_owned(), window))
             .or_default();
-        if *taken >= limit {
+        if taken.saturating_add(count) > limit {
             return Ok(false);
         }
-        *taken += 1;
+        *taken += count;
         Ok(true)
     }
 }

@@ -315,9 +315,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// than `up_to`: the count [`Store::create_request_within`] holds to its quota, read
     /// consistently.
     async fn count_active_requests(&self, tenant: &str, up_to: usize) -> Result<usize>;
-    /// Takes one of `limit` enqueues `tenant` may make in the one-second window starting at
-    /// `window` (epoch seconds): `false` when they are all taken.
-    async fn take_enqueue_token(&self, tenant: &str, window: i64, limit: u32) -> Result<bool>;
+    /// Takes `count` of the `limit` enqueues `tenant` may make in the one-second window
+    /// starting at `window` (epoch seconds), all or none: `false` when fewer are left.
+    async fn take_enqueue_tokens(
+        &self,
+        tenant: &str,
+        window: i64,
+        limit: u32,
+        count: u32,
+    ) -> Result<bool>;
 
     /// Saves a template: a new one at version 1, an existing one (same tenant and name)
     /// replaced at its version + 1. Returns it as stored.

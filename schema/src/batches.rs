@@ -256,7 +256,9 @@ async fn enqueue_batch(
     let key = options.key.as_deref();
     check_key(key)?;
     let now = services.clock.now();
-    check_rate(services, caller, now).await?;
+    // Each item is an enqueue: a batch is no way around the rate quota.
+    let total = u32::try_from(payloads.len()).unwrap_or(u32::MAX);
+    check_rate(services, caller, now, total).await?;
     let id = match key {
         Some(key) => keyed_id(
             caller,
@@ -266,7 +268,6 @@ async fn enqueue_batch(
         ),
         None => services.ids.next_id(),
     };
-    let total = u32::try_from(payloads.len()).unwrap_or(u32::MAX);
     let mut parent = AsyncRequest::new_batch(id, handler.action(), total, now)
         .with_priority(options.priority)
         .owned_by(caller);

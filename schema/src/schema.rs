@@ -627,12 +627,14 @@ impl EnqueueOptions {
     }
 }
 
-/// Refuses an enqueue over the tenant's rate quota (enqueues per second). The quota of
-/// requests not yet ended is held by the store as it creates the request.
+/// Refuses `count` enqueues (one request, or a batch's items) over the tenant's rate quota
+/// (enqueues per second). The quota of requests not yet ended is held by the store as it
+/// creates the requests.
 pub(crate) async fn check_rate(
     services: &Services,
     caller: &Principal,
     now: DateTime<Utc>,
+    count: u32,
 ) -> async_graphql::Result<()> {
     let limits = &services.limits;
     let Some(rate) = limits.max_tenant_enqueues_per_second else {
@@ -640,13 +642,17 @@ pub(crate) async fn check_rate(
     };
     let taken = services
         .store
-        .take_enqueue_token(&caller.tenant, now.timestamp(), rate)
+        .take_enqueue_tokens(&caller.tenant, now.timestamp(), rate, count)
         .await
         .map_err(from_core)?;
     if !taken {
         return Err(quota_error(
             "enqueueRate",
-            format!("the tenant enqueued {rate} requests this second, its quota"),
+            if count == 1 {
+                format!("the tenant enqueued {rate} requests this second, its quota")
+            } else {
+                format!("{count} more requests this second would pass the tenant's quota of {rate}")
+            },
             rate as usize,
         ));
     }
@@ -706,7 +712,7 @@ pub(crate) async fn enqueue(
     check_payload_size(services, &payload)?;
     check_key(key)?;
     let now = services.clock.now();
-    check_rate(services, caller, now).await?;
+    check_rate(services, caller, now, 1).await?;
     let id = match key {
         Some(key) => keyed_id(caller, services.access, handler.action(), key),
         None => services.ids.next_id(),
