@@ -132,25 +132,57 @@ pub(crate) fn local_client(endpoint: &str) -> Client {
     Client::from_conf(config)
 }
 
+/// Runs a batch call (`BatchGetItem`, `BatchWriteItem`) on `pending` until DynamoDB leaves
+/// nothing unprocessed (it does under throttling), again on what it left, with a backoff;
+/// gives up after `ATTEMPTS` calls. `call` answers what it got and what was left.
+async fn until_processed<K, R, F, Fut>(
+    context: &'static str,
+    mut pending: Vec<K>,
+    mut call: F,
+) -> Result<Vec<R>>
+where
+    F: FnMut(Vec<K>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<R>, Vec<K>)>>,
+{
+    const ATTEMPTS: u32 = 10;
+    let backoff = streamer_core::Backoff::new(
+        std::time::Duration::from_millis(20),
+        std::time::Duration::from_secs(1),
+    );
+    let mut got = Vec::new();
+    let mut attempt = 1;
+    while !pending.is_empty() {
+        let (answered, left) = call(std::mem::take(&mut pending)).await?;
+        got.extend(answered);
+        pending = left;
+        if !pending.is_empty() {
+            if attempt == ATTEMPTS {
+                return Err(Error::backend(
+                    context,
+                    std::io::Error::other(format!("left unprocessed after {ATTEMPTS} attempts")),
+                ));
+            }
+            let delay = backoff.delay(attempt, &mut rand::rng());
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+    Ok(got)
+}
+
 impl DynamoDbStore {
     /// The requests with these ids (at most 100), in the order given, those that exist,
     /// strongly consistent. Keys DynamoDB leaves unprocessed (throttling) are asked again
-    /// with a backoff.
+    /// ([`until_processed`]).
     async fn get_requests(&self, ids: &[String]) -> Result<Vec<AsyncRequest>> {
         use aws_sdk_dynamodb::types::KeysAndAttributes;
-        let mut pending: Vec<Item> = ids
+        let keys: Vec<Item> = ids
             .iter()
             .map(|id| HashMap::from([("id".to_owned(), s(id))]))
             .collect();
-        let mut found: HashMap<String, AsyncRequest> = HashMap::new();
-        let backoff = streamer_core::Backoff::new(
-            std::time::Duration::from_millis(20),
-            std::time::Duration::from_secs(1),
-        );
-        let mut attempt = 1;
-        while !pending.is_empty() {
+        let items = until_processed("reading requests", keys, |keys| async move {
             let keys = KeysAndAttributes::builder()
-                .set_keys(Some(std::mem::take(&mut pending)))
+                .set_keys(Some(keys))
                 .consistent_read(true)
                 .build()
                 .map_err(|e| Error::backend("reading requests", e))?;
@@ -161,30 +193,22 @@ impl DynamoDbStore {
                 .send()
                 .await
                 .map_err(|e| Error::backend("reading requests", e))?;
-            for item in output
+            let found = output
                 .responses
                 .and_then(|mut tables| tables.remove(&self.requests))
-                .unwrap_or_default()
-            {
-                let request = request_from_item(item)?;
-                found.insert(request.id.clone(), request);
-            }
-            pending = output
+                .unwrap_or_default();
+            let left = output
                 .unprocessed_keys
                 .and_then(|mut tables| tables.remove(&self.requests))
                 .map(|keys| keys.keys)
                 .unwrap_or_default();
-            if !pending.is_empty() {
-                if attempt == 8 {
-                    return Err(Error::backend(
-                        "reading requests",
-                        std::io::Error::other("keys left unprocessed after 8 attempts"),
-                    ));
-                }
-                let delay = backoff.delay(attempt, &mut rand::rng());
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
+            Ok((found, left))
+        })
+        .await?;
+        let mut found: HashMap<String, AsyncRequest> = HashMap::new();
+        for item in items {
+            let request = request_from_item(item)?;
+            found.insert(request.id.clone(), request);
         }
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
@@ -270,41 +294,25 @@ impl DynamoDbStore {
         Ok(())
     }
 
-    /// Writes one `BatchWriteItem` call's items, again while some are left unprocessed.
-    async fn write_all(
-        &self,
-        mut pending: Vec<aws_sdk_dynamodb::types::WriteRequest>,
-    ) -> Result<()> {
-        let backoff = streamer_core::Backoff::new(
-            std::time::Duration::from_millis(20),
-            std::time::Duration::from_secs(1),
-        );
-        let mut attempt = 1;
-        while !pending.is_empty() {
+    /// Writes one `BatchWriteItem` call's items, again while some are left unprocessed
+    /// ([`until_processed`]).
+    async fn write_all(&self, items: Vec<aws_sdk_dynamodb::types::WriteRequest>) -> Result<()> {
+        until_processed("creating requests", items, |items| async move {
             let output = self
                 .client
                 .batch_write_item()
-                .request_items(&self.requests, std::mem::take(&mut pending))
+                .request_items(&self.requests, items)
                 .send()
                 .await
                 .map_err(|e| Error::backend("creating requests", e))?;
-            pending = output
+            let left = output
                 .unprocessed_items
                 .and_then(|mut tables| tables.remove(&self.requests))
                 .unwrap_or_default();
-            if !pending.is_empty() {
-                if attempt == 10 {
-                    return Err(Error::backend(
-                        "creating requests",
-                        std::io::Error::other("items left unprocessed after 10 attempts"),
-                    ));
-                }
-                let delay = backoff.delay(attempt, &mut rand::rng());
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-        }
-        Ok(())
+            Ok((Vec::<()>::new(), left))
+        })
+        .await
+        .map(drop)
     }
 
     /// A page of a batch's children, in their order in it: a Query of the `byParent` index,

@@ -125,6 +125,14 @@ impl Tables {
         Some(request)
     }
 
+    /// A tenant's templates, by name.
+    fn templates_of<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = &'a RequestTemplate> {
+        self.templates
+            .range((tenant.to_owned(), String::new())..)
+            .take_while(move |((t, _), _)| t == tenant)
+            .map(|(_, template)| template)
+    }
+
     /// A page of a batch's children, in their order in it.
     fn children_page(&self, parent: &str, filter: &RequestFilter) -> Page {
         let after = filter
@@ -219,19 +227,24 @@ fn page_of<'a>(listed: impl Iterator<Item = &'a AsyncRequest>, filter: &RequestF
 /// DynamoDB's largest item, which the embedded store holds requests to as well.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 
-/// Refuses a request item over [`MAX_ITEM_BYTES`] (measured as its JSON), as DynamoDB
-/// refuses one: nothing is written.
-fn within_item_size(request: &AsyncRequest) -> Result<()> {
-    let bytes = crate::limits::json_len(request);
+/// Refuses an item over [`MAX_ITEM_BYTES`] (measured as its JSON), as DynamoDB refuses one:
+/// nothing is written. `what` names it in the error.
+fn within_item_size(item: &impl serde::Serialize, what: impl FnOnce() -> String) -> Result<()> {
+    let bytes = crate::limits::json_len(item);
     if bytes > MAX_ITEM_BYTES {
         return Err(Error::backend(
-            format!("writing request {}", request.id),
+            what(),
             std::io::Error::other(format!(
                 "item size {bytes} bytes has exceeded the maximum allowed size of {MAX_ITEM_BYTES}"
             )),
         ));
     }
     Ok(())
+}
+
+/// [`within_item_size`] for a request.
+fn request_within_item_size(request: &AsyncRequest) -> Result<()> {
+    within_item_size(request, || format!("writing request {}", request.id))
 }
 
 /// The embedded store. Cheap operations under one std Mutex: no critical section awaits.
@@ -473,7 +486,7 @@ impl Store for MemoryStore {
         request: &AsyncRequest,
         max_active: Option<usize>,
     ) -> Result<()> {
-        within_item_size(request)?;
+        request_within_item_size(request)?;
         let request = Arc::new(request.clone());
         let mut tables = self.tables();
         if tables.requests.contains_key(&request.id) {
@@ -499,9 +512,9 @@ impl Store for MemoryStore {
         children: &[AsyncRequest],
         max_active: Option<usize>,
     ) -> Result<()> {
-        within_item_size(batch)?;
+        request_within_item_size(batch)?;
         for child in children {
-            within_item_size(child)?;
+            request_within_item_size(child)?;
         }
         let mut tables = self.tables();
         if tables.requests.contains_key(&batch.id) {
@@ -530,7 +543,7 @@ impl Store for MemoryStore {
     }
 
     async fn update_request(&self, request: &AsyncRequest, expected_revision: u64) -> Result<()> {
-        within_item_size(request)?;
+        request_within_item_size(request)?;
         let request = Arc::new(request.clone());
         let mut tables = self.tables();
         match tables.request(&request.id) {
@@ -577,23 +590,11 @@ impl Store for MemoryStore {
 
     async fn templates(&self, tenant: &str, limit: usize) -> Result<Vec<RequestTemplate>> {
         let tables = self.tables();
-        Ok(tables
-            .templates
-            .range((tenant.to_owned(), String::new())..)
-            .take_while(|((t, _), _)| t == tenant)
-            .take(limit)
-            .map(|(_, template)| template.clone())
-            .collect())
+        Ok(tables.templates_of(tenant).take(limit).cloned().collect())
     }
 
     async fn count_templates(&self, tenant: &str, up_to: usize) -> Result<usize> {
-        let tables = self.tables();
-        Ok(tables
-            .templates
-            .range((tenant.to_owned(), String::new())..)
-            .take_while(|((t, _), _)| t == tenant)
-            .take(up_to)
-            .count())
+        Ok(self.tables().templates_of(tenant).take(up_to).count())
     }
 
     async fn save_checkpoint(
@@ -602,15 +603,9 @@ impl Store for MemoryStore {
         checkpoint: &Checkpoint,
         _expires_at: i64,
     ) -> Result<()> {
-        let bytes = crate::limits::json_len(checkpoint);
-        if bytes > MAX_ITEM_BYTES {
-            return Err(Error::backend(
-                format!("keeping a checkpoint of {request_id}"),
-                std::io::Error::other(format!(
-                    "item size {bytes} bytes has exceeded the maximum allowed size of {MAX_ITEM_BYTES}"
-                )),
-            ));
-        }
+        within_item_size(checkpoint, || {
+            format!("keeping a checkpoint of {request_id}")
+        })?;
         self.tables()
             .checkpoints
             .entry(request_id.to_owned())

@@ -16,8 +16,8 @@ use streamer_core::{AsyncRequest, Error as CoreError, LimitExceeded, Principal, 
 use crate::bridge::json_field;
 use crate::schema::{
     EnqueueOptions, Services, check_key, check_rate, client_error, from_core, keyed_id,
-    keyed_repeat, limit_error, list_page, page_filter, principal, quota_error, registered,
-    request_of,
+    keyed_repeat, limit_error, list_page, page_filter, payloads_digest, principal, quota_error,
+    registered, request_of,
 };
 use crate::{Handlers, Registered};
 
@@ -229,21 +229,6 @@ fn validated<T>(
     Ok(payload)
 }
 
-/// A digest of a batch's payloads, kept as the batch's payload: a repeat with the same
-/// idempotency key must bring the same items.
-fn digest(payloads: &[Value]) -> Value {
-    use base64::Engine;
-    use sha2::Digest;
-    let mut hash = sha2::Sha256::new();
-    for payload in payloads {
-        let text = payload.to_string();
-        hash.update((text.len() as u64).to_be_bytes());
-        hash.update(text.as_bytes());
-    }
-    let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash.finalize());
-    json!({ "items": payloads.len(), "digest": digest })
-}
-
 /// Stores a batch of validated payloads and its children. With an idempotency key, a repeat
 /// with the same items returns the batch the first one made.
 async fn enqueue_batch(
@@ -271,7 +256,8 @@ async fn enqueue_batch(
     let mut parent = AsyncRequest::new_batch(id, handler.action(), total, now)
         .with_priority(options.priority)
         .owned_by(caller);
-    parent.payload = digest(&payloads);
+    // The digest of its items is its payload: a repeat with the same key must bring them.
+    parent.payload = json!({ "items": payloads.len(), "digest": payloads_digest(&payloads) });
     let children: Vec<AsyncRequest> = (0u32..)
         .zip(payloads)
         .map(|(index, payload)| parent.child(index, payload))

@@ -173,7 +173,7 @@ impl JobContext {
             ));
         }
         let name = format!("children:{}", H::ACTION);
-        let digest = digest(&payloads);
+        let digest = Value::String(crate::schema::payloads_digest(&payloads));
         let (index, kept) = durable.take(&name).await?;
         let ids: Vec<String> = match kept {
             Some(kept) => {
@@ -260,19 +260,6 @@ impl JobContext {
         }
         Err(durable.suspend(Wait::Until(wake)))
     }
-}
-
-/// A digest of children's payloads: a replay must start the same ones.
-fn digest(payloads: &[Value]) -> Value {
-    use sha2::Digest;
-    let mut hash = sha2::Sha256::new();
-    for payload in payloads {
-        let text = payload.to_string();
-        hash.update((text.len() as u64).to_be_bytes());
-        hash.update(text.as_bytes());
-    }
-    let bytes = hash.finalize();
-    Value::String(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 impl Durable {

@@ -543,18 +543,31 @@ pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// another. A hash of the parts, each prefixed with its length so that no choice of names
 /// makes two scopes meet, and so that the id reveals neither the tenant nor the key.
 pub(crate) fn keyed_id(caller: &Principal, access: Access, action: &str, key: &str) -> String {
-    use sha2::Digest;
     let user = match access {
         Access::Tenant => "",
         Access::Owner => caller.user.as_str(),
     };
-    let mut hash = sha2::Sha256::new();
-    for part in [caller.tenant.as_str(), user, action, key] {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part.as_bytes());
-    }
-    let digest = hash.finalize();
+    let digest = digest_of([caller.tenant.as_str(), user, action, key]);
     format!("k{}", URL_SAFE_NO_PAD.encode(&digest[..24]))
+}
+
+/// The SHA-256 of `parts`, each prefixed with its length, so that no two lists of parts
+/// hash the same text.
+fn digest_of<T: AsRef<[u8]>>(parts: impl IntoIterator<Item = T>) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for part in parts {
+        let part = part.as_ref();
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    hash.finalize().into()
+}
+
+/// A digest of payloads, in order (URL-safe base64): what a repeat of a batch, or a replay
+/// of a workflow's children, must bring again.
+pub(crate) fn payloads_digest(payloads: &[Value]) -> String {
+    URL_SAFE_NO_PAD.encode(digest_of(payloads.iter().map(Value::to_string)))
 }
 
 /// The handler of `action`, or `UNKNOWN_ACTION` naming the registered ones.
