@@ -3,7 +3,8 @@
 //! events, on DynamoDB Local (`STREAMER_DYNAMODB_ENDPOINT`, started by the test command) and
 //! a recording Management API. One request goes the whole way: `$connect`, `connection_init`,
 //! the mutation, the subscription, stream batches to the processor, the job in the worker,
-//! the pushes; then a malformed batch, a sweep, GraphQL over HTTP and `$disconnect`.
+//! the pushes; then a malformed batch, a sweep, GraphQL over HTTP and `$disconnect`. A
+//! workflow suspends in one worker invocation and is finished by a later one.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -612,5 +613,121 @@ async fn the_gateway_enforces_the_limits_and_quotas_its_environment_sets() {
     assert!(
         accepted >= 1 && accepted <= seconds.min(4) && over_quota >= 1,
         "{accepted} accepted in {seconds} seconds or less: {frames:?}"
+    );
+}
+
+/// A workflow on the Lambda functions: the worker's invocation ends when the workflow
+/// suspends (the request WAITING for its children, no invocation running it), the children
+/// run in their own invocations, and a later invocation of the parent finishes it.
+#[tokio::test]
+async fn a_suspended_workflow_ends_its_invocation_and_a_later_one_finishes_it() {
+    let (dynamodb, prefix) = fresh_tables("wf").await;
+    let tables = Tables::with_prefix(&prefix);
+    let store = DynamoDbStore::local(&dynamodb, tables.clone());
+    let stream = StreamPoller::local(&dynamodb, tables.name(&REQUESTS), PollerOptions::default());
+
+    let management = Management::default();
+    let management_url = management.serve().await;
+    let (gateway, processor, worker) = (
+        Emulator::default(),
+        Emulator::default(),
+        Emulator::default(),
+    );
+    let mut jobs = worker.async_replies();
+    let worker_api = worker.serve().await;
+    let env = [
+        ("STREAMER_TABLE_PREFIX", prefix.clone()),
+        ("STREAMER_WEBSOCKET_ENDPOINT", management_url.clone()),
+        ("STREAMER_WORKER_FUNCTION", "worker".to_owned()),
+        ("STREAMER_AUTH", "dev".to_owned()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.clone()),
+        ("AWS_ENDPOINT_URL_LAMBDA", format!("http://{worker_api}")),
+    ];
+    let _gateway = spawn("gateway", &gateway.serve().await, &env);
+    let _processor = spawn("processor", &processor.serve().await, &env);
+    let _worker = spawn("worker", &worker_api, &env);
+
+    // Two months: two `generateReport` children.
+    let mut enqueue = fixture("apigw-http-graphql.json");
+    let query = json!({ "query": "mutation { monthlyReports(input: {from: \"2026-01\", to: \"2026-02\", rows: 3, stepDelayMs: 20}) { id status } }" });
+    enqueue["body"] = json!(query.to_string());
+    enqueue["isBase64Encoded"] = json!(false);
+    let answer = gateway.invoke(enqueue).await.unwrap();
+    let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    let parent = body["data"]["monthlyReports"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a request id: {body}"))
+        .to_owned();
+
+    // Every new stream record goes to the processor, as the event source mapping sends it;
+    // the worker's invocations answer in the order they end.
+    let mut seen = std::collections::HashSet::new();
+    let mut records_seen = Vec::new();
+    let mut invocations: Vec<(String, String)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !invocations.contains(&(parent.clone(), "Completed".to_owned())) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the workflow did not finish: {invocations:?}"
+        );
+        let fresh: Vec<Value> = stream
+            .read_retained()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|record| seen.insert(record["eventID"].as_str().unwrap().to_owned()))
+            .collect();
+        if !fresh.is_empty() {
+            records_seen.extend(fresh.iter().cloned());
+            let answer = processor.invoke(json!({ "Records": fresh })).await.unwrap();
+            assert_eq!(answer, json!({ "batchItemFailures": [] }));
+        }
+        while let Ok(reply) = jobs.try_recv() {
+            let reply = reply.expect("the worker's invocation ends without an error");
+            invocations.push((
+                reply["requestId"].as_str().unwrap().to_owned(),
+                reply["outcome"].as_str().unwrap().to_owned(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The parent took two invocations: the first ended with the workflow suspended, the
+    // second after both children had completed in theirs.
+    let of_parent: Vec<&str> = invocations
+        .iter()
+        .filter(|(id, _)| *id == parent)
+        .map(|(_, outcome)| outcome.as_str())
+        .collect();
+    assert_eq!(of_parent, ["Suspended", "Completed"], "{invocations:?}");
+    let children: Vec<usize> = invocations
+        .iter()
+        .enumerate()
+        .filter(|(_, (id, outcome))| *id != parent && outcome == "Completed")
+        .map(|(at, _)| at)
+        .collect();
+    assert_eq!(children.len(), 2, "{invocations:?}");
+    let suspended = invocations
+        .iter()
+        .position(|(id, _)| *id == parent)
+        .unwrap();
+    let finished = invocations.len() - 1;
+    assert!(children.iter().all(|&at| suspended < at && at < finished));
+
+    // Between the two, the store held the parent WAITING for exactly its two children.
+    let image = |record: &Value| record["dynamodb"]["NewImage"].clone();
+    let waiting = records_seen
+        .iter()
+        .map(image)
+        .find(|item| item["id"]["S"] == parent && item["status"]["S"] == "WAITING")
+        .expect("the parent was WAITING");
+    let waiting_for = waiting["waitingFor"]["L"].as_array().unwrap();
+    assert_eq!(waiting_for.len(), 2, "{waiting}");
+    let done = store.get_request(&parent).await.unwrap().unwrap();
+    assert_eq!(done.status, streamer::core::RequestStatus::Completed);
+    let output = done.result.expect("the merged output");
+    assert_eq!(
+        (output["months"].clone(), output["rows"].clone()),
+        (json!(2), json!(6))
     );
 }
