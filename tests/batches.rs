@@ -35,19 +35,6 @@ fn report(rows: u32) -> Value {
     json!({ "from": "2026-01-01", "to": "2026-01-31", "rows": rows, "stepDelayMs": 0 })
 }
 
-/// The payload of the first `next` of operation `id` (its data or errors).
-async fn run(client: &mut support::Client, id: &str, query: &str, variables: Value) -> Value {
-    client
-        .send(json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } }))
-        .await;
-    let frames = client.until_done(id).await;
-    frames
-        .into_iter()
-        .find(|frame| frame["id"] == id)
-        .map(|frame| frame["payload"].clone())
-        .unwrap_or_default()
-}
-
 /// The first GraphQL error of an answer: from a `next` (`errors`) or an `error` frame.
 fn first_error(answer: &Value) -> &Value {
     match answer {
@@ -292,8 +279,7 @@ async fn a_bad_item_refuses_the_batch_and_keys_name_one_batch(on: On) {
     client.init().await;
     let mut payloads: Vec<Value> = (0..9).map(|_| report(2)).collect();
     payloads[7] = json!({ "from": "2026-01-01", "to": "2026-01-31", "rows": "many" });
-    let refused = run(
-        &mut client,
+    let refused = client.first_payload(
         "bad",
         "mutation($payloads: [JSON!]!) { enqueueBatch(action: \"generateReport\", payloads: $payloads) { id } }",
         json!({ "payloads": payloads }),
@@ -307,8 +293,7 @@ async fn a_bad_item_refuses_the_batch_and_keys_name_one_batch(on: On) {
         "{error}"
     );
     // The typed form refuses it too, naming the item.
-    let typed = run(
-        &mut client,
+    let typed = client.first_payload(
         "bad-typed",
         "mutation($inputs: [GenerateReportInput!]!) { generateReportBatch(inputs: $inputs) { id } }",
         json!({ "inputs": payloads }),
@@ -316,8 +301,7 @@ async fn a_bad_item_refuses_the_batch_and_keys_name_one_batch(on: On) {
     .await;
     let message = first_error(&typed)["message"].as_str().unwrap_or_default();
     assert!(message.contains("inputs.7"), "{typed}");
-    let over = run(
-        &mut client,
+    let over = client.first_payload(
         "over",
         "mutation($payloads: [JSON!]!) { enqueueBatch(action: \"generateReport\", payloads: $payloads) { id } }",
         json!({ "payloads": vec![report(1); 11] }),
@@ -357,8 +341,7 @@ async fn a_bad_item_refuses_the_batch_and_keys_name_one_batch(on: On) {
     assert_eq!(typed["generateReportBatch"], generic["enqueueBatch"]);
     assert_eq!(typed["generateReportBatch"]["priority"], 5);
     let id = typed["generateReportBatch"]["id"].as_str().unwrap();
-    let other = run(
-        &mut client,
+    let other = client.first_payload(
         "k3",
         "mutation($payloads: [JSON!]!) { enqueueBatch(action: \"generateReport\", payloads: $payloads, idempotencyKey: \"k\") { id } }",
         json!({ "payloads": [report(9)] }),

@@ -13,8 +13,6 @@ mod support;
 
 use std::sync::Arc;
 
-use jsonwebtoken::{EncodingKey, Header};
-use serde_json::json;
 use streamer::core::SystemClock;
 use streamer::gateway::JwtAuthenticator;
 use support::{On, TestServer};
@@ -22,14 +20,7 @@ use support::{On, TestServer};
 const SECRET: &[u8] = b"a-browser-secret";
 
 fn token(tenant: &str) -> String {
-    let claims =
-        json!({ "sub": "viewer", "tenant": tenant, "exp": chrono::Utc::now().timestamp() + 600 });
-    jsonwebtoken::encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
+    support::jwt(SECRET, tenant, "viewer", 600)
 }
 
 async fn graphiql_and_the_dashboard_in_chromium(on: On) {

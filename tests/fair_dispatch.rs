@@ -77,41 +77,77 @@ fn modified(old: &AsyncRequest, new: &AsyncRequest) -> Change {
     }
 }
 
+/// A processor starting jobs through a [`FairDispatcher`] that gives each tenant 2 slots,
+/// recording what it starts, on a manual clock.
+struct Setup {
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+    t0: DateTime<Utc>,
+    started: Arc<Started>,
+    fair: Arc<dyn Dispatcher>,
+    processor: Processor,
+}
+
+impl Setup {
+    async fn on(on: On) -> Self {
+        let store = store_on(on).await;
+        let clock = Arc::new(ManualClock::default());
+        let started = Arc::new(Started::default());
+        let fair: Arc<dyn Dispatcher> =
+            Arc::new(FairDispatcher::new(started.clone(), Arc::clone(&store), 2));
+        let services = Services {
+            store: Arc::clone(&store),
+            clock: clock.clone(),
+            ids: Arc::new(RandomIds),
+            limits: Limits::default(),
+            access: streamer::core::Access::default(),
+        };
+        let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
+        let processor = Processor::new(
+            schema,
+            Arc::clone(&store),
+            Arc::new(MemorySender::new()),
+            Arc::clone(&fair),
+        );
+        Self {
+            t0: clock.now(),
+            store,
+            clock,
+            started,
+            fair,
+            processor,
+        }
+    }
+}
+
+/// Claims the QUEUED `request` at `at` in `store`, as a worker does; returns it RUNNING.
+async fn claim(store: &dyn Store, request: &AsyncRequest, at: DateTime<Utc>) -> AsyncRequest {
+    let mut claimed = request.clone();
+    claimed.claim(at, chrono::Duration::minutes(5), 3).unwrap();
+    claimed.revision += 1;
+    store
+        .update_request(&claimed, request.revision)
+        .await
+        .unwrap();
+    claimed
+}
+
 async fn a_tenant_at_its_share_waits_while_others_start(on: On) {
-    let store = store_on(on).await;
-    let clock = Arc::new(ManualClock::default());
-    let t0 = clock.now();
-    let started = Arc::new(Started::default());
-    let fair: Arc<dyn Dispatcher> =
-        Arc::new(FairDispatcher::new(started.clone(), Arc::clone(&store), 2));
-    let services = Services {
-        store: Arc::clone(&store),
-        clock: clock.clone(),
-        ids: Arc::new(RandomIds),
-        limits: Limits::default(),
-        access: streamer::core::Access::default(),
-    };
-    let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
-    let processor = Processor::new(
-        schema,
-        Arc::clone(&store),
-        Arc::new(MemorySender::new()),
-        Arc::clone(&fair),
-    );
+    let Setup {
+        store,
+        clock,
+        t0,
+        started,
+        fair,
+        processor,
+    } = Setup::on(on).await;
 
     // Tenant a runs two jobs, its share.
     let mut running = Vec::new();
     for n in 0..2 {
-        let mut request = of("a", &format!("a-run{n}"), t0);
+        let request = of("a", &format!("a-run{n}"), t0);
         store.create_request(&request).await.unwrap();
-        let queued = request.clone();
-        request.claim(t0, chrono::Duration::minutes(5), 3).unwrap();
-        request.revision += 1;
-        store
-            .update_request(&request, queued.revision)
-            .await
-            .unwrap();
-        running.push(request);
+        running.push(claim(&*store, &request, t0).await);
     }
     // Three more of a's and one of b's are enqueued, a's first.
     let mut waiting = Vec::new();
@@ -147,20 +183,7 @@ async fn a_tenant_at_its_share_waits_while_others_start(on: On) {
 
     // The started job claims its slot; the sweeper re-dispatches what stayed QUEUED past its
     // grace through the same rule: b's again (lost dispatches are retried), none of a's.
-    let queued = waiting[0].clone();
-    let mut claimed = queued.clone();
-    claimed
-        .claim(
-            t0 + chrono::Duration::seconds(1),
-            chrono::Duration::minutes(5),
-            3,
-        )
-        .unwrap();
-    claimed.revision += 1;
-    store
-        .update_request(&claimed, queued.revision)
-        .await
-        .unwrap();
+    claim(&*store, &waiting[0], t0 + chrono::Duration::seconds(1)).await;
     clock.advance(chrono::Duration::minutes(2));
     let sweeper = Sweeper::new(
         Arc::clone(&store),
@@ -179,26 +202,13 @@ async fn a_tenant_at_its_share_waits_while_others_start(on: On) {
 /// A batch's children and the tenant's later jobs take turns: when a child ends, a job
 /// enqueued after the batch starts before the batch's next child.
 async fn a_batch_takes_turns_with_the_tenants_later_jobs(on: On) {
-    let store = store_on(on).await;
-    let clock = Arc::new(ManualClock::default());
-    let t0 = clock.now();
-    let started = Arc::new(Started::default());
-    let fair: Arc<dyn Dispatcher> =
-        Arc::new(FairDispatcher::new(started.clone(), Arc::clone(&store), 2));
-    let services = Services {
-        store: Arc::clone(&store),
-        clock: clock.clone(),
-        ids: Arc::new(RandomIds),
-        limits: Limits::default(),
-        access: streamer::core::Access::default(),
-    };
-    let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
-    let processor = Processor::new(
-        schema,
-        Arc::clone(&store),
-        Arc::new(MemorySender::new()),
-        Arc::clone(&fair),
-    );
+    let Setup {
+        store,
+        t0,
+        started,
+        processor,
+        ..
+    } = Setup::on(on).await;
     let owner = Principal::new("a", "u");
     let batch = AsyncRequest::new_batch("batch", "generateReport", 5, t0).owned_by(&owner);
     let children: Vec<AsyncRequest> = (0..5).map(|i| batch.child(i, json!({}))).collect();
@@ -206,14 +216,7 @@ async fn a_batch_takes_turns_with_the_tenants_later_jobs(on: On) {
     // Its first two children run: the tenant's share.
     let mut running = Vec::new();
     for child in &children[..2] {
-        let mut claimed = child.clone();
-        claimed.claim(t0, chrono::Duration::minutes(5), 3).unwrap();
-        claimed.revision += 1;
-        store
-            .update_request(&claimed, child.revision)
-            .await
-            .unwrap();
-        running.push(claimed);
+        running.push(claim(&*store, child, t0).await);
     }
     // A job of the same tenant, enqueued after the batch, waits.
     let later = of("a", "later", t0 + chrono::Duration::seconds(1));
@@ -238,19 +241,7 @@ async fn a_batch_takes_turns_with_the_tenants_later_jobs(on: On) {
     assert_eq!(started.take(), ["later"]);
 
     // The later job claims its slot; the other child ends: the batch's next child starts.
-    let mut claimed = later.clone();
-    claimed
-        .claim(
-            t0 + chrono::Duration::seconds(2),
-            chrono::Duration::minutes(5),
-            3,
-        )
-        .unwrap();
-    claimed.revision += 1;
-    store
-        .update_request(&claimed, later.revision)
-        .await
-        .unwrap();
+    claim(&*store, &later, t0 + chrono::Duration::seconds(2)).await;
     let before = running[1].clone();
     let mut done = before.clone();
     done.complete(json!({}), t0 + chrono::Duration::seconds(3))

@@ -8,7 +8,6 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 use streamer::core::{Limits, SystemClock};
 use streamer::gateway::JwtAuthenticator;
@@ -22,14 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 const SECRET: &[u8] = b"a-test-secret";
 
 fn token(tenant: &str, user: &str) -> String {
-    let claims =
-        json!({ "sub": user, "tenant": tenant, "exp": chrono::Utc::now().timestamp() + 600 });
-    jsonwebtoken::encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
+    support::jwt(SECRET, tenant, user, 600)
 }
 
 fn post(query: &str) -> String {

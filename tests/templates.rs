@@ -6,7 +6,6 @@ mod support;
 
 use std::sync::Arc;
 
-use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 use streamer::core::SystemClock;
 use streamer::gateway::JwtAuthenticator;
@@ -15,27 +14,7 @@ use support::{On, TestServer};
 const SECRET: &[u8] = b"a-templates-secret";
 
 fn token(tenant: &str) -> String {
-    let claims =
-        json!({ "sub": "ann", "tenant": tenant, "exp": chrono::Utc::now().timestamp() + 600 });
-    jsonwebtoken::encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
-}
-
-/// The first payload of operation `id`: its data, or its errors.
-async fn run(client: &mut support::Client, id: &str, query: &str, variables: Value) -> Value {
-    client
-        .send(json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } }))
-        .await;
-    let frames = client.until_done(id).await;
-    frames
-        .into_iter()
-        .find(|frame| frame["id"] == id)
-        .map(|frame| frame["payload"].clone())
-        .unwrap_or_default()
+    support::jwt(SECRET, tenant, "ann", 600)
 }
 
 fn code(answer: &Value) -> &str {
@@ -58,33 +37,33 @@ async fn templates_are_saved_enqueued_and_kept_per_tenant(on: On) {
     ann.init_as(&token("acme")).await;
 
     // Saved without the required `to`: left to the overrides.
-    let first = run(
-        &mut ann,
-        "s1",
-        SAVE,
-        json!({ "name": "monthly", "payload": { "from": "2026-01-01", "rows": 5 } }),
-    )
-    .await;
+    let first = ann
+        .first_payload(
+            "s1",
+            SAVE,
+            json!({ "name": "monthly", "payload": { "from": "2026-01-01", "rows": 5 } }),
+        )
+        .await;
     let saved = &first["data"]["saveTemplate"];
     assert_eq!(saved["version"], 1, "{first}");
     assert_eq!(saved["action"], "generateReport");
     assert_eq!(saved["payload"], json!({ "from": "2026-01-01", "rows": 5 }));
-    let second = run(
-        &mut ann,
+    let second = ann.first_payload(
         "s2",
         SAVE,
         json!({ "name": "monthly", "payload": { "from": "2026-02-01", "rows": 7, "stepDelayMs": 0 } }),
     )
     .await;
     assert_eq!(second["data"]["saveTemplate"]["version"], 2, "{second}");
-    run(
-        &mut ann,
+    ann.first_payload(
         "s3",
         SAVE,
         json!({ "name": "another", "payload": { "from": "2026-03-01" } }),
     )
     .await;
-    let listed = run(&mut ann, "l", "{ templates { name version } }", json!({})).await;
+    let listed = ann
+        .first_payload("l", "{ templates { name version } }", json!({}))
+        .await;
     assert_eq!(
         listed["data"]["templates"],
         json!([{ "name": "another", "version": 1 }, { "name": "monthly", "version": 2 }])
@@ -99,30 +78,26 @@ async fn templates_are_saved_enqueued_and_kept_per_tenant(on: On) {
     .into_iter()
     .enumerate()
     {
-        let refused = run(
-            &mut ann,
-            &format!("bad{n}"),
-            SAVE,
-            json!({ "name": "bad", "payload": payload }),
-        )
-        .await;
+        let refused = ann
+            .first_payload(
+                &format!("bad{n}"),
+                SAVE,
+                json!({ "name": "bad", "payload": payload }),
+            )
+            .await;
         assert_eq!(code(&refused), "BAD_USER_INPUT", "{payload}: {refused}");
     }
-    let unknown = run(
-        &mut ann,
-        "u",
-        "mutation { saveTemplate(name: \"x\", action: \"nope\", payload: {}) { name } }",
-        json!({}),
-    )
-    .await;
+    let unknown = ann
+        .first_payload(
+            "u",
+            "mutation { saveTemplate(name: \"x\", action: \"nope\", payload: {}) { name } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(code(&unknown), "UNKNOWN_ACTION", "{unknown}");
-    let missing = run(
-        &mut ann,
-        "m",
-        "{ template(name: \"bad\") { name } }",
-        json!({}),
-    )
-    .await;
+    let missing = ann
+        .first_payload("m", "{ template(name: \"bad\") { name } }", json!({}))
+        .await;
     assert_eq!(
         missing["data"]["template"],
         Value::Null,
@@ -131,13 +106,13 @@ async fn templates_are_saved_enqueued_and_kept_per_tenant(on: On) {
 
     // Enqueued with the missing field, and a value replaced: the merged input runs.
     let enqueue = "mutation($overrides: JSON) { enqueueTemplate(name: \"monthly\", overrides: $overrides) { id template } }";
-    let started = run(
-        &mut ann,
-        "e1",
-        enqueue,
-        json!({ "overrides": { "to": "2026-02-28", "rows": 9 } }),
-    )
-    .await;
+    let started = ann
+        .first_payload(
+            "e1",
+            enqueue,
+            json!({ "overrides": { "to": "2026-02-28", "rows": 9 } }),
+        )
+        .await;
     let request = &started["data"]["enqueueTemplate"];
     assert_eq!(request["template"], "monthly@2", "{started}");
     let id = request["id"].as_str().unwrap().to_owned();
@@ -162,67 +137,59 @@ async fn templates_are_saved_enqueued_and_kept_per_tenant(on: On) {
         "{done}"
     );
     // A merged input that does not fit (the required `to` still missing) is refused.
-    let unfit = run(
-        &mut ann,
-        "e2",
-        enqueue,
-        json!({ "overrides": { "rows": 3 } }),
-    )
-    .await;
+    let unfit = ann
+        .first_payload("e2", enqueue, json!({ "overrides": { "rows": 3 } }))
+        .await;
     assert_eq!(code(&unfit), "BAD_USER_INPUT", "{unfit}");
-    let wrong = run(
-        &mut ann,
-        "e3",
-        enqueue,
-        json!({ "overrides": { "to": "2026-02-28", "rows": "many" } }),
-    )
-    .await;
+    let wrong = ann
+        .first_payload(
+            "e3",
+            enqueue,
+            json!({ "overrides": { "to": "2026-02-28", "rows": "many" } }),
+        )
+        .await;
     assert_eq!(code(&wrong), "BAD_USER_INPUT", "{wrong}");
 
     // Another tenant sees none of them, and cannot start or delete them.
     let mut bob = server.client().await;
     bob.init_as(&token("globex")).await;
-    let theirs = run(
-        &mut bob,
-        "l",
-        "{ templates { name } template(name: \"monthly\") { name } }",
-        json!({}),
-    )
-    .await;
+    let theirs = bob
+        .first_payload(
+            "l",
+            "{ templates { name } template(name: \"monthly\") { name } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(theirs["data"]["templates"], json!([]), "{theirs}");
     assert_eq!(theirs["data"]["template"], Value::Null);
-    let foreign = run(
-        &mut bob,
-        "e",
-        enqueue,
-        json!({ "overrides": { "to": "2026-02-28" } }),
-    )
-    .await;
+    let foreign = bob
+        .first_payload("e", enqueue, json!({ "overrides": { "to": "2026-02-28" } }))
+        .await;
     assert_eq!(code(&foreign), "NOT_FOUND", "{foreign}");
-    let not_theirs = run(
-        &mut bob,
-        "d",
-        "mutation { deleteTemplate(name: \"monthly\") }",
-        json!({}),
-    )
-    .await;
+    let not_theirs = bob
+        .first_payload(
+            "d",
+            "mutation { deleteTemplate(name: \"monthly\") }",
+            json!({}),
+        )
+        .await;
     assert_eq!(not_theirs["data"]["deleteTemplate"], false);
 
-    let deleted = run(
-        &mut ann,
-        "d",
-        "mutation { deleteTemplate(name: \"monthly\") }",
-        json!({}),
-    )
-    .await;
+    let deleted = ann
+        .first_payload(
+            "d",
+            "mutation { deleteTemplate(name: \"monthly\") }",
+            json!({}),
+        )
+        .await;
     assert_eq!(deleted["data"]["deleteTemplate"], true);
-    let gone = run(
-        &mut ann,
-        "e4",
-        enqueue,
-        json!({ "overrides": { "to": "2026-02-28" } }),
-    )
-    .await;
+    let gone = ann
+        .first_payload(
+            "e4",
+            enqueue,
+            json!({ "overrides": { "to": "2026-02-28" } }),
+        )
+        .await;
     assert_eq!(code(&gone), "NOT_FOUND", "{gone}");
 }
 

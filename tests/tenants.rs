@@ -7,7 +7,6 @@ mod support;
 
 use std::sync::Arc;
 
-use jsonwebtoken::{EncodingKey, Header};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -18,13 +17,7 @@ use support::{On, TestServer, run_node};
 const SECRET: &[u8] = b"a-test-secret";
 
 fn token(tenant: &str, user: &str, expires_in: i64, secret: &[u8]) -> String {
-    let claims = json!({ "sub": user, "tenant": tenant, "exp": chrono::Utc::now().timestamp() + expires_in });
-    jsonwebtoken::encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .unwrap()
+    support::jwt(secret, tenant, user, expires_in)
 }
 
 async fn start(on: On, limits: Limits) -> TestServer {

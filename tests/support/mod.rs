@@ -42,6 +42,18 @@ pub enum On {
 /// the local server takes on a loaded machine, shorter than a faulty call hangs.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// An HS256 JWT signed with `secret` for `user` of `tenant`, expiring `expires_in` seconds
+/// from now (in the past when negative).
+pub fn jwt(secret: &[u8], tenant: &str, user: &str, expires_in: i64) -> String {
+    let claims = json!({ "sub": user, "tenant": tenant, "exp": chrono::Utc::now().timestamp() + expires_in });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("a signed token")
+}
+
 /// The DynamoDB Local endpoint the test command started.
 pub fn dynamodb_endpoint() -> String {
     std::env::var("STREAMER_DYNAMODB_ENDPOINT").expect(
@@ -365,6 +377,19 @@ impl Client {
                 return frames;
             }
         }
+    }
+
+    /// Runs operation `id`; returns its first payload: its data, or its errors (the payload
+    /// of an `error` frame).
+    pub async fn first_payload(&mut self, id: &str, query: &str, variables: Value) -> Value {
+        self.send(json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } }))
+            .await;
+        self.until_done(id)
+            .await
+            .into_iter()
+            .find(|frame| frame["id"] == id)
+            .map(|frame| frame["payload"].clone())
+            .unwrap_or_default()
     }
 
     /// Runs a query or mutation as operation `id`; returns its `next` payload's `data`.

@@ -306,36 +306,82 @@ async fn fresh_tables(name: &str) -> (String, String) {
     (dynamodb, prefix)
 }
 
+/// The four functions' processes on fresh tables, each behind its emulator, posting to a
+/// recording Management API.
+struct Functions {
+    store: DynamoDbStore,
+    stream: StreamPoller,
+    management: Management,
+    gateway: Emulator,
+    processor: Emulator,
+    sweeper: Emulator,
+    /// The worker's asynchronous invocations' replies, in the order they end.
+    jobs: mpsc::UnboundedReceiver<Reply>,
+    /// The processor function's process, for what it printed.
+    processor_process: Process,
+    _others: [Process; 3],
+}
+
+impl Functions {
+    /// Starts them on tables named `{name}{now}`.
+    async fn start(name: &str) -> Self {
+        let (dynamodb, prefix) = fresh_tables(name).await;
+        let tables = Tables::with_prefix(&prefix);
+        let store = DynamoDbStore::local(&dynamodb, tables.clone());
+        let stream =
+            StreamPoller::local(&dynamodb, tables.name(&REQUESTS), PollerOptions::default());
+        let management = Management::default();
+        let management_url = management.serve().await;
+        let (gateway, processor, worker, sweeper) = (
+            Emulator::default(),
+            Emulator::default(),
+            Emulator::default(),
+            Emulator::default(),
+        );
+        let jobs = worker.async_replies();
+        let worker_api = worker.serve().await;
+        let env = [
+            ("STREAMER_TABLE_PREFIX", prefix),
+            ("STREAMER_WEBSOCKET_ENDPOINT", management_url),
+            ("STREAMER_WORKER_FUNCTION", "worker".to_owned()),
+            ("STREAMER_AUTH", "dev".to_owned()),
+            ("STREAMER_INIT_TIMEOUT_MS", "1".to_owned()),
+            ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb),
+            ("AWS_ENDPOINT_URL_LAMBDA", format!("http://{worker_api}")),
+        ];
+        let processor_process = spawn("processor", &processor.serve().await, &env);
+        let others = [
+            spawn("gateway", &gateway.serve().await, &env),
+            spawn("worker", &worker_api, &env),
+            spawn("sweeper", &sweeper.serve().await, &env),
+        ];
+        Self {
+            store,
+            stream,
+            management,
+            gateway,
+            processor,
+            sweeper,
+            jobs,
+            processor_process,
+            _others: others,
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_four_functions_run_a_request_end_to_end() {
-    let (dynamodb, prefix) = fresh_tables("fn").await;
-    let tables = Tables::with_prefix(&prefix);
-    let store = DynamoDbStore::local(&dynamodb, tables.clone());
-    let stream = StreamPoller::local(&dynamodb, tables.name(&REQUESTS), PollerOptions::default());
-
-    let management = Management::default();
-    let management_url = management.serve().await;
-    let (gateway, processor, worker, sweeper) = (
-        Emulator::default(),
-        Emulator::default(),
-        Emulator::default(),
-        Emulator::default(),
-    );
-    let mut jobs = worker.async_replies();
-    let worker_api = worker.serve().await;
-    let env = [
-        ("STREAMER_TABLE_PREFIX", prefix.clone()),
-        ("STREAMER_WEBSOCKET_ENDPOINT", management_url.clone()),
-        ("STREAMER_WORKER_FUNCTION", "worker".to_owned()),
-        ("STREAMER_AUTH", "dev".to_owned()),
-        ("STREAMER_INIT_TIMEOUT_MS", "1".to_owned()),
-        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.clone()),
-        ("AWS_ENDPOINT_URL_LAMBDA", format!("http://{worker_api}")),
-    ];
-    let _gateway = spawn("gateway", &gateway.serve().await, &env);
-    let processor_process = spawn("processor", &processor.serve().await, &env);
-    let _worker = spawn("worker", &worker_api, &env);
-    let _sweeper = spawn("sweeper", &sweeper.serve().await, &env);
+    let Functions {
+        store,
+        stream,
+        management,
+        gateway,
+        processor,
+        sweeper,
+        mut jobs,
+        processor_process,
+        _others,
+    } = Functions::start("fn").await;
 
     // $connect answers with the subprotocol.
     let connection = "AAAA1234=";
@@ -621,31 +667,17 @@ async fn the_gateway_enforces_the_limits_and_quotas_its_environment_sets() {
 /// run in their own invocations, and a later invocation of the parent finishes it.
 #[tokio::test]
 async fn a_suspended_workflow_ends_its_invocation_and_a_later_one_finishes_it() {
-    let (dynamodb, prefix) = fresh_tables("wf").await;
-    let tables = Tables::with_prefix(&prefix);
-    let store = DynamoDbStore::local(&dynamodb, tables.clone());
-    let stream = StreamPoller::local(&dynamodb, tables.name(&REQUESTS), PollerOptions::default());
-
-    let management = Management::default();
-    let management_url = management.serve().await;
-    let (gateway, processor, worker) = (
-        Emulator::default(),
-        Emulator::default(),
-        Emulator::default(),
-    );
-    let mut jobs = worker.async_replies();
-    let worker_api = worker.serve().await;
-    let env = [
-        ("STREAMER_TABLE_PREFIX", prefix.clone()),
-        ("STREAMER_WEBSOCKET_ENDPOINT", management_url.clone()),
-        ("STREAMER_WORKER_FUNCTION", "worker".to_owned()),
-        ("STREAMER_AUTH", "dev".to_owned()),
-        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.clone()),
-        ("AWS_ENDPOINT_URL_LAMBDA", format!("http://{worker_api}")),
-    ];
-    let _gateway = spawn("gateway", &gateway.serve().await, &env);
-    let _processor = spawn("processor", &processor.serve().await, &env);
-    let _worker = spawn("worker", &worker_api, &env);
+    let Functions {
+        store,
+        stream,
+        gateway,
+        processor,
+        mut jobs,
+        // Kept to the end: the processes stop when dropped.
+        processor_process: _processor,
+        _others,
+        ..
+    } = Functions::start("wf").await;
 
     // Two months: two `generateReport` children.
     let mut enqueue = fixture("apigw-http-graphql.json");
