@@ -187,12 +187,51 @@ impl Handler for Fickle {
     }
 }
 
+#[derive(Debug, InputObject)]
+struct LateInput {
+    /// Names the go-ahead this run waits for.
+    key: String,
+}
+
+/// Keys whose `Late` workflow may start its children.
+static GO: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Reports "ready", waits for the test's go-ahead (the test cancels it meanwhile), then
+/// starts two long `generateReport` children and waits for them.
+struct Late;
+
+impl Handler for Late {
+    const ACTION: &'static str = "late";
+    type Input = LateInput;
+    type Output = NapOutput;
+
+    async fn process(&self, input: LateInput, job: JobContext) -> Result<NapOutput, JobError> {
+        job.progress(0.1, "ready").await?;
+        while !GO.lock().unwrap().contains(&input.key) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let month = |from: &str, to: &str| handlers::GenerateReportInput {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            rows: Some(10),
+            step_delay_ms: Some(1000),
+        };
+        job.children::<handlers::GenerateReport>([
+            month("2026-01-01", "2026-01-31"),
+            month("2026-02-01", "2026-02-28"),
+        ])
+        .await?;
+        Ok(NapOutput { slept: false })
+    }
+}
+
 fn app() -> streamer::App {
     handlers::app()
         .register(Steps)
         .register(Parent)
         .register(Nap)
         .register(Fickle)
+        .register(Late)
 }
 
 async fn server(on: On) -> TestServer {
@@ -460,7 +499,49 @@ async fn replays_are_checked_and_cancels_cascade(on: On) {
     }
 }
 
+/// A cancel that comes while a workflow starts its children: its attempt ends CANCELLED and
+/// the worker cancels the children it started, with the indexes 5 s behind (as DynamoDB's
+/// may be), so that a listing of the parent's children right then would not find them.
+async fn a_cancel_while_children_start_reaches_them(on: On) {
+    let server = TestServer::start_app(app(), on, |stack| {
+        stack.with_index_lag(Duration::from_secs(5))
+    })
+    .await;
+    let mut client = server.client().await;
+    client.init().await;
+    let go = key("late", on);
+    let id = enqueue(&mut client, "late", json!({ "key": go })).await;
+    for attempt in 0.. {
+        let data = client
+            .execute(
+                &format!("r{attempt}"),
+                "query($id: ID!) { request(id: $id) { message } }",
+                json!({ "id": id }),
+            )
+            .await;
+        if data["request"]["message"] == "ready" {
+            break;
+        }
+        assert!(attempt < 500, "the workflow never got ready: {data}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client
+        .execute(
+            "x",
+            "mutation($id: ID!) { cancelRequest(id: $id) { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    GO.lock().unwrap().push(go);
+    client.wait_for_status(&id, "CANCELLED").await;
+    // Call 0 started them: their ids are the parent's, numbered. They run 5 steps of 1 s.
+    for child in [format!("{id}.0"), format!("{id}.1")] {
+        client.wait_for_status(&child, "CANCELLED").await;
+    }
+}
+
 on_both_stores!(
+    a_cancel_while_children_start_reaches_them,
     steps_outlive_a_deadline_a_crash_and_a_retryable_failure,
     monthly_reports_wait_for_their_children,
     a_child_that_fails_for_good_reaches_its_parent,

@@ -93,6 +93,34 @@ pub async fn wake_if_ready(
     }
 }
 
+/// Applies `apply` to the requests `ids`, a few at a time. One that has moved on (it ended,
+/// or was moved already) or is gone is left as it is: a cascade handled twice does nothing
+/// more.
+pub(crate) async fn cascade(
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+    ids: Vec<String>,
+    apply: fn(&mut AsyncRequest, chrono::DateTime<chrono::Utc>) -> Result<()>,
+) -> Result<()> {
+    let moves = ids.into_iter().map(|id| {
+        let (store, clock) = (Arc::clone(store), Arc::clone(clock));
+        async move {
+            match modify_request(&*store, &*clock, &id, apply).await {
+                Ok(_)
+                | Err(
+                    streamer_core::Error::Transition { .. } | streamer_core::Error::NotFound(_),
+                ) => Ok(()),
+                Err(error) => Err(error),
+            }
+        }
+    });
+    let outcomes: Vec<Result<()>> = stream::iter(moves)
+        .buffer_unordered(CASCADE_CONCURRENCY)
+        .collect()
+        .await;
+    outcomes.into_iter().collect()
+}
+
 /// What a batch left undone: the sequence numbers of the changes that failed, to be reported
 /// as batch item failures and delivered again.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -341,29 +369,13 @@ impl Processor {
         self.cascade_to(ids, apply).await
     }
 
-    /// Applies `apply` to the requests `ids`, a few at a time; one that has moved on is left.
+    /// Applies `apply` to the requests `ids` ([`cascade`]).
     async fn cascade_to(
         &self,
         ids: Vec<String>,
         apply: fn(&mut AsyncRequest, chrono::DateTime<chrono::Utc>) -> Result<()>,
     ) -> Result<()> {
-        let moves = ids.into_iter().map(|id| {
-            let (store, clock) = (Arc::clone(&self.store), Arc::clone(&self.clock));
-            async move {
-                match modify_request(&*store, &*clock, &id, apply).await {
-                    Ok(_)
-                    | Err(
-                        streamer_core::Error::Transition { .. } | streamer_core::Error::NotFound(_),
-                    ) => Ok(()),
-                    Err(error) => Err(error),
-                }
-            }
-        });
-        let outcomes: Vec<Result<()>> = stream::iter(moves)
-            .buffer_unordered(CASCADE_CONCURRENCY)
-            .collect()
-            .await;
-        outcomes.into_iter().collect()
+        cascade(&self.store, &self.clock, ids, apply).await
     }
 
     /// Handles one change: dispatch if it made the request runnable, fan out if a client can
@@ -384,7 +396,9 @@ impl Processor {
         }
         if let Some(request) = change.cancelled_running() {
             // A workflow cancelled while it ran may have started children it did not wait
-            // for yet: they are listed (one query; none for a job without children).
+            // for yet. Its worker cancels the ones it started; this listing (one query; none
+            // for a job without children) reaches them when the worker died and the sweeper
+            // ended it, long after the index has caught up.
             let open = self.open_children(request).await?;
             if !open.is_empty() {
                 self.cascade_to(open, AsyncRequest::cancel).await?;

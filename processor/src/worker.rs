@@ -518,16 +518,36 @@ impl Worker {
         // The latest report is written before the outcome.
         let _ = sink.flush().await;
         metrics::histogram!(metric::JOB_DURATION).record(started.elapsed().as_secs_f64() * 1000.0);
-        if let Some(wait) = durable.suspension() {
-            return self.pause(&latest, Some(wait)).await;
-        }
-        if matches!(&result, Err(error) if error.code == DEADLINE_EXCEEDED)
+        let outcome = if let Some(wait) = durable.suspension() {
+            self.pause(&latest, Some(wait)).await?
+        } else if matches!(&result, Err(error) if error.code == DEADLINE_EXCEEDED)
             && durable.checkpointed()
         {
-            return self.pause(&latest, None).await;
+            self.pause(&latest, None).await?
+        } else {
+            self.finish(&latest, result, handler.max_attempts(), handler.backoff())
+                .await?
+        };
+        if outcome == Outcome::Cancelled {
+            self.cancel_children(request_id, durable.children_started())
+                .await;
         }
-        self.finish(&latest, result, handler.max_attempts(), handler.backoff())
-            .await
+        Ok(outcome)
+    }
+
+    /// Cancels the children a workflow's attempt started, now that it ended CANCELLED: the
+    /// worker knows each one, where a listing of the parent's index could miss those created
+    /// a moment ago. A failure here is left to the processor's listing of them.
+    async fn cancel_children(&self, request_id: &str, children: Vec<String>) {
+        if children.is_empty() {
+            return;
+        }
+        if let Err(error) =
+            crate::processor::cascade(&self.store, &self.clock, children, AsyncRequest::cancel)
+                .await
+        {
+            tracing::warn!(request_id, error = ?error.to_string(), "cancelling the children failed");
+        }
     }
 
     /// Ends a workflow's attempt without an outcome: WAITING for `wait`, or QUEUED again to

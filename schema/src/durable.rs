@@ -43,6 +43,8 @@ pub(crate) struct Durable {
     wait: Mutex<Option<Wait>>,
     /// Whether this attempt kept a checkpoint.
     kept_one: AtomicBool,
+    /// The children this attempt started or replayed, in call order.
+    children: Mutex<Vec<String>>,
     /// The largest checkpoint value, as JSON.
     max_bytes: usize,
 }
@@ -68,6 +70,7 @@ impl JobContext {
             next: AtomicU32::new(0),
             wait: Mutex::new(None),
             kept_one: AtomicBool::new(false),
+            children: Mutex::new(Vec::new()),
             max_bytes,
         }));
         self
@@ -86,6 +89,15 @@ impl JobContext {
         self.durable
             .as_ref()
             .is_some_and(|durable| durable.kept_one.load(Ordering::Relaxed))
+    }
+
+    /// The children this attempt started or replayed (also those whose start a crash or a
+    /// dropped handler cut short): when the attempt ends CANCELLED, the worker cancels those
+    /// that have not ended. It knows them exactly; an index listing could miss the newest.
+    pub fn children_started(&self) -> Vec<String> {
+        self.durable.as_ref().map_or_else(Vec::new, |durable| {
+            durable.children.lock().expect("children lock").clone()
+        })
     }
 
     fn durable(&self) -> Result<&Durable, JobError> {
@@ -183,9 +195,12 @@ impl JobContext {
                         format!("call {index} ({name}) started children with other inputs"),
                     ));
                 }
-                serde_json::from_value(kept.value["ids"].clone()).map_err(|e| {
-                    JobError::permanent(NON_DETERMINISTIC, format!("call {index}: {e}"))
-                })?
+                let ids: Vec<String> =
+                    serde_json::from_value(kept.value["ids"].clone()).map_err(|e| {
+                        JobError::permanent(NON_DETERMINISTIC, format!("call {index}: {e}"))
+                    })?;
+                durable.started(&ids);
+                ids
             }
             None => {
                 let ids = durable.start_children(index, H::ACTION, payloads).await?;
@@ -335,7 +350,8 @@ impl Durable {
                 child
             })
             .collect();
-        let ids = children.iter().map(|child| child.id.clone()).collect();
+        let ids: Vec<String> = children.iter().map(|child| child.id.clone()).collect();
+        self.started(&ids);
         // Owned futures: a borrow inside the stream's closures defeats `Send` inference.
         futures::stream::iter(children)
             .map(|child| {
@@ -351,6 +367,14 @@ impl Durable {
             .try_collect::<Vec<()>>()
             .await?;
         Ok(ids)
+    }
+
+    /// Notes `ids` among the children of this attempt, before they are created.
+    fn started(&self, ids: &[String]) {
+        self.children
+            .lock()
+            .expect("children lock")
+            .extend_from_slice(ids);
     }
 
     /// The children with these ids, in order.
