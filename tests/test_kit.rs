@@ -251,3 +251,45 @@ async fn a_workflow_s_steps_replay_from_one_run_to_the_next() {
     assert_eq!(run.outcome.unwrap().items, 3);
     assert_eq!(PLANNED.load(Ordering::Relaxed), 1, "planned once");
 }
+
+/// A durable call that would start more than 1,000 children fails `LIMIT_EXCEEDED` and
+/// starts none of them.
+#[tokio::test]
+async fn a_call_of_over_a_thousand_children_is_refused() {
+    use streamer::async_graphql::{InputObject, SimpleObject};
+    use streamer::{Handler, JobContext, JobError};
+
+    #[derive(InputObject)]
+    struct FanInput {
+        children: i32,
+    }
+
+    #[derive(Debug, SimpleObject, serde::Serialize, serde::Deserialize)]
+    struct Fanned {
+        children: i32,
+    }
+
+    struct Fan;
+
+    impl Handler for Fan {
+        const ACTION: &'static str = "fan";
+        type Input = FanInput;
+        type Output = Fanned;
+
+        async fn process(&self, input: FanInput, job: JobContext) -> Result<Fanned, JobError> {
+            let outputs = job
+                .children::<Fan>((0..input.children).map(|_| FanInput { children: 0 }))
+                .await?;
+            Ok(Fanned {
+                children: outputs.len() as i32,
+            })
+        }
+    }
+
+    let test = HandlerTest::new(Fan);
+    let run = test.run(FanInput { children: 1_001 }).await;
+    let error = run.outcome.unwrap_err();
+    assert_eq!(error.code, "LIMIT_EXCEEDED", "{error:?}");
+    assert!(error.message.contains("1000"), "{}", error.message);
+    assert!(!error.retryable);
+}

@@ -21,9 +21,13 @@ use streamer_core::{
 
 use crate::{Handler, Handlers, JobContext, JobError};
 
-/// The most children one durable call starts (their numbers in the workflow's children are
-/// `call × this + position`).
-const MAX_CHILDREN_PER_CALL: u32 = 10_000;
+/// Numbers of children kept for one durable call: a child's number in its workflow is
+/// `call × this + position`.
+const CHILD_NUMBERS_PER_CALL: u32 = 10_000;
+/// The most children one durable call starts: the ids of those it waits for are kept in the
+/// workflow's item (`waitingFor`), well within its 400 KB at this count, and each child that
+/// ends reads the others to count what is left.
+const MAX_CHILDREN_PER_CALL: usize = 1_000;
 /// Children created or read at once.
 const CONCURRENT_CHILDREN: usize = 16;
 
@@ -155,7 +159,8 @@ impl JobContext {
     /// Starts one child request of `H` per input, in parallel, and suspends this request
     /// until every one has ended: then their typed outputs in input order, or the first
     /// failed child's error (see [`JobContext::child`]). The same inputs must come at the
-    /// same place on every replay (`NON_DETERMINISTIC` otherwise).
+    /// same place on every replay (`NON_DETERMINISTIC` otherwise). At most 1,000 children a
+    /// call (`LIMIT_EXCEEDED`); more are more calls.
     pub async fn children<H: Handler>(
         &self,
         inputs: impl IntoIterator<Item = H::Input>,
@@ -163,6 +168,13 @@ impl JobContext {
     where
         H::Output: DeserializeOwned,
     {
+        let inputs: Vec<H::Input> = inputs.into_iter().take(MAX_CHILDREN_PER_CALL + 1).collect();
+        if inputs.len() > MAX_CHILDREN_PER_CALL {
+            return Err(JobError::permanent(
+                "LIMIT_EXCEEDED",
+                format!("at most {MAX_CHILDREN_PER_CALL} children a call"),
+            ));
+        }
         let durable = self.durable()?;
         let handler = durable.handlers.get(H::ACTION).ok_or_else(|| {
             JobError::permanent(
@@ -178,12 +190,6 @@ impl JobContext {
             })
             .collect::<Result<Vec<Value>, String>>()
             .map_err(|e| JobError::permanent("BAD_CHILD_INPUT", e))?;
-        if payloads.len() > MAX_CHILDREN_PER_CALL as usize {
-            return Err(JobError::permanent(
-                "LIMIT_EXCEEDED",
-                format!("at most {MAX_CHILDREN_PER_CALL} children a call"),
-            ));
-        }
         let name = format!("children:{}", H::ACTION);
         let digest = Value::String(crate::schema::payloads_digest(&payloads));
         let (index, kept) = durable.take(&name).await?;
@@ -337,7 +343,7 @@ impl Durable {
         let children: Vec<AsyncRequest> = (0u32..)
             .zip(payloads)
             .map(|(position, payload)| {
-                let number = index * MAX_CHILDREN_PER_CALL + position;
+                let number = index * CHILD_NUMBERS_PER_CALL + position;
                 let mut child =
                     AsyncRequest::new(child_id(&self.request.id, number), action, payload, now)
                         .with_priority(self.request.priority);
