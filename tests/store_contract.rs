@@ -512,16 +512,28 @@ async fn history(store: &dyn Store) {
     states.push(request.clone());
     request.complete(json!({}), at(2)).unwrap();
     states.push(request.clone());
-    for state in states.iter().chain([&states[1]]) {
-        store
-            .record_history(&Arc::new(state.clone()))
-            .await
-            .unwrap();
-    }
+    // One call for many states of several requests, one of them given twice, more than a
+    // DynamoDB batch holds (25).
+    let other = unique("req");
+    let many: Vec<AsyncRequest> = (1..=30)
+        .map(|version| {
+            let mut state = AsyncRequest::new(&other, "a", json!({ "n": 2 }), at(0));
+            state.version = version;
+            state
+        })
+        .collect();
+    let given: Vec<Arc<AsyncRequest>> = states
+        .iter()
+        .chain([&states[1]])
+        .chain(&many)
+        .map(|state| Arc::new(state.clone()))
+        .collect();
+    store.record_history(&given).await.unwrap();
     assert_eq!(
         store.request_history(&id, 1, 100).await.unwrap(),
         states[1..]
     );
+    assert_eq!(store.request_history(&other, 0, 100).await.unwrap(), many);
     assert_eq!(store.request_history(&id, 0, 1).await.unwrap(), states[..1]);
     assert_eq!(store.request_history(&id, 3, 100).await.unwrap(), []);
     assert_eq!(

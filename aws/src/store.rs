@@ -1,7 +1,7 @@
 //! [`DynamoDbStore`]: the store ports on DynamoDB. Items are mapped with `serde_dynamo`; every
 //! race the ports describe is a conditional write; reads are strongly consistent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -264,55 +264,53 @@ impl DynamoDbStore {
         }
     }
 
-    /// Writes new requests 25 to a call (`BatchWriteItem`), a few calls at once; items
-    /// DynamoDB leaves unprocessed (throttling) are written again with a backoff.
+    /// Writes new requests ([`DynamoDbStore::put_all`]).
     async fn put_requests(&self, requests: &[AsyncRequest]) -> Result<()> {
+        let items = requests.iter().map(request_item).collect::<Result<_>>()?;
+        self.put_all(&self.requests, items, "creating requests")
+            .await
+    }
+
+    /// Puts `items` into `table` 25 to a call (`BatchWriteItem`), a few calls at once; items
+    /// DynamoDB leaves unprocessed (throttling) are written again with a backoff
+    /// ([`until_processed`]). No two may have the same key.
+    async fn put_all(&self, table: &str, items: Vec<Item>, context: &'static str) -> Result<()> {
         use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
         use futures::{StreamExt, TryStreamExt};
         /// Calls in flight at once.
         const CONCURRENT_CALLS: usize = 4;
-        let chunks = requests
-            .chunks(25)
-            .map(|chunk| {
-                chunk
-                    .iter()
-                    .map(|request| {
-                        let put = PutRequest::builder()
-                            .set_item(Some(request_item(request)?))
-                            .build()
-                            .map_err(|e| Error::backend("creating requests", e))?;
-                        Ok(WriteRequest::builder().put_request(put).build())
-                    })
-                    .collect::<Result<Vec<_>>>()
+        let writes = items
+            .into_iter()
+            .map(|item| {
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|e| Error::backend(context, e))?;
+                Ok(WriteRequest::builder().put_request(put).build())
             })
             .collect::<Result<Vec<_>>>()?;
+        let chunks: Vec<Vec<WriteRequest>> = writes.chunks(25).map(<[_]>::to_vec).collect();
         futures::stream::iter(chunks)
-            .map(|chunk| self.write_all(chunk))
+            .map(|chunk| {
+                until_processed(context, chunk, move |items| async move {
+                    let output = self
+                        .client
+                        .batch_write_item()
+                        .request_items(table, items)
+                        .send()
+                        .await
+                        .map_err(|e| Error::backend(context, e))?;
+                    let left = output
+                        .unprocessed_items
+                        .and_then(|mut tables| tables.remove(table))
+                        .unwrap_or_default();
+                    Ok((Vec::<()>::new(), left))
+                })
+            })
             .buffer_unordered(CONCURRENT_CALLS)
-            .try_collect::<Vec<()>>()
+            .try_collect::<Vec<Vec<()>>>()
             .await?;
         Ok(())
-    }
-
-    /// Writes one `BatchWriteItem` call's items, again while some are left unprocessed
-    /// ([`until_processed`]).
-    async fn write_all(&self, items: Vec<aws_sdk_dynamodb::types::WriteRequest>) -> Result<()> {
-        until_processed("creating requests", items, |items| async move {
-            let output = self
-                .client
-                .batch_write_item()
-                .request_items(&self.requests, items)
-                .send()
-                .await
-                .map_err(|e| Error::backend("creating requests", e))?;
-            let left = output
-                .unprocessed_items
-                .and_then(|mut tables| tables.remove(&self.requests))
-                .unwrap_or_default();
-            Ok((Vec::<()>::new(), left))
-        })
-        .await
-        .map(drop)
     }
 
     /// A page of a batch's children, in their order in it: a Query of the `byParent` index,
@@ -1020,15 +1018,16 @@ impl Store for DynamoDbStore {
         items.into_iter().map(checkpoint_from_item).collect()
     }
 
-    async fn record_history(&self, state: &Arc<AsyncRequest>) -> Result<()> {
-        self.client
-            .put_item()
-            .table_name(&self.history)
-            .set_item(Some(history_item(state)?))
-            .send()
-            .await
-            .map_err(|e| Error::backend("keeping a state", e))?;
-        Ok(())
+    async fn record_history(&self, states: &[Arc<AsyncRequest>]) -> Result<()> {
+        // One item per version: a version given twice is written once (a batch refuses
+        // two writes of one key).
+        let mut seen = HashSet::new();
+        let items = states
+            .iter()
+            .filter(|state| seen.insert((state.id.as_str(), state.version)))
+            .map(|state| history_item(state))
+            .collect::<Result<Vec<_>>>()?;
+        self.put_all(&self.history, items, "keeping states").await
     }
 
     async fn save_template(&self, template: &RequestTemplate) -> Result<RequestTemplate> {

@@ -288,8 +288,8 @@ impl Store for LaggingIndexes {
         self.inner.checkpoints(request_id).await
     }
 
-    async fn record_history(&self, state: &Arc<AsyncRequest>) -> Result<()> {
-        self.inner.record_history(state).await
+    async fn record_history(&self, states: &[Arc<AsyncRequest>]) -> Result<()> {
+        self.inner.record_history(states).await
     }
 
     async fn request_history(

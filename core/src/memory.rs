@@ -624,12 +624,15 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn record_history(&self, state: &Arc<AsyncRequest>) -> Result<()> {
-        self.tables()
-            .history
-            .entry(state.id.clone())
-            .or_default()
-            .insert(state.version, Arc::clone(state));
+    async fn record_history(&self, states: &[Arc<AsyncRequest>]) -> Result<()> {
+        let mut tables = self.tables();
+        for state in states {
+            tables
+                .history
+                .entry(state.id.clone())
+                .or_default()
+                .insert(state.version, Arc::clone(state));
+        }
         Ok(())
     }
 

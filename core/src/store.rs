@@ -350,10 +350,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A workflow's checkpoints, by index.
     async fn checkpoints(&self, request_id: &str) -> Result<Vec<Checkpoint>>;
 
-    /// Keeps one state of a request in its history (the processor does, for every visible
-    /// change, before fanning it out). Writing the same version again is harmless. Shared:
-    /// the embedded store keeps the state it is given, without a copy.
-    async fn record_history(&self, state: &Arc<AsyncRequest>) -> Result<()>;
+    /// Keeps states of requests in their history (the processor does, for the visible
+    /// changes of a stream batch, at once, before fanning them out). Writing the same version
+    /// again is harmless. Shared: the embedded store keeps the states it is given, without a
+    /// copy.
+    async fn record_history(&self, states: &[Arc<AsyncRequest>]) -> Result<()>;
     /// The kept states of a request with versions above `after_version`, oldest first, at
     /// most `limit`: what a resuming subscriber missed.
     async fn request_history(

@@ -121,6 +121,39 @@ pub(crate) async fn cascade(
     outcomes.into_iter().collect()
 }
 
+/// The state a change keeps in the history: its new image, when a client can see it.
+fn kept_state(change: &Change) -> Option<&Arc<AsyncRequest>> {
+    if matches!(change.kind, ChangeKind::Expire | ChangeKind::Remove) {
+        return None;
+    }
+    change.visible()
+}
+
+/// `subscriptions` after `delivered`: those pushed `version` have it as their last.
+fn pushed_to(
+    subscriptions: Vec<Arc<Subscription>>,
+    delivered: &[(SubscriptionKey, Result<Delivery>)],
+    version: u64,
+) -> Vec<Arc<Subscription>> {
+    let pushed: HashSet<&SubscriptionKey> = delivered
+        .iter()
+        .filter(|(_, delivery)| matches!(delivery, Ok(Delivery::Pushed)))
+        .map(|(key, _)| key)
+        .collect();
+    subscriptions
+        .into_iter()
+        .map(|subscription| {
+            if pushed.contains(&subscription.key) {
+                let mut moved = (*subscription).clone();
+                moved.last_version = version;
+                Arc::new(moved)
+            } else {
+                subscription
+            }
+        })
+        .collect()
+}
+
 /// What a batch left undone: the sequence numbers of the changes that failed, to be reported
 /// as batch item failures and delivered again.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -214,6 +247,24 @@ impl Processor {
         // whole stream batch; a change whose count failed fails, and is counted again when it
         // comes back (a count is never taken twice: see `streamer_core::batch`).
         let uncounted = Arc::new(self.count_children(&changes).await);
+        // The visible states of the whole batch are kept in the history at once (a few
+        // calls instead of one a state), before any of them is pushed. When that fails, every
+        // change fails and comes back.
+        let states: Vec<Arc<AsyncRequest>> = changes
+            .iter()
+            .filter(|change| !uncounted.contains(&change.sequence_number))
+            .filter_map(kept_state)
+            .cloned()
+            .collect();
+        if let Err(error) = self.store.record_history(&states).await {
+            tracing::error!(error = ?error.to_string(), "keeping the batch's states failed");
+            return BatchOutcome {
+                failures: changes
+                    .into_iter()
+                    .map(|change| change.sequence_number)
+                    .collect(),
+            };
+        }
         let mut by_request: HashMap<String, Vec<Change>> = HashMap::new();
         let mut order = Vec::new();
         for change in changes {
@@ -230,12 +281,14 @@ impl Processor {
             let uncounted = Arc::clone(&uncounted);
             async move {
                 let mut failed = Vec::new();
+                // One lookup of the request's subscriptions for its changes in this batch.
+                let mut subscriptions = None;
                 for change in group {
                     if !failed.is_empty() || uncounted.contains(&change.sequence_number) {
                         failed.push(change.sequence_number);
                         continue;
                     }
-                    if let Err(error) = this.handle(&change).await {
+                    if let Err(error) = this.handle_kept(&change, &mut subscriptions).await {
                         tracing::error!(sequence_number = %change.sequence_number, error = ?error.to_string(), "change failed");
                         failed.push(change.sequence_number);
                     }
@@ -378,9 +431,27 @@ impl Processor {
         cascade(&self.store, &self.clock, ids, apply).await
     }
 
-    /// Handles one change: dispatch if it made the request runnable, fan out if a client can
-    /// see it.
+    /// Handles one change: dispatch if it made the request runnable, keep it in the history
+    /// and fan it out if a client can see it.
     pub async fn handle(&self, change: &Change) -> Result<()> {
+        if let Some(state) = kept_state(change) {
+            self.store
+                .record_history(std::slice::from_ref(state))
+                .await?;
+        }
+        self.handle_kept(change, &mut None).await
+    }
+
+    /// [`Processor::handle`] of a change whose state the history holds already.
+    /// `subscriptions` are the request's as of its previous change in the same stream batch,
+    /// when that fan-out left them known (read again otherwise): a subscription stored since
+    /// then got a snapshot at least as new as this change, which was written before the
+    /// batch was read.
+    async fn handle_kept(
+        &self,
+        change: &Change,
+        subscriptions: &mut Option<Vec<Arc<Subscription>>>,
+    ) -> Result<()> {
         if matches!(change.kind, ChangeKind::Expire | ChangeKind::Remove) {
             // TTL or cleanup: nothing a subscriber is waiting for.
             return Ok(());
@@ -424,15 +495,14 @@ impl Processor {
         }
         if let Some(state) = change.visible() {
             metrics::counter!(metric::REQUESTS, "status" => state.status.to_string()).increment(1);
-            // Kept before it is pushed: a subscriber that resumes finds every version it
-            // missed in the history, or gets it from this fan-out.
-            self.store.record_history(state).await?;
+            // Kept (by the caller) before it is pushed: a subscriber that resumes finds every
+            // version it missed in the history, or gets it from this fan-out.
             // The gateway is pushing a new subscription's snapshot or resume, or died
             // holding it: the hold is waited out here (it lasts at most `PUSH_HOLD_MS`), so
             // that a dead gateway's hold does not use up the stream's retries. This change
             // must not overtake that push: past the wait it fails and the stream delivers it
             // again.
-            let deliveries = self.fan_out_waiting(state).await?;
+            let deliveries = self.fan_out_waiting(state, subscriptions).await?;
             if deliveries.contains(&Delivery::Busy) {
                 return Err(streamer_core::Error::Busy(format!(
                     "a push of request {} is in flight",
@@ -530,9 +600,26 @@ impl Processor {
 
     /// Pushes one state to every subscription of its request, waiting out (up to
     /// `HOLD_WAIT_MS`) the gateway's holds; only the held subscriptions are tried again.
-    async fn fan_out_waiting(&self, state: &Arc<AsyncRequest>) -> Result<Vec<Delivery>> {
-        let subscriptions = self.store.subscriptions(&state.id).await?;
-        let mut delivered = self.deliver_each(state, subscriptions).await;
+    /// `known` are the subscriptions if known already (read otherwise); they are left known
+    /// for the request's next change when every one was pushed this state or skipped it and
+    /// the state is not terminal.
+    async fn fan_out_waiting(
+        &self,
+        state: &Arc<AsyncRequest>,
+        known: &mut Option<Vec<Arc<Subscription>>>,
+    ) -> Result<Vec<Delivery>> {
+        let subscriptions = match known.take() {
+            Some(subscriptions) => subscriptions,
+            None => self.store.subscriptions(&state.id).await?,
+        };
+        let mut delivered = self.deliver_each(state, subscriptions.clone()).await;
+        if !state.status.is_terminal()
+            && delivered
+                .iter()
+                .all(|(_, delivery)| matches!(delivery, Ok(Delivery::Pushed | Delivery::Skipped)))
+        {
+            *known = Some(pushed_to(subscriptions, &delivered, state.version));
+        }
         let waiting_until = tokio::time::Instant::now() + Duration::from_millis(HOLD_WAIT_MS);
         loop {
             let held: HashSet<SubscriptionKey> = delivered
