@@ -269,6 +269,80 @@ async fn subscriptions(store: &dyn Store) {
     assert!(store.delete_subscription(&k2).await.unwrap().is_some());
     assert_eq!(store.delete_subscription(&k2).await.unwrap(), None);
     assert_eq!(store.subscriptions(&request_id).await.unwrap().len(), 1);
+    opening(store).await;
+}
+
+/// A subscription is opened with its operation on its connection, both or neither.
+async fn opening(store: &dyn Store) {
+    let request_id = unique("req");
+    let connection_id = unique("conn");
+    store
+        .put_connection(&Connection::new(&connection_id, at(0)))
+        .await
+        .unwrap();
+    let opened = |operation: &str, connection: &str| Subscription {
+        key: key(&request_id, connection, operation),
+        query: "subscription { requestProgress(id: \"x\") { id } }".into(),
+        operation_name: None,
+        variables: None,
+        last_version: 2,
+        created_at: at(1),
+        expires_at: at(3600).timestamp(),
+        pushing_until: Some(7),
+        principal: None,
+    };
+    store
+        .open_subscription(&opened("1", &connection_id))
+        .await
+        .unwrap();
+    let operations = |connection: Option<Connection>| {
+        connection
+            .unwrap()
+            .operations
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        operations(store.get_connection(&connection_id).await.unwrap()),
+        [("1".to_owned(), request_id.clone())]
+    );
+    assert_eq!(
+        store.subscriptions(&request_id).await.unwrap(),
+        [Arc::new(opened("1", &connection_id))]
+    );
+    // The id is taken (by an operation or a mark): nothing is stored.
+    store
+        .add_operation(&connection_id, "2", "a mark")
+        .await
+        .unwrap();
+    for taken in ["1", "2"] {
+        let mut again = opened(taken, &connection_id);
+        again.last_version = 9;
+        assert!(
+            matches!(
+                store.open_subscription(&again).await,
+                Err(Error::Conflict(_))
+            ),
+            "operation {taken} is taken"
+        );
+    }
+    // The connection is gone: nothing is stored.
+    assert!(matches!(
+        store.open_subscription(&opened("1", &unique("gone"))).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(
+        store.subscriptions(&request_id).await.unwrap(),
+        [Arc::new(opened("1", &connection_id))],
+        "a refused open stores no subscription"
+    );
+    assert_eq!(
+        operations(store.get_connection(&connection_id).await.unwrap()),
+        [
+            ("1".to_owned(), request_id.clone()),
+            ("2".to_owned(), "a mark".to_owned())
+        ]
+    );
 }
 
 async fn requests(store: &dyn Store) {

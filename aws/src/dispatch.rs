@@ -10,12 +10,21 @@ use streamer_core::{AsyncRequest, Error, Result};
 use streamer_processor::Dispatcher;
 
 /// What the worker function is invoked with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerEvent {
     /// The request whose job to run.
     pub request_id: String,
+    /// The request as the change that made it runnable left it, when it is small
+    /// ([`KNOWN_STATE_BYTES`]): the worker claims it from this state without reading it
+    /// first (a conditional write, which reads it only if it has moved since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Box<AsyncRequest>>,
 }
+
+/// The largest request a worker invocation carries whole (JSON bytes); a larger one is read
+/// by the worker. Well within the 256 KB of an asynchronous invocation.
+pub const KNOWN_STATE_BYTES: usize = 32 * 1024;
 
 /// Dispatches jobs to the worker function.
 ///
@@ -59,10 +68,15 @@ impl LambdaDispatcher {
 #[async_trait]
 impl Dispatcher for LambdaDispatcher {
     async fn dispatch(&self, request: &AsyncRequest) -> Result<()> {
-        let event = WorkerEvent {
+        let mut event = WorkerEvent {
             request_id: request.id.clone(),
+            state: Some(Box::new(request.clone())),
         };
-        let payload = serde_json::to_vec(&event).map_err(|e| Error::backend("encoding", e))?;
+        let mut payload = serde_json::to_vec(&event).map_err(|e| Error::backend("encoding", e))?;
+        if payload.len() > KNOWN_STATE_BYTES {
+            event.state = None;
+            payload = serde_json::to_vec(&event).map_err(|e| Error::backend("encoding", e))?;
+        }
         let function = self.function_for(request);
         self.client
             .invoke()

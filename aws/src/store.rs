@@ -731,6 +731,40 @@ impl Store for DynamoDbStore {
         Ok(found)
     }
 
+    async fn open_subscription(&self, subscription: &Subscription) -> Result<()> {
+        let key = &subscription.key;
+        let operation = Update::builder()
+            .table_name(&self.connections)
+            .key("id", s(&key.connection_id))
+            .update_expression("SET operations.#op = :request")
+            .condition_expression("attribute_exists(id) AND attribute_not_exists(operations.#op)")
+            .expression_attribute_names("#op", &key.operation_id)
+            .expression_attribute_values(":request", s(&key.request_id))
+            .build()
+            .map_err(|e| Error::backend("starting a subscription", e))?;
+        let stored = Put::builder()
+            .table_name(&self.subscriptions)
+            .set_item(Some(subscription_item(subscription)?))
+            .build()
+            .map_err(|e| Error::backend("starting a subscription", e))?;
+        let items = vec![
+            TransactWriteItem::builder().update(operation).build(),
+            TransactWriteItem::builder().put(stored).build(),
+        ];
+        match self.transact(items, "starting a subscription").await? {
+            Ok(()) => Ok(()),
+            // Which of the two the condition failed on: the connection is read again (a
+            // refused subscribe only).
+            Err(_) => match self.get_connection(&key.connection_id).await? {
+                Some(_) => Err(Error::Conflict(format!(
+                    "operation {} is active",
+                    key.operation_id
+                ))),
+                None => Err(Error::NotFound(format!("connection {}", key.connection_id))),
+            },
+        }
+    }
+
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()> {
         let item = subscription_item(subscription)?;
         self.client

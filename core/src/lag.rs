@@ -166,6 +166,10 @@ impl Store for LaggingIndexes {
         self.view.connections_awaiting_init(before, limit).await
     }
 
+    async fn open_subscription(&self, subscription: &Subscription) -> Result<()> {
+        self.inner.open_subscription(subscription).await
+    }
+
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()> {
         self.inner.put_subscription(subscription).await
     }

@@ -427,6 +427,29 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn open_subscription(&self, subscription: &Subscription) -> Result<()> {
+        let key = &subscription.key;
+        let mut tables = self.tables();
+        let connection = tables
+            .connections
+            .get_mut(&key.connection_id)
+            .map(Arc::make_mut)
+            .ok_or_else(|| Error::NotFound(format!("connection {}", key.connection_id)))?;
+        if connection.operations.contains_key(&key.operation_id) {
+            return Err(Error::Conflict(format!(
+                "operation {} is active",
+                key.operation_id
+            )));
+        }
+        connection
+            .operations
+            .insert(key.operation_id.clone(), key.request_id.clone());
+        tables
+            .subscriptions
+            .insert(key.clone(), Arc::new(subscription.clone()));
+        Ok(())
+    }
+
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()> {
         let subscription = Arc::new(subscription.clone());
         self.tables()

@@ -252,6 +252,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<Connection>>;
 
+    /// Starts a subscription: marks its operation active on its connection and stores it,
+    /// both or neither (one transaction on DynamoDB). [`Error::Conflict`] when the
+    /// operation id is already active or marked (see [`Store::add_operation`]),
+    /// [`Error::NotFound`] when the connection is gone. So a `$disconnect` or a `complete`
+    /// that reads the connection afterwards finds the operation and ends the subscription
+    /// with it.
+    async fn open_subscription(&self, subscription: &Subscription) -> Result<()>;
     /// Stores a subscription.
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()>;
     /// Every subscription following a request (one consistent query on the request's key).

@@ -597,41 +597,35 @@ impl Gateway {
         }
     }
 
-    /// Claims `operation_id` for a subscription to `request_id`. `Ok(false)` when the client
-    /// completed it before this subscribe was handled (the mark is taken away, nothing is
-    /// stored); a mark older than [`COMPLETED_EARLY_FOR`] is stale and replaced.
-    async fn claim_operation(
-        &self,
-        connection_id: &str,
-        operation_id: &str,
-        request_id: &str,
-    ) -> Result<bool> {
+    /// Starts `subscription` ([`Store::open_subscription`]). `Ok(false)` when the client
+    /// completed its operation before this subscribe was handled (the mark is taken away,
+    /// nothing is stored); a mark older than [`COMPLETED_EARLY_FOR`] is stale and replaced.
+    async fn open(&self, subscription: &Subscription) -> Result<bool> {
+        let key = &subscription.key;
         for _ in 0..2 {
-            match self
-                .store
-                .add_operation(connection_id, operation_id, request_id)
-                .await
-            {
+            match self.store.open_subscription(subscription).await {
                 Ok(()) => return Ok(true),
                 Err(Error::Conflict(conflict)) => {
                     let marked = self
                         .store
-                        .get_connection(connection_id)
+                        .get_connection(&key.connection_id)
                         .await?
-                        .and_then(|c| c.operations.get(operation_id).cloned())
+                        .and_then(|c| c.operations.get(&key.operation_id).cloned())
                         .and_then(|value| streamer_core::completed_early_at(&value));
                     let Some(at_ms) = marked else {
                         return Err(Error::Conflict(conflict));
                     };
                     self.store
-                        .remove_operation(connection_id, operation_id)
+                        .remove_operation(&key.connection_id, &key.operation_id)
                         .await?;
                     let age = self.clock.now().timestamp_millis() - at_ms;
                     if age < COMPLETED_EARLY_FOR.as_millis() as i64 {
-                        tracing::info!(%connection_id, operation_id = ?operation_id, "not subscribed: completed before its subscribe was handled");
+                        tracing::info!(connection_id = %key.connection_id, operation_id = ?key.operation_id, "not subscribed: completed before its subscribe was handled");
                         return Ok(false);
                     }
                 }
+                // Disconnected meanwhile: nothing to store, nobody to answer.
+                Err(Error::NotFound(_)) => return Ok(false),
                 Err(other) => return Err(other),
             }
         }
@@ -726,7 +720,7 @@ impl Gateway {
     }
 
     /// Stores a subscription, then reads the request and pushes its current state: a change
-    /// written between the two is pushed by the processor, which finds the subscription
+    /// written after the read is pushed by the processor, which finds the subscription
     /// already stored, so none is missed.
     async fn subscribe(
         &self,
@@ -757,29 +751,6 @@ impl Gateway {
         ) {
             return self.refuse(&connection.id, id, &exceeded).await;
         }
-        // Another tenant's request is answered exactly as an unknown one.
-        let visible = match (
-            &connection.principal,
-            self.store.get_request(&target.request_id).await?,
-        ) {
-            (Some(principal), Some(request)) => self.access.allows(principal, &request),
-            _ => false,
-        };
-        if !visible {
-            self.post(&connection.id, &not_found(id, &target.request_id))
-                .await?;
-            return Ok(None);
-        }
-        match self
-            .claim_operation(&connection.id, &id, &target.request_id)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => return Ok(None),
-            // A concurrent subscribe with the same id won.
-            Err(Error::Conflict(_)) => return Ok(Some(Close::subscriber_exists(&id))),
-            Err(other) => return Err(other),
-        }
         let subscription = Subscription {
             key: SubscriptionKey {
                 request_id: target.request_id.clone(),
@@ -799,39 +770,46 @@ impl Gateway {
             ),
             principal: connection.principal.clone(),
         };
-        self.store.put_subscription(&subscription).await?;
-        // On AWS a connection's frames are separate invocations that may overlap: a
-        // `complete` for this id, or the `$disconnect`, may have run while the subscription
-        // was stored. Read again (strongly consistent): if the operation is no longer the
-        // connection's, nobody will remove the subscription, so it goes now.
-        let still = self.store.get_connection(&connection.id).await?;
-        if still
-            .as_ref()
-            .and_then(|c| c.operations.get(&id))
-            .is_none_or(|request_id| *request_id != target.request_id)
-        {
-            self.store.delete_subscription(&subscription.key).await?;
-            tracing::info!(connection_id = %connection.id, operation_id = ?id, "subscription dropped: completed or disconnected meanwhile");
-            return Ok(None);
+        // Stored with its operation in one write: a `complete` for this id or the
+        // `$disconnect` (on AWS a connection's frames are invocations that may overlap)
+        // either ran before, and this finds its mark or no connection, or finds the
+        // operation and ends the subscription.
+        match self.open(&subscription).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            // A concurrent subscribe with the same id won.
+            Err(Error::Conflict(_)) => return Ok(Some(Close::subscriber_exists(&id))),
+            Err(other) => return Err(other),
         }
+        // The request is read after the subscription is stored: a change written after this
+        // read finds the subscription, held until the snapshot is out. Another tenant's
+        // request is answered exactly as an unknown one; until then, the hold keeps anything
+        // from being pushed to the subscription.
+        let state = self
+            .store
+            .get_request(&target.request_id)
+            .await?
+            .filter(|request| {
+                connection
+                    .principal
+                    .as_ref()
+                    .is_some_and(|principal| self.access.allows(principal, request))
+            });
+        let Some(state) = state else {
+            self.store.delete_subscription(&subscription.key).await?;
+            self.store.remove_operation(&connection.id, &id).await?;
+            self.post(&connection.id, &not_found(id, &target.request_id))
+                .await?;
+            return Ok(None);
+        };
         tracing::info!(connection_id = %connection.id, operation_id = ?id, request_id = ?target.request_id, "subscribed");
         metrics::counter!(metric::SUBSCRIPTIONS_STARTED).increment(1);
-        match self.store.get_request(&target.request_id).await? {
-            Some(_) if let Some(after) = target.after_version => {
-                self.resume(&subscription, after).await?;
-            }
-            Some(state) => {
-                self.pusher()
-                    .snapshot(&subscription, &Arc::new(state))
-                    .await?;
-            }
-            None => {
-                // Removed (TTL) since it was checked.
-                self.store.delete_subscription(&subscription.key).await?;
-                self.store.remove_operation(&connection.id, &id).await?;
-                self.post(&connection.id, &not_found(id, &target.request_id))
-                    .await?;
-            }
+        if let Some(after) = target.after_version {
+            self.resume(&subscription, after).await?;
+        } else {
+            self.pusher()
+                .snapshot(&subscription, &Arc::new(state))
+                .await?;
         }
         Ok(None)
     }

@@ -15,7 +15,9 @@ use streamer_aws::stream::{self, StreamEvent};
 use streamer_aws::{ApiGatewaySender, Aws, Tables, WorkerEvent};
 use streamer_core::{RandomIds, Store, SystemClock};
 use streamer_gateway::Gateway;
-use streamer_processor::{Dispatcher, FairDispatcher, Outcome, Processor, Sweeper, Worker};
+use streamer_processor::{
+    CancelSignal, Dispatcher, FairDispatcher, Outcome, Processor, Sweeper, Worker,
+};
 use streamer_schema::{Handlers, Services};
 use tracing::Instrument;
 
@@ -250,7 +252,11 @@ pub async fn run_worker(handlers: Arc<Handlers>) -> Result<(), Error> {
     let (function, worker) = (&function, &worker);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<WorkerEvent>| async move {
-            let id = event.payload.request_id.clone();
+            let WorkerEvent {
+                request_id: id,
+                state,
+            } = event.payload;
+            let mut known = state.map(|state| *state);
             let deadline = event.context.deadline();
             // The attempt ends before Lambda stops the function.
             let stop = tokio::time::Instant::now()
@@ -259,7 +265,9 @@ pub async fn run_worker(handlers: Arc<Handlers>) -> Result<(), Error> {
                     .unwrap_or_default();
             let work = async {
                 loop {
-                    let outcome = worker.run_until(&id, Some(stop)).await?;
+                    let outcome = worker
+                        .run_signalled(&id, known.take(), Some(stop), CancelSignal::default())
+                        .await?;
                     if let Outcome::RetryAfter(delay) = outcome {
                         let left = deadline
                             .duration_since(SystemTime::now())

@@ -66,7 +66,14 @@ struct Waiting {
     running: HashMap<String, usize>,
     /// Each waiting tenant's rounds, which share its turns among its groups.
     rounds: HashMap<String, Rounds>,
+    /// The state a waiting job was dispatched with, for its claim
+    /// ([`Worker::run_signalled`]); kept for at most [`KNOWN_STATES`] jobs.
+    known: HashMap<String, AsyncRequest>,
 }
+
+/// At most this many waiting jobs keep the state they were dispatched with: the others'
+/// claims read the request.
+const KNOWN_STATES: usize = 1_024;
 
 /// Fair turns among one tenant's groups of jobs (a batch's children are a group; any other
 /// job is a group of its own): a group's jobs take successive rounds from the round being
@@ -120,7 +127,7 @@ impl Waiting {
 
     /// The best waiting job whose tenant is under its share, taken off the queue and
     /// counted as running.
-    fn next(&mut self, share: usize) -> Option<Waiter> {
+    fn next(&mut self, share: usize) -> Option<(Waiter, Option<AsyncRequest>)> {
         let tenant = self
             .jobs
             .iter()
@@ -138,7 +145,8 @@ impl Waiting {
         }
         self.ids.remove(&waiter.request_id);
         *self.running.entry(tenant).or_default() += 1;
-        Some(waiter)
+        let known = self.known.remove(&waiter.request_id);
+        Some((waiter, known))
     }
 
     fn ended(&mut self, tenant: &str) {
@@ -250,7 +258,14 @@ impl TaskDispatcher {
         running.keys().cloned().collect()
     }
 
-    fn enqueue(&self, request_id: String, priority: i32, tenant: String, group: String) {
+    fn enqueue(
+        &self,
+        request_id: String,
+        known: Option<AsyncRequest>,
+        priority: i32,
+        tenant: String,
+        group: String,
+    ) {
         self.inner.scheduler.get_or_init(|| {
             // The scheduler holds only a weak reference: dropping the last dispatcher stops it.
             let inner = Arc::downgrade(&self.inner);
@@ -272,8 +287,13 @@ impl TaskDispatcher {
         }
         {
             let mut waiting = self.inner.waiting.lock().expect("queue lock");
-            if !waiting.push(request_id, priority, tenant, group) {
+            if !waiting.push(request_id.clone(), priority, tenant, group) {
                 return;
+            }
+            if let Some(known) = known
+                && waiting.known.len() < KNOWN_STATES
+            {
+                waiting.known.insert(request_id, known);
             }
         }
         self.inner.queued.notify_one();
@@ -306,7 +326,11 @@ async fn schedule(inner: std::sync::Weak<Inner>, queued: Arc<Notify>, permits: A
 }
 
 /// Runs one job in its own task, holding `permit` until it ends (or is killed).
-fn start(dispatcher: TaskDispatcher, waiter: Waiter, permit: OwnedSemaphorePermit) {
+fn start(
+    dispatcher: TaskDispatcher,
+    (waiter, known): (Waiter, Option<AsyncRequest>),
+    permit: OwnedSemaphorePermit,
+) {
     let Waiter {
         priority,
         request_id,
@@ -335,7 +359,10 @@ fn start(dispatcher: TaskDispatcher, waiter: Waiter, permit: OwnedSemaphorePermi
             .expect("doomed lock")
             .get(&request_id)
             .copied();
-        let run = this.inner.worker.run_signalled(&request_id, None, signal);
+        let run = this
+            .inner
+            .worker
+            .run_signalled(&request_id, known, None, signal);
         let outcome = match doomed {
             None => run.await,
             Some(after) => {
@@ -352,7 +379,7 @@ fn start(dispatcher: TaskDispatcher, waiter: Waiter, permit: OwnedSemaphorePermi
         match outcome {
             Ok(Outcome::RetryAfter(delay)) => {
                 tokio::time::sleep(delay).await;
-                this.enqueue(request_id, priority, tenant, group);
+                this.enqueue(request_id, None, priority, tenant, group);
             }
             Err(error) => {
                 tracing::error!(%request_id, error = ?error.to_string(), "job run failed")
@@ -412,6 +439,7 @@ impl Dispatcher for TaskDispatcher {
             .map_or(&request.id, |parent| &parent.id);
         self.enqueue(
             request.id.clone(),
+            Some(request.clone()),
             request.priority,
             request.tenant.clone(),
             group.clone(),
@@ -466,11 +494,14 @@ mod tests {
         }
         assert!(waiting.push("b0".into(), 0, "b".into(), "b0".into()));
         let started: Vec<String> =
-            std::iter::from_fn(|| waiting.next(2).map(|w| w.request_id)).collect();
+            std::iter::from_fn(|| waiting.next(2).map(|(w, _)| w.request_id)).collect();
         // a's priority is higher, but it may hold only two slots.
         assert_eq!(started, ["a0", "a1", "b0"]);
         waiting.ended("a");
-        assert_eq!(waiting.next(2).map(|w| w.request_id).as_deref(), Some("a2"));
+        assert_eq!(
+            waiting.next(2).map(|(w, _)| w.request_id).as_deref(),
+            Some("a2")
+        );
         assert!(waiting.next(2).is_none());
     }
 
@@ -479,7 +510,10 @@ mod tests {
         let mut waiting = Waiting::default();
         assert!(waiting.push("x".into(), 0, "t".into(), "x".into()));
         assert!(!waiting.push("x".into(), 0, "t".into(), "x".into()));
-        assert_eq!(waiting.next(8).map(|w| w.request_id).as_deref(), Some("x"));
+        assert_eq!(
+            waiting.next(8).map(|(w, _)| w.request_id).as_deref(),
+            Some("x")
+        );
         assert!(waiting.next(8).is_none());
         // Once started it may be queued again (a retry).
         assert!(waiting.push("x".into(), 0, "t".into(), "x".into()));
@@ -494,7 +528,7 @@ mod tests {
         for n in 0..4 {
             push(&mut waiting, &format!("b.{n}"), "b");
         }
-        let mut started = vec![waiting.next(8).unwrap().request_id];
+        let mut started = vec![waiting.next(8).unwrap().0.request_id];
         waiting.ended("t");
         // Enqueued after the batch: starts next, not after its three other children.
         push(&mut waiting, "single", "single");
@@ -502,7 +536,7 @@ mod tests {
             push(&mut waiting, &format!("c.{n}"), "c");
         }
         started.extend(std::iter::from_fn(|| {
-            let next = waiting.next(8).map(|w| w.request_id);
+            let next = waiting.next(8).map(|(w, _)| w.request_id);
             waiting.ended("t");
             next
         }));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use streamer_core::store::{modify_request, modify_request_from};
+use streamer_core::store::modify_request_from;
 use streamer_core::{
     AsyncRequest, Backoff, Claimed, Clock, Error, RequestError, RequestStatus, Result, Store, Wait,
     metric,
@@ -394,16 +394,19 @@ impl Worker {
         request_id: &str,
         stop: Option<tokio::time::Instant>,
     ) -> Result<Outcome> {
-        self.run_signalled(request_id, stop, CancelSignal::default())
+        self.run_signalled(request_id, None, stop, CancelSignal::default())
             .await
     }
 
     /// [`Worker::run_until`], cancelled at once through `cancel` (the local dispatcher's,
     /// which the processor signals when a client cancels); without it, a cancel reaches the
-    /// attempt at its next progress report or lease renewal.
+    /// attempt at its next progress report or lease renewal. `known` is the request as the
+    /// dispatcher saw it (the change that made it runnable): the claim is then one
+    /// conditional write from it, and a read only when the request has moved since.
     pub async fn run_signalled(
         &self,
         request_id: &str,
+        known: Option<AsyncRequest>,
         stop: Option<tokio::time::Instant>,
         cancel: CancelSignal,
     ) -> Result<Outcome> {
@@ -419,12 +422,19 @@ impl Worker {
         };
         let lease = self.lease();
         let handlers = &self.handlers;
-        let claimed = modify_request(&*self.store, &*self.clock, request_id, |request, now| {
-            let budget = handlers
-                .get(&request.action)
-                .map_or(1, |handler| handler.max_attempts());
-            request.claim(now, lease, budget)
-        })
+        let known = known.filter(|request| request.id == request_id);
+        let claimed = modify_request_from(
+            &*self.store,
+            &*self.clock,
+            known,
+            request_id,
+            |request, now| {
+                let budget = handlers
+                    .get(&request.action)
+                    .map_or(1, |handler| handler.max_attempts());
+                request.claim(now, lease, budget)
+            },
+        )
         .await;
         let request = match claimed {
             Ok((request, Claimed::Started)) => request,
