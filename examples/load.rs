@@ -17,7 +17,8 @@
 //! With `--server-pid` it also reports the server's CPU time (per job) and RSS, read from
 //! `/proc`. Against the local stack it also reports the AWS calls the server made per job, by
 //! operation (`awsCallsPerJob`, from the server's `GET /stats`: on DynamoDB Local, every
-//! DynamoDB, Streams and Management API request). Prints a human summary on stderr and one
+//! DynamoDB, Streams and Management API request; the sweeper's, a fixed cost per second, apart
+//! in `periodicCallsPerSec`). Prints a human summary on stderr and one
 //! JSON line on stdout.
 //!
 //! `cargo run --release --example load -- --url ws://127.0.0.1:4000/graphql --connections 100`
@@ -498,18 +499,25 @@ async fn main() -> Result<(), Failure> {
     }
     let jobs = report["jobs"].as_u64().unwrap_or(1).max(1);
     if let (Some(before), Some(after)) = (calls_before, aws_calls(&args.url).await) {
-        let per_job: BTreeMap<&String, f64> = after
+        let made = |call: &String, n: &u64| n - before.get(call).copied().unwrap_or(0);
+        // The jobs' calls, per job; periodic work's (`part/service.operation`: the
+        // sweeper's), per second of the run, whatever the number of jobs.
+        let (periodic, own): (Vec<_>, Vec<_>) = after
             .iter()
-            .map(|(call, n)| {
-                (
-                    call,
-                    (n - before.get(call).copied().unwrap_or(0)) as f64 / jobs as f64,
-                )
-            })
-            .filter(|(_, n)| *n > 0.0)
+            .map(|(call, n)| (call, made(call, n)))
+            .filter(|(_, n)| *n > 0)
+            .partition(|(call, _)| call.contains('/'));
+        let per_job: BTreeMap<&String, f64> = own
+            .into_iter()
+            .map(|(call, n)| (call, n as f64 / jobs as f64))
+            .collect();
+        let per_second: BTreeMap<&String, f64> = periodic
+            .into_iter()
+            .map(|(call, n)| (call, n as f64 / wall))
             .collect();
         report["awsCallsPerJobTotal"] = json!(per_job.values().sum::<f64>());
         report["awsCallsPerJob"] = json!(per_job);
+        report["periodicCallsPerSec"] = json!(per_second);
     }
     if let Some(pid) = args.server_pid {
         if let (Some(before), Some(after)) = (cpu_before, cpu_seconds(pid)) {

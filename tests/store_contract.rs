@@ -218,7 +218,7 @@ async fn subscriptions(store: &dyn Store) {
     held.pushing_until = Some(hold);
     store.put_subscription(&held).await.unwrap();
     assert_eq!(
-        store.finish_subscription(&k, now).await.unwrap(),
+        store.finish_subscription(&held, now).await.unwrap(),
         Finish::Busy,
         "not finished under a hold"
     );
@@ -256,12 +256,13 @@ async fn subscriptions(store: &dyn Store) {
         .await
         .unwrap();
 
-    match store.finish_subscription(&k, hold + 3).await.unwrap() {
+    // Known at another version than it is stored at: finished all the same.
+    match store.finish_subscription(&held, hold + 3).await.unwrap() {
         Finish::Deleted(deleted) => assert_eq!(deleted.last_version, 5),
         other => panic!("expected the subscription, got {other:?}"),
     }
     assert_eq!(
-        store.finish_subscription(&k, hold + 3).await.unwrap(),
+        store.finish_subscription(&held, hold + 3).await.unwrap(),
         Finish::Gone,
         "only one finisher wins"
     );
@@ -342,6 +343,21 @@ async fn opening(store: &dyn Store) {
             ("1".to_owned(), request_id.clone()),
             ("2".to_owned(), "a mark".to_owned())
         ]
+    );
+    // Finished: its operation goes with it; another id's mark stays.
+    let finished = opened("1", &connection_id);
+    assert_eq!(
+        store.finish_subscription(&finished, 8).await.unwrap(),
+        Finish::Deleted(Box::new(finished.clone()))
+    );
+    assert_eq!(store.subscriptions(&request_id).await.unwrap(), []);
+    assert_eq!(
+        operations(store.get_connection(&connection_id).await.unwrap()),
+        [("2".to_owned(), "a mark".to_owned())]
+    );
+    assert_eq!(
+        store.finish_subscription(&finished, 8).await.unwrap(),
+        Finish::Gone
     );
 }
 

@@ -11,8 +11,8 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
-    Update,
+    AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 use serde_json::Value;
 use streamer_core::store::{Page, RequestFilter};
@@ -383,6 +383,29 @@ impl DynamoDbStore {
         }
         let next = if more { ids.last().cloned() } else { None };
         Ok(Page { items, next })
+    }
+
+    /// Deletes a subscription unless a push holds it: [`Store::finish_subscription`] without
+    /// its operation.
+    async fn finish_alone(&self, key: &SubscriptionKey, now: i64) -> Result<Finish> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.subscriptions)
+            .set_key(Some(subscription_key(key)))
+            .condition_expression("attribute_not_exists(pushingUntil) OR pushingUntil < :now")
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(match output.attributes {
+                Some(item) => Finish::Deleted(Box::new(subscription_from_item(item)?)),
+                None => Finish::Gone,
+            }),
+            Err(error) if condition_failed(&error) => Ok(Finish::Busy),
+            Err(error) => Err(Error::backend("finishing a subscription", error)),
+        }
     }
 
     /// A conditional update of a request: `false` when its condition failed.
@@ -816,25 +839,44 @@ impl Store for DynamoDbStore {
         }
     }
 
-    async fn finish_subscription(&self, key: &SubscriptionKey, now: i64) -> Result<Finish> {
-        let result = self
-            .client
-            .delete_item()
+    async fn finish_subscription(&self, known: &Subscription, now: i64) -> Result<Finish> {
+        let key = &known.key;
+        let context = "finishing a subscription";
+        // While it is stored as `known` (unheld), and its operation is on its connection:
+        // one transaction.
+        let delete = Delete::builder()
             .table_name(&self.subscriptions)
             .set_key(Some(subscription_key(key)))
-            .condition_expression("attribute_not_exists(pushingUntil) OR pushingUntil < :now")
+            .condition_expression(
+                "lastVersion = :last AND (attribute_not_exists(pushingUntil) OR pushingUntil < :now)",
+            )
+            .expression_attribute_values(":last", n(known.last_version))
             .expression_attribute_values(":now", n(now))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(output) => Ok(match output.attributes {
-                Some(item) => Finish::Deleted(Box::new(subscription_from_item(item)?)),
-                None => Finish::Gone,
-            }),
-            Err(error) if condition_failed(&error) => Ok(Finish::Busy),
-            Err(error) => Err(Error::backend("finishing a subscription", error)),
+            .build()
+            .map_err(|e| Error::backend(context, e))?;
+        let operation = Update::builder()
+            .table_name(&self.connections)
+            .key("id", s(&key.connection_id))
+            .update_expression("REMOVE operations.#op")
+            .condition_expression("operations.#op = :request")
+            .expression_attribute_names("#op", &key.operation_id)
+            .expression_attribute_values(":request", s(&key.request_id))
+            .build()
+            .map_err(|e| Error::backend(context, e))?;
+        let items = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            TransactWriteItem::builder().update(operation).build(),
+        ];
+        if self.transact(items, context).await?.is_ok() {
+            return Ok(Finish::Deleted(Box::new(known.clone())));
         }
+        // Gone, held, moved on, or its connection is gone: one at a time.
+        let finished = self.finish_alone(key, now).await?;
+        if matches!(finished, Finish::Deleted(_)) {
+            self.remove_operation(&key.connection_id, &key.operation_id)
+                .await?;
+        }
+        Ok(finished)
     }
 
     async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<Option<Subscription>> {

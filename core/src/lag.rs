@@ -182,8 +182,8 @@ impl Store for LaggingIndexes {
         self.inner.release_push(key, version).await
     }
 
-    async fn finish_subscription(&self, key: &SubscriptionKey, now: i64) -> Result<Finish> {
-        self.inner.finish_subscription(key, now).await
+    async fn finish_subscription(&self, known: &Subscription, now: i64) -> Result<Finish> {
+        self.inner.finish_subscription(known, now).await
     }
 
     async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<Option<Subscription>> {

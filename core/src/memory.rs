@@ -484,13 +484,21 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn finish_subscription(&self, key: &SubscriptionKey, now: i64) -> Result<Finish> {
+    async fn finish_subscription(&self, known: &Subscription, now: i64) -> Result<Finish> {
+        let key = &known.key;
         let mut tables = self.tables();
         match tables.subscriptions.get(key) {
             None => Ok(Finish::Gone),
             Some(s) if s.pushing_until.is_some_and(|held| held >= now) => Ok(Finish::Busy),
             Some(_) => {
                 let deleted = tables.subscriptions.remove(key);
+                if let Some(connection) = tables.connections.get_mut(&key.connection_id)
+                    && connection.operations.get(&key.operation_id) == Some(&key.request_id)
+                {
+                    Arc::make_mut(connection)
+                        .operations
+                        .remove(&key.operation_id);
+                }
                 drop(tables);
                 Ok(deleted.map_or(Finish::Gone, |s| {
                     Finish::Deleted(Box::new(Arc::unwrap_or_clone(s)))

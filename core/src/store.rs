@@ -269,9 +269,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// records a change it pushed the same way when the change will be handled again. A
     /// `last_version` above `version` stays; a missing subscription is not created.
     async fn release_push(&self, key: &SubscriptionKey, version: u64) -> Result<()>;
-    /// Deletes a subscription unless a push holds it (a hold past `now` does not count): of
-    /// two racing finishers, only the one that gets [`Finish::Deleted`] sends `complete`.
-    async fn finish_subscription(&self, key: &SubscriptionKey, now: i64) -> Result<Finish>;
+    /// Deletes a subscription unless a push holds it (a hold past `now` does not count), and
+    /// takes its operation off its connection: of two racing finishers, only the one that
+    /// gets [`Finish::Deleted`] sends `complete`. `known` is the subscription as the caller
+    /// read it: while it is still stored so, both go in one write (a transaction on
+    /// DynamoDB); otherwise one after the other.
+    async fn finish_subscription(&self, known: &Subscription, now: i64) -> Result<Finish>;
     /// Deletes a subscription whatever holds it, returning it if it existed.
     async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<Option<Subscription>>;
 

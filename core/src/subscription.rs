@@ -47,3 +47,16 @@ pub struct Subscription {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<crate::Principal>,
 }
+
+impl Subscription {
+    /// This subscription as [`crate::Store::release_push`] at `version` leaves it stored:
+    /// unheld, pushed up to `version` (or further, if it was).
+    #[must_use]
+    pub fn released(&self, version: u64) -> Self {
+        Self {
+            last_version: self.last_version.max(version),
+            pushing_until: None,
+            ..self.clone()
+        }
+    }
+}

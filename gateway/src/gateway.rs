@@ -859,7 +859,9 @@ impl Gateway {
         }
         if let Some(state) = terminal {
             // Already pushed: this only ends the subscription with `complete`.
-            self.pusher().deliver(subscription, &state).await?;
+            self.pusher()
+                .deliver(&subscription.released(last), &state)
+                .await?;
         }
         Ok(())
     }

@@ -550,7 +550,7 @@ impl Stack {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                if let Err(error) = sweeper.sweep().await {
+                if let Err(error) = streamer_core::calls::within("Sweeper", sweeper.sweep()).await {
                     tracing::error!(error = ?error.to_string(), "sweep failed");
                 }
                 if let Some(store) = &ttl {

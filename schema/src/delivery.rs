@@ -195,7 +195,8 @@ impl Pusher<'_> {
             .release_push(&subscription.key, state.version)
             .await?;
         if state.status.is_terminal() {
-            self.deliver(subscription, state).await?;
+            self.deliver(&subscription.released(state.version), state)
+                .await?;
         }
         Ok(())
     }
@@ -285,18 +286,16 @@ async fn deliver_resolving(
     // The subscription this delivery deleted, to put back if its frames cannot be posted.
     let mut finished = None;
     let outcome = if state.status.is_terminal() {
+        // Its operation goes with it, before `complete` goes out: a client may reuse the id
+        // as soon as it has it.
         let stored = match store
-            .finish_subscription(key, clock.now().timestamp_millis())
+            .finish_subscription(subscription, clock.now().timestamp_millis())
             .await?
         {
             Finish::Deleted(stored) => *stored,
             Finish::Gone => return Ok(Delivery::Skipped),
             Finish::Busy => return Ok(Delivery::Busy),
         };
-        // Before `complete` goes out: a client may reuse the id as soon as it has it.
-        store
-            .remove_operation(&key.connection_id, &key.operation_id)
-            .await?;
         if state.version > stored.last_version
             && let Some(payload) = resolutions.resolve(schema, subscription, state).await
         {
