@@ -229,6 +229,45 @@ async fn a_client_complete_is_not_echoed_and_stops_the_pushes(on: On) {
     assert!(after_complete.filter(|f| f["server"]["id"] == "s").count() == 0);
 }
 
+/// An id completed while its request runs on may be used again at once: the new
+/// subscription hears only its own request, though the processor had pushed the old one's
+/// states to that id (and knew its subscription) until the complete.
+async fn an_id_used_again_after_its_complete_hears_only_its_new_request(on: On) {
+    let server = TestServer::start_on(on).await;
+    let mut client = server.client().await;
+    client.init().await;
+    let first = client.generate_report("m1", 150).await;
+    let subscribe = |request_id: &str| json!({ "id": "s", "type": "subscribe", "payload": { "query": "subscription($id: ID!) { requestProgress(id: $id) { id status progress } }", "variables": { "id": request_id } } });
+    client.send(subscribe(&first)).await;
+    // Two progress reports pushed by the processor: it knows the subscription.
+    let mut reports = 0;
+    while reports < 2 {
+        let frame = client.recv().await;
+        assert_eq!(frame["type"], "next", "{frame}");
+        if frame["payload"]["data"]["requestProgress"]["progress"].as_f64() > Some(0.0) {
+            reports += 1;
+        }
+    }
+    client.send(json!({ "id": "s", "type": "complete" })).await;
+    client.send(json!({ "type": "ping" })).await;
+    while client.recv().await != json!({ "type": "pong" }) {}
+    let second = client.generate_report("m2", 150).await;
+    client.clear();
+    client.send(subscribe(&second)).await;
+    let frames = client.until_done("s").await;
+    let heard: Vec<&Value> = frames
+        .iter()
+        .filter(|frame| frame["type"] == "next")
+        .map(|frame| &frame["payload"]["data"]["requestProgress"]["id"])
+        .collect();
+    assert!(heard.len() >= 2, "{frames:?}");
+    assert!(
+        heard.iter().all(|id| **id == json!(second)),
+        "only {second} under \"s\": {heard:?}"
+    );
+    client.wait_for_status(&first, "COMPLETED").await;
+}
+
 async fn the_handshake_is_refused_without_the_subprotocol(on: On) {
     let server = TestServer::start_on(on).await;
     for offered in [None, Some("graphql-ws"), Some("GRAPHQL-TRANSPORT-WS")] {
@@ -255,5 +294,6 @@ on_both_stores!(
     close_codes,
     duplicate_active_subscription_id_closes_4409,
     a_client_complete_is_not_echoed_and_stops_the_pushes,
+    an_id_used_again_after_its_complete_hears_only_its_new_request,
     the_handshake_is_refused_without_the_subprotocol,
 );

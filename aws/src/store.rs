@@ -892,13 +892,13 @@ impl Store for DynamoDbStore {
     async fn finish_subscription(&self, known: &Subscription, now: i64) -> Result<Finish> {
         let key = &known.key;
         let context = "finishing a subscription";
-        // While it is stored as `known` (unheld), and its operation is on its connection:
-        // one transaction.
+        // While it is stored unheld, pushed no further than `known` says, and its operation
+        // is on its connection: one transaction.
         let delete = Delete::builder()
             .table_name(&self.subscriptions)
             .set_key(Some(subscription_key(key)))
             .condition_expression(
-                "lastVersion = :last AND (attribute_not_exists(pushingUntil) OR pushingUntil < :now)",
+                "lastVersion <= :last AND (attribute_not_exists(pushingUntil) OR pushingUntil < :now)",
             )
             .expression_attribute_values(":last", n(known.last_version))
             .expression_attribute_values(":now", n(now))

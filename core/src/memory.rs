@@ -531,8 +531,10 @@ impl Store for MemoryStore {
                         .remove(&key.operation_id);
                 }
                 drop(tables);
-                Ok(deleted.map_or(Finish::Gone, |s| {
-                    Finish::Deleted(Box::new(Arc::unwrap_or_clone(s)))
+                Ok(deleted.map_or(Finish::Gone, |stored| {
+                    let mut stored = Arc::unwrap_or_clone(stored);
+                    stored.last_version = stored.last_version.max(known.last_version);
+                    Finish::Deleted(Box::new(stored))
                 }))
             }
         }

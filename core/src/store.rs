@@ -277,8 +277,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Deletes a subscription unless a push holds it (a hold past `now` does not count), and
     /// takes its operation off its connection: of two racing finishers, only the one that
     /// gets [`Finish::Deleted`] sends `complete`. `known` is the subscription as the caller
-    /// read it: while it is still stored so, both go in one write (a transaction on
-    /// DynamoDB); otherwise one after the other.
+    /// read it, with `last_version` as far as the caller pushed it (the processor writes no
+    /// push); the deleted one is given back with the higher of the two. While the stored one
+    /// is no further, both go in one write (a transaction on DynamoDB); otherwise one after
+    /// the other.
     async fn finish_subscription(&self, known: &Subscription, now: i64) -> Result<Finish>;
     /// Deletes a subscription whatever holds it, returning it if it existed.
     async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<Option<Subscription>>;
