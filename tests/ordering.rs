@@ -64,12 +64,10 @@ impl Dispatcher for NoJobs {
     }
 }
 
-/// One request's life: QUEUED (1), RUNNING (2), seven progress reports (3..=9), COMPLETED (10),
-/// each written after a subscription to it started (its `subscription_epoch` is 1).
+/// One request's life: QUEUED (1), RUNNING (2), seven progress reports (3..=9), COMPLETED (10).
 fn history() -> Vec<AsyncRequest> {
     let now = chrono::Utc::now();
     let mut request = AsyncRequest::new("r", "generateReport", json!({}), now);
-    request.subscription_epoch = 1;
     let mut states = vec![request.clone()];
     request.start(now).unwrap();
     states.push(request.clone());
@@ -177,23 +175,15 @@ async fn snapshots_racing_a_retried_fan_out_keep_every_version_in_order() {
         });
         let states = history();
         let all = changes(&states);
-        // The request as stored: a state is written before its change reaches the stream,
-        // with the subscription epoch as the subscriptions started so far left it.
-        let current = Arc::new(Mutex::new((0_usize, 0_u64)));
+        // The request as stored: a state is written before its change reaches the stream.
+        let current = Arc::new(Mutex::new(0_usize));
         let (stream, mut feed) = tokio::sync::mpsc::unbounded_channel::<Change>();
         let mut tasks = tokio::task::JoinSet::new();
         let writer = {
             let current = Arc::clone(&current);
             async move {
-                for (k, mut change) in all.into_iter().enumerate() {
-                    let epoch = {
-                        let mut stored = current.lock().unwrap();
-                        stored.0 = k;
-                        stored.1
-                    };
-                    let mut written = (**change.new.as_ref().unwrap()).clone();
-                    written.subscription_epoch = epoch;
-                    change.new = Some(Arc::new(written));
+                for (k, change) in all.into_iter().enumerate() {
+                    *current.lock().unwrap() = k;
                     stream.send(change).unwrap();
                     let pause = rand::rng().random_range(0..3_000);
                     tokio::time::sleep(Duration::from_micros(pause)).await;
@@ -218,7 +208,7 @@ async fn snapshots_racing_a_retried_fan_out_keep_every_version_in_order() {
             }
         });
         // Subscribes at random moments, as the gateway answers them: store the subscription
-        // held (moving the epoch), read the request, push the snapshot and release.
+        // held, read the request, push the snapshot and release.
         for n in 0..20 {
             let (schema, store, sender) = (schema.clone(), store.clone(), gateway_sender.clone());
             let (states, current) = (states.clone(), Arc::clone(&current));
@@ -229,11 +219,7 @@ async fn snapshots_racing_a_retried_fan_out_keep_every_version_in_order() {
                 subscription.pushing_until =
                     Some(chrono::Utc::now().timestamp_millis() + streamer::schema::PUSH_HOLD_MS);
                 store.put_subscription(&subscription).await.unwrap();
-                let state = {
-                    let mut stored = current.lock().unwrap();
-                    stored.1 += 1;
-                    Arc::new(states[stored.0].clone())
-                };
+                let state = Arc::new(states[*current.lock().unwrap()].clone());
                 Pusher {
                     schema: &schema,
                     store: &*store,

@@ -30,8 +30,6 @@ fn image(id: &str, version: u64) -> Value {
     let mut image = recorded["Records"][1]["dynamodb"]["NewImage"].clone();
     image["id"] = json!({ "S": id });
     image["version"] = json!({ "N": version.to_string() });
-    // Written after a subscription to it started.
-    image["subscriptionEpoch"] = json!({ "N": "1" });
     image
 }
 

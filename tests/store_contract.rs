@@ -273,9 +273,7 @@ async fn subscriptions(store: &dyn Store) {
     opening(store).await;
 }
 
-/// A subscription is opened with its operation on its connection and a move of its
-/// request's epoch, all or nothing; ending it moves the epoch again; an update of the
-/// request keeps the epoch it is stored with.
+/// A subscription is opened with its operation on its connection, both or neither.
 async fn opening(store: &dyn Store) {
     let request_id = unique("req");
     let connection_id = unique("conn");
@@ -283,7 +281,6 @@ async fn opening(store: &dyn Store) {
         .put_connection(&Connection::new(&connection_id, at(0)))
         .await
         .unwrap();
-    let epoch = |request: Option<AsyncRequest>| request.unwrap().subscription_epoch;
     let opened = |operation: &str, connection: &str| Subscription {
         key: key(&request_id, connection, operation),
         query: "subscription { requestProgress(id: \"x\") { id } }".into(),
@@ -295,29 +292,10 @@ async fn opening(store: &dyn Store) {
         pushing_until: Some(7),
         principal: None,
     };
-    assert!(
-        matches!(
-            store.open_subscription(&opened("1", &connection_id)).await,
-            Err(Error::NotFound(_))
-        ),
-        "no such request"
-    );
-    assert_eq!(store.subscriptions(&request_id).await.unwrap(), []);
-    let mut request = AsyncRequest::new(&request_id, "a", json!({}), at(0));
-    store.create_request(&request).await.unwrap();
     store
         .open_subscription(&opened("1", &connection_id))
         .await
         .unwrap();
-    assert_eq!(epoch(store.get_request(&request_id).await.unwrap()), 1);
-    // A writer that read the request before does not undo the move.
-    request.start(at(1)).unwrap();
-    save(store, &mut request).await.unwrap();
-    let stored = store.get_request(&request_id).await.unwrap().unwrap();
-    assert_eq!(
-        (stored.status, stored.subscription_epoch),
-        (streamer::core::RequestStatus::Running, 1)
-    );
     let operations = |connection: Option<Connection>| {
         connection
             .unwrap()
@@ -381,32 +359,6 @@ async fn opening(store: &dyn Store) {
         store.finish_subscription(&finished, 8).await.unwrap(),
         Finish::Gone
     );
-    assert_eq!(
-        epoch(store.get_request(&request_id).await.unwrap()),
-        1,
-        "refused opens and a finish move nothing"
-    );
-    // Opened again and completed by its client: the operation and the subscription go,
-    // and the epoch moves.
-    store
-        .open_subscription(&opened("1", &connection_id))
-        .await
-        .unwrap();
-    store
-        .close_subscription(&key(&request_id, &connection_id, "1"))
-        .await
-        .unwrap();
-    assert_eq!(store.subscriptions(&request_id).await.unwrap(), []);
-    assert_eq!(
-        operations(store.get_connection(&connection_id).await.unwrap()),
-        [("2".to_owned(), "a mark".to_owned())]
-    );
-    assert_eq!(epoch(store.get_request(&request_id).await.unwrap()), 3);
-    // Ending one whose request and connection are gone is fine.
-    store
-        .close_subscription(&key(&unique("gone"), &unique("gone"), "1"))
-        .await
-        .unwrap();
 }
 
 async fn requests(store: &dyn Store) {

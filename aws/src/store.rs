@@ -48,10 +48,6 @@ const REQUEST_FIXED: &[&str] = &[
     BY_CREATION.sort_key,
 ];
 
-/// The attribute of [`AsyncRequest::subscription_epoch`]: moved by the subscription writes
-/// alone, never set by an update of the request.
-const SUBSCRIPTION_EPOCH: &str = "subscriptionEpoch";
-
 /// The string attribute `name` of an item.
 fn text_of<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     item.get(name)
@@ -387,21 +383,6 @@ impl DynamoDbStore {
         }
         let next = if more { ids.last().cloned() } else { None };
         Ok(Page { items, next })
-    }
-
-    /// The move of a request's [`AsyncRequest::subscription_epoch`] in a transaction, if the
-    /// request exists (its condition fails otherwise).
-    fn epoch_move(&self, request_id: &str) -> Result<TransactWriteItem> {
-        let update = Update::builder()
-            .table_name(&self.requests)
-            .key("id", s(request_id))
-            .update_expression("ADD #epoch :one")
-            .condition_expression("attribute_exists(id)")
-            .expression_attribute_names("#epoch", SUBSCRIPTION_EPOCH)
-            .expression_attribute_values(":one", n(1))
-            .build()
-            .map_err(|e| Error::backend("moving a subscription epoch", e))?;
-        Ok(TransactWriteItem::builder().update(update).build())
     }
 
     /// Deletes a subscription unless a push holds it: [`Store::finish_subscription`] without
@@ -792,12 +773,10 @@ impl Store for DynamoDbStore {
         let items = vec![
             TransactWriteItem::builder().update(operation).build(),
             TransactWriteItem::builder().put(stored).build(),
-            self.epoch_move(&key.request_id)?,
         ];
         match self.transact(items, "starting a subscription").await? {
             Ok(()) => Ok(()),
-            Err(2) => Err(Error::NotFound(format!("request {}", key.request_id))),
-            // The connection's condition: which way it failed, it is read again to tell (a
+            // Which of the two the condition failed on: the connection is read again (a
             // refused subscribe only).
             Err(_) => match self.get_connection(&key.connection_id).await? {
                 Some(_) => Err(Error::Conflict(format!(
@@ -807,35 +786,6 @@ impl Store for DynamoDbStore {
                 None => Err(Error::NotFound(format!("connection {}", key.connection_id))),
             },
         }
-    }
-
-    async fn close_subscription(&self, key: &SubscriptionKey) -> Result<()> {
-        let context = "ending a subscription";
-        let operation = Update::builder()
-            .table_name(&self.connections)
-            .key("id", s(&key.connection_id))
-            .update_expression("REMOVE operations.#op")
-            .condition_expression("attribute_exists(id)")
-            .expression_attribute_names("#op", &key.operation_id)
-            .build()
-            .map_err(|e| Error::backend(context, e))?;
-        let delete = Delete::builder()
-            .table_name(&self.subscriptions)
-            .set_key(Some(subscription_key(key)))
-            .build()
-            .map_err(|e| Error::backend(context, e))?;
-        let items = vec![
-            TransactWriteItem::builder().update(operation).build(),
-            TransactWriteItem::builder().delete(delete).build(),
-            self.epoch_move(&key.request_id)?,
-        ];
-        if self.transact(items, context).await?.is_err() {
-            // The connection or the request is gone: no epoch to move.
-            self.remove_operation(&key.connection_id, &key.operation_id)
-                .await?;
-            self.delete_subscription(key).await?;
-        }
-        Ok(())
     }
 
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()> {
@@ -1046,9 +996,7 @@ impl Store for DynamoDbStore {
         let mut set = Vec::new();
         for (n, (name, value)) in request_item(request)?
             .into_iter()
-            .filter(|(name, _)| {
-                !REQUEST_FIXED.contains(&name.as_str()) && name != SUBSCRIPTION_EPOCH
-            })
+            .filter(|(name, _)| !REQUEST_FIXED.contains(&name.as_str()))
             .enumerate()
         {
             names.insert(format!("#a{n}"), name);

@@ -170,10 +170,6 @@ impl Store for LaggingIndexes {
         self.inner.open_subscription(subscription).await
     }
 
-    async fn close_subscription(&self, key: &SubscriptionKey) -> Result<()> {
-        self.inner.close_subscription(key).await
-    }
-
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()> {
         self.inner.put_subscription(subscription).await
     }

@@ -156,20 +156,6 @@ impl Tables {
         self.requests.get(id).map(|(_, request)| &**request)
     }
 
-    /// Moves a request's `subscription_epoch`, if it exists; like any write of it, a change
-    /// in the feed.
-    fn move_subscription_epoch(&mut self, id: &str) {
-        let Some((_, old)) = self.requests.get(id) else {
-            return;
-        };
-        let old = Arc::clone(old);
-        let mut moved = (*old).clone();
-        moved.subscription_epoch += 1;
-        let moved = Arc::new(moved);
-        self.put_request(Arc::clone(&moved));
-        self.emit(ChangeKind::Modify, Some(old), Some(moved));
-    }
-
     /// Stores `connection`, keeping the connections-by-tenant index in step.
     fn put_connection(&mut self, connection: Arc<Connection>) {
         self.unindex_connection(&connection.id);
@@ -446,7 +432,8 @@ impl Store for MemoryStore {
         let mut tables = self.tables();
         let connection = tables
             .connections
-            .get(&key.connection_id)
+            .get_mut(&key.connection_id)
+            .map(Arc::make_mut)
             .ok_or_else(|| Error::NotFound(format!("connection {}", key.connection_id)))?;
         if connection.operations.contains_key(&key.operation_id) {
             return Err(Error::Conflict(format!(
@@ -454,30 +441,12 @@ impl Store for MemoryStore {
                 key.operation_id
             )));
         }
-        if tables.request(&key.request_id).is_none() {
-            return Err(Error::NotFound(format!("request {}", key.request_id)));
-        }
-        if let Some(connection) = tables.connections.get_mut(&key.connection_id) {
-            Arc::make_mut(connection)
-                .operations
-                .insert(key.operation_id.clone(), key.request_id.clone());
-        }
+        connection
+            .operations
+            .insert(key.operation_id.clone(), key.request_id.clone());
         tables
             .subscriptions
             .insert(key.clone(), Arc::new(subscription.clone()));
-        tables.move_subscription_epoch(&key.request_id);
-        Ok(())
-    }
-
-    async fn close_subscription(&self, key: &SubscriptionKey) -> Result<()> {
-        let mut tables = self.tables();
-        if let Some(connection) = tables.connections.get_mut(&key.connection_id) {
-            Arc::make_mut(connection)
-                .operations
-                .remove(&key.operation_id);
-        }
-        tables.subscriptions.remove(key);
-        tables.move_subscription_epoch(&key.request_id);
         Ok(())
     }
 
@@ -608,13 +577,10 @@ impl Store for MemoryStore {
 
     async fn update_request(&self, request: &AsyncRequest, expected_revision: u64) -> Result<()> {
         request_within_item_size(request)?;
-        let mut request = request.clone();
+        let request = Arc::new(request.clone());
         let mut tables = self.tables();
         match tables.request(&request.id) {
-            // The epoch is the store's to move, not the writer's.
-            Some(old) if old.revision == expected_revision => {
-                request.subscription_epoch = old.subscription_epoch;
-            }
+            Some(old) if old.revision == expected_revision => {}
             Some(old) => {
                 return Err(Error::Conflict(format!(
                     "request {} is at revision {}, not {expected_revision}",
@@ -628,7 +594,6 @@ impl Store for MemoryStore {
                 )));
             }
         }
-        let request = Arc::new(request);
         let old = tables.put_request(Arc::clone(&request));
         tables.emit(ChangeKind::Modify, old, Some(request));
         Ok(())

@@ -166,13 +166,6 @@ pub struct AsyncRequest {
     /// While WAITING: when it wakes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake_at: Option<DateTime<Utc>>,
-    /// Moved by the store whenever a subscription to this request starts or a client ends
-    /// one (never by [`crate::Store::update_request`], which keeps the stored one): a
-    /// change's image tells the processor whether the subscriptions it read for an earlier
-    /// change are still all of them. 0: none was ever started. Not part of what a client
-    /// sees.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub subscription_epoch: u64,
 }
 
 fn dev_tenant() -> String {
@@ -240,7 +233,6 @@ impl AsyncRequest {
             child_marks: None,
             waiting_for: Vec::new(),
             wake_at: None,
-            subscription_epoch: 0,
         }
     }
 

@@ -252,18 +252,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<Connection>>;
 
-    /// Starts a subscription: marks its operation active on its connection, stores it and
-    /// moves its request's [`AsyncRequest::subscription_epoch`], all or nothing (one
-    /// transaction on DynamoDB). [`Error::Conflict`] when the operation id is already active
-    /// or marked (see [`Store::add_operation`]), [`Error::NotFound`] when the connection is
-    /// gone or the request does not exist. So a `$disconnect` or a `complete` that reads the
-    /// connection afterwards finds the operation and ends the subscription with it, and
-    /// every change of the request written afterwards shows that its subscriptions changed.
+    /// Starts a subscription: marks its operation active on its connection and stores it,
+    /// both or neither (one transaction on DynamoDB). [`Error::Conflict`] when the
+    /// operation id is already active or marked (see [`Store::add_operation`]),
+    /// [`Error::NotFound`] when the connection is gone. So a `$disconnect` or a `complete`
+    /// that reads the connection afterwards finds the operation and ends the subscription
+    /// with it.
     async fn open_subscription(&self, subscription: &Subscription) -> Result<()>;
-    /// Ends a subscription its client completed: takes its operation off its connection,
-    /// deletes it and moves its request's epoch (in one transaction on DynamoDB while the
-    /// connection and the request exist; a missing one is fine).
-    async fn close_subscription(&self, key: &SubscriptionKey) -> Result<()>;
     /// Stores a subscription.
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()>;
     /// Every subscription following a request (one consistent query on the request's key).

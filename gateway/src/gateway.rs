@@ -77,11 +77,6 @@ fn is_request_error(response: &async_graphql::Response) -> bool {
 /// `complete` for ids it never used cannot grow its connection's item.
 const MAX_COMPLETED_EARLY: usize = 16;
 
-/// How long a resume waits for the processor to keep the states it missed in the history
-/// (well within the hold a new subscription is stored with).
-const HISTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-const HISTORY_POLL: std::time::Duration = std::time::Duration::from_millis(50);
-
 /// How long the mark of an early `complete` stops a `subscribe` of the same id: frames of
 /// one connection overlap by far less; a later subscribe reusing the id is a new operation.
 const COMPLETED_EARLY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
@@ -629,15 +624,18 @@ impl Gateway {
                         return Ok(false);
                     }
                 }
+                // Disconnected meanwhile: nothing to store, nobody to answer.
+                Err(Error::NotFound(_)) => return Ok(false),
                 Err(other) => return Err(other),
             }
         }
         Ok(false)
     }
 
-    /// Ends an operation: its id and its subscription in one write
-    /// ([`Store::close_subscription`]), which also tells the processor that the request's
-    /// subscriptions changed.
+    /// Ends an operation: its id first, then its subscription. In that order a subscribe of
+    /// the same operation running at the same time (frames overlap on AWS) cannot keep its
+    /// subscription: it stores the subscription and then reads the id back, so either it
+    /// finds the id gone and deletes what it stored, or its store came before this delete.
     async fn unsubscribe(&self, connection: &Connection, operation_id: &str) -> Result<()> {
         if let Some(request_id) = connection.operations.get(operation_id) {
             let key = SubscriptionKey {
@@ -645,7 +643,10 @@ impl Gateway {
                 connection_id: connection.id.clone(),
                 operation_id: operation_id.to_owned(),
             };
-            self.store.close_subscription(&key).await?;
+            self.store
+                .remove_operation(&connection.id, operation_id)
+                .await?;
+            self.store.delete_subscription(&key).await?;
         }
         Ok(())
     }
@@ -778,12 +779,6 @@ impl Gateway {
             Ok(false) => return Ok(None),
             // A concurrent subscribe with the same id won.
             Err(Error::Conflict(_)) => return Ok(Some(Close::subscriber_exists(&id))),
-            // No such request (or the connection is gone, and nobody hears the answer).
-            Err(Error::NotFound(_)) => {
-                self.post(&connection.id, &not_found(id, &target.request_id))
-                    .await?;
-                return Ok(None);
-            }
             Err(other) => return Err(other),
         }
         // The request is read after the subscription is stored: a change written after this
@@ -801,7 +796,8 @@ impl Gateway {
                     .is_some_and(|principal| self.access.allows(principal, request))
             });
         let Some(state) = state else {
-            self.store.close_subscription(&subscription.key).await?;
+            self.store.delete_subscription(&subscription.key).await?;
+            self.store.remove_operation(&connection.id, &id).await?;
             self.post(&connection.id, &not_found(id, &target.request_id))
                 .await?;
             return Ok(None);
@@ -809,7 +805,7 @@ impl Gateway {
         tracing::info!(connection_id = %connection.id, operation_id = ?id, request_id = ?target.request_id, "subscribed");
         metrics::counter!(metric::SUBSCRIPTIONS_STARTED).increment(1);
         if let Some(after) = target.after_version {
-            self.resume(&subscription, after, Arc::new(state)).await?;
+            self.resume(&subscription, after).await?;
         } else {
             self.pusher()
                 .snapshot(&subscription, &Arc::new(state))
@@ -819,35 +815,23 @@ impl Gateway {
     }
 
     /// Pushes what a subscription that resumes after `after` missed: the kept states from
-    /// `after + 1` up to `current` (the state read after the subscription was stored), in
-    /// order, then releases the subscription it holds; the processor pushes what comes after.
-    /// A state the processor has not kept in the history yet is waited for (it may have
-    /// handled that state's change with the subscriptions it knew before this one), up to
-    /// [`HISTORY_WAIT`]; past it, or past a gap that will not fill (a state expired), the
-    /// current state itself is pushed last.
-    async fn resume(
-        &self,
-        subscription: &Subscription,
-        after: u64,
-        current: Arc<streamer_core::AsyncRequest>,
-    ) -> Result<()> {
+    /// `after + 1` on, as long as they follow one another (a later one is still on its way
+    /// through the processor, which pushes it), then releases the subscription it holds.
+    async fn resume(&self, subscription: &Subscription, after: u64) -> Result<()> {
         const PAGE: usize = 100;
         let key = &subscription.key;
         let mut last = after;
         let mut terminal = None;
-        let waiting_until = tokio::time::Instant::now() + HISTORY_WAIT;
-        'replay: loop {
+        'pages: loop {
             let missed = self
                 .store
                 .request_history(&key.request_id, last, PAGE)
                 .await?;
             let full = missed.len() == PAGE;
-            let mut gap = false;
             for state in missed {
                 let state = Arc::new(state);
                 if state.version != last + 1 {
-                    gap = true;
-                    break;
+                    break 'pages;
                 }
                 let posted = self.pusher().post_held(subscription, &state).await?;
                 if matches!(posted, Delivery::Gone | Delivery::TooLarge) {
@@ -856,35 +840,22 @@ impl Gateway {
                 last = state.version;
                 if state.status.is_terminal() {
                     terminal = Some(state);
-                    break 'replay;
+                    break 'pages;
                 }
             }
-            if full && !gap {
-                continue;
-            }
-            if last >= current.version {
+            if !full {
                 break;
             }
-            // A gap fills as the processor's writes land (they are not all visible at once);
-            // one that does not (an expired state) is waited out like a missing tail.
-            if tokio::time::Instant::now() >= waiting_until {
-                // The states in between are not to be had: the current one is.
-                let posted = self.pusher().post_held(subscription, &current).await?;
-                if matches!(posted, Delivery::Gone | Delivery::TooLarge) {
-                    return Ok(());
-                }
-                last = current.version;
-                if current.status.is_terminal() {
-                    terminal = Some(Arc::clone(&current));
-                }
-                break;
-            }
-            tokio::time::sleep(HISTORY_POLL).await;
         }
         self.store.release_push(key, last).await?;
-        if terminal.is_none() && current.status.is_terminal() && current.version <= last {
+        if terminal.is_none() {
             // Resuming at the end of a finished request: nothing more to see, only `complete`.
-            terminal = Some(current);
+            terminal = self
+                .store
+                .get_request(&key.request_id)
+                .await?
+                .filter(|current| current.status.is_terminal() && current.version <= last)
+                .map(Arc::new);
         }
         if let Some(state) = terminal {
             // Already pushed: this only ends the subscription with `complete`.

@@ -14,7 +14,6 @@
 //!   keep no queue of their own (the worker function on AWS).
 
 pub mod fair;
-mod known;
 pub mod local;
 pub mod processor;
 pub mod sweeper;

@@ -15,8 +15,6 @@ use streamer_core::{
 };
 use streamer_schema::{Delivery, Handlers, Pusher, Resolutions, Services};
 
-use crate::known::KnownSubscriptions;
-
 /// Starts a job somewhere else, without waiting for it: locally a task, on AWS an
 /// asynchronous invocation of the worker function. A job never blocks the feed.
 #[async_trait]
@@ -173,7 +171,6 @@ pub struct Processor {
     dispatcher: Arc<dyn Dispatcher>,
     limits: Limits,
     clock: Arc<dyn Clock>,
-    known: Arc<KnownSubscriptions>,
 }
 
 impl std::fmt::Debug for Processor {
@@ -199,7 +196,6 @@ impl Processor {
             dispatcher,
             limits: Limits::default(),
             clock: Arc::new(SystemClock),
-            known: Arc::default(),
         }
     }
 
@@ -285,12 +281,14 @@ impl Processor {
             let uncounted = Arc::clone(&uncounted);
             async move {
                 let mut failed = Vec::new();
+                // One lookup of the request's subscriptions for its changes in this batch.
+                let mut subscriptions = None;
                 for change in group {
                     if !failed.is_empty() || uncounted.contains(&change.sequence_number) {
                         failed.push(change.sequence_number);
                         continue;
                     }
-                    if let Err(error) = this.handle_kept(&change).await {
+                    if let Err(error) = this.handle_kept(&change, &mut subscriptions).await {
                         tracing::error!(sequence_number = %change.sequence_number, error = ?error.to_string(), "change failed");
                         failed.push(change.sequence_number);
                     }
@@ -441,11 +439,19 @@ impl Processor {
                 .record_history(std::slice::from_ref(state))
                 .await?;
         }
-        self.handle_kept(change).await
+        self.handle_kept(change, &mut None).await
     }
 
     /// [`Processor::handle`] of a change whose state the history holds already.
-    async fn handle_kept(&self, change: &Change) -> Result<()> {
+    /// `subscriptions` are the request's as of its previous change in the same stream batch,
+    /// when that fan-out left them known (read again otherwise): a subscription stored since
+    /// then got a snapshot at least as new as this change, which was written before the
+    /// batch was read.
+    async fn handle_kept(
+        &self,
+        change: &Change,
+        subscriptions: &mut Option<Vec<Arc<Subscription>>>,
+    ) -> Result<()> {
         if matches!(change.kind, ChangeKind::Expire | ChangeKind::Remove) {
             // TTL or cleanup: nothing a subscriber is waiting for.
             return Ok(());
@@ -496,8 +502,7 @@ impl Processor {
             // that a dead gateway's hold does not use up the stream's retries. This change
             // must not overtake that push: past the wait it fails and the stream delivers it
             // again.
-            let previous = change.old.as_ref().map(|old| old.version);
-            let deliveries = self.fan_out_waiting(state, previous).await?;
+            let deliveries = self.fan_out_waiting(state, subscriptions).await?;
             if deliveries.contains(&Delivery::Busy) {
                 return Err(streamer_core::Error::Busy(format!(
                     "a push of request {} is in flight",
@@ -595,25 +600,25 @@ impl Processor {
 
     /// Pushes one state to every subscription of its request, waiting out (up to
     /// `HOLD_WAIT_MS`) the gateway's holds; only the held subscriptions are tried again.
-    /// The subscriptions are read unless they are known ([`KnownSubscriptions`]; `previous`
-    /// is the old image's version); they are kept known for the request's next change when
-    /// every one was pushed this state or skipped it.
+    /// `known` are the subscriptions if known already (read otherwise); they are left known
+    /// for the request's next change when every one was pushed this state or skipped it and
+    /// the state is not terminal.
     async fn fan_out_waiting(
         &self,
         state: &Arc<AsyncRequest>,
-        previous: Option<u64>,
+        known: &mut Option<Vec<Arc<Subscription>>>,
     ) -> Result<Vec<Delivery>> {
-        let subscriptions = match self.known.take(state, previous) {
+        let subscriptions = match known.take() {
             Some(subscriptions) => subscriptions,
             None => self.store.subscriptions(&state.id).await?,
         };
         let mut delivered = self.deliver_each(state, subscriptions.clone()).await;
-        if delivered
-            .iter()
-            .all(|(_, delivery)| matches!(delivery, Ok(Delivery::Pushed | Delivery::Skipped)))
+        if !state.status.is_terminal()
+            && delivered
+                .iter()
+                .all(|(_, delivery)| matches!(delivery, Ok(Delivery::Pushed | Delivery::Skipped)))
         {
-            self.known
-                .keep(state, pushed_to(subscriptions, &delivered, state.version));
+            *known = Some(pushed_to(subscriptions, &delivered, state.version));
         }
         let waiting_until = tokio::time::Instant::now() + Duration::from_millis(HOLD_WAIT_MS);
         loop {
