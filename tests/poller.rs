@@ -188,8 +188,15 @@ impl Dispatcher for NoJobs {
     }
 }
 
-#[tokio::test]
-async fn split_shards_are_followed_parents_first_and_in_order_per_item() {
+/// The poller on [`SplitStream`], feeding a processor whose pushes go to the returned
+/// sender; with the stream's reads, and the poller's task.
+async fn follow_split_stream(
+    pace: Duration,
+) -> (
+    Arc<Mutex<Vec<String>>>,
+    Arc<MemorySender>,
+    tokio::task::JoinHandle<()>,
+) {
     let stream = SplitStream::new();
     let reads = stream.reads.clone();
     let endpoint = stream.serve().await;
@@ -233,11 +240,17 @@ async fn split_shards_are_followed_parents_first_and_in_order_per_item() {
         max_record_age: Duration::from_millis(500),
         backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(5)),
         starting_position: StartingPosition::TrimHorizon,
+        pace,
         ..PollerOptions::default()
     };
     let poller = StreamPoller::local(&endpoint, "t-requests".into(), options);
     let running = tokio::spawn(poller.run(processor));
 
+    (reads, sender, running)
+}
+
+/// The versions pushed per request until r1 has 4 and r2 has 3 (or two seconds passed).
+async fn pushed_until_done(sender: &MemorySender) -> HashMap<String, Vec<u64>> {
     let mut pushed: HashMap<String, Vec<u64>> = HashMap::new();
     for _ in 0..200 {
         for (_, frame) in sender.take() {
@@ -253,6 +266,13 @@ async fn split_shards_are_followed_parents_first_and_in_order_per_item() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    pushed
+}
+
+#[tokio::test]
+async fn split_shards_are_followed_parents_first_and_in_order_per_item() {
+    let (reads, sender, running) = follow_split_stream(Duration::ZERO).await;
+    let pushed = pushed_until_done(&sender).await;
     running.abort();
     assert_eq!(pushed["r1"], [1, 2, 3, 4], "every state of r1, in order");
     assert_eq!(
@@ -269,5 +289,26 @@ async fn split_shards_are_followed_parents_first_and_in_order_per_item() {
     assert!(
         last_parent_read < first_child_read,
         "the parent is read to its end before its children: {reads:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_paced_poller_reads_a_shard_at_most_once_a_pace() {
+    let pace = Duration::from_millis(150);
+    let (reads, sender, running) = follow_split_stream(pace).await;
+    let pushed = pushed_until_done(&sender).await;
+    assert_eq!(pushed["r1"], [1, 2, 3, 4]);
+    assert_eq!(pushed["r2"], [1, 2, 3]);
+    let started = std::time::Instant::now();
+    let before = reads.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let waited = started.elapsed();
+    running.abort();
+    // Two shards are still open (child-a, child-b), each read once a pace at most.
+    let made = reads.lock().unwrap().len() - before;
+    let most = 2 * (waited.as_millis() / pace.as_millis() + 1);
+    assert!(
+        (2..=most as usize).contains(&made),
+        "{made} reads in {waited:?}, at most {most}"
     );
 }

@@ -59,6 +59,10 @@ struct Args {
     /// latency; with `--through-management-api` or `--dynamodb-endpoint`).
     #[arg(long, value_name = "MS", default_value_t = 0)]
     management_latency_ms: u64,
+    /// With `--dynamodb-endpoint`: read each stream shard at most once in this long, as
+    /// Lambda's event source mapping does (about 250 ms); by default at once after a batch.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    stream_pace_ms: u64,
 }
 
 #[tokio::main]
@@ -92,7 +96,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stack = match &args.dynamodb_endpoint {
         Some(endpoint) => {
             let tables = streamer::Tables::with_prefix(&args.table_prefix);
-            builder.build_on(streamer::DynamoDbBackend::connect(endpoint, tables).await?)?
+            let polling = streamer::aws::PollerOptions {
+                pace: std::time::Duration::from_millis(args.stream_pace_ms),
+                ..streamer::aws::PollerOptions::default()
+            };
+            builder.build_on(
+                streamer::DynamoDbBackend::connect_with(endpoint, tables, polling).await?,
+            )?
         }
         None if args.through_management_api => builder.build_on(
             streamer::ThroughManagementApi::new(streamer::SenderOptions::default()),
