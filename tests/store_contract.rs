@@ -996,3 +996,47 @@ async fn dynamodb_store_keeps_the_contract() {
     );
     contract(&store).await;
 }
+
+/// A single write that DynamoDB refuses because a transaction in flight includes its item
+/// (`TransactionConflictException`, which DynamoDB Local never raises: served here by a fake
+/// endpoint) is tried again, and succeeds.
+#[tokio::test]
+async fn a_write_refused_by_a_transaction_in_flight_is_tried_again() {
+    use axum::http::{HeaderMap, StatusCode};
+    let calls = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&calls);
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let target = headers["x-amz-target"].to_str().unwrap().to_owned();
+            let first = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(target);
+                seen.len() == 1
+            };
+            let content = [("content-type", "application/x-amz-json-1.0")];
+            if first {
+                let refusal = json!({
+                    "__type": "com.amazonaws.dynamodb.v20120810#TransactionConflictException",
+                    "message": "Transaction is ongoing for the item"
+                });
+                (StatusCode::BAD_REQUEST, content, refusal.to_string())
+            } else {
+                (StatusCode::OK, content, "{}".to_owned())
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let store = DynamoDbStore::local(&endpoint, Tables::with_prefix("conflicts"));
+    store.remove_operation("c", "1").await.unwrap();
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [
+            "DynamoDB_20120810.UpdateItem",
+            "DynamoDB_20120810.UpdateItem"
+        ],
+        "refused once, then written"
+    );
+}

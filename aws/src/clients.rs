@@ -23,6 +23,7 @@ impl Aws {
     pub fn store(&self, tables: Tables) -> DynamoDbStore {
         let config = aws_sdk_dynamodb::config::Builder::from(&self.config)
             .interceptor(CountCalls)
+            .retry_classifier(crate::RetryTransactionConflicts)
             .build();
         DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), tables)
     }

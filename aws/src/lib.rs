@@ -6,6 +6,8 @@
 //!   (keys, indexes, stream, TTL).
 //! - [`items`]: connections, subscriptions and requests as items.
 //! - [`store`]: [`DynamoDbStore`], the store ports on DynamoDB.
+//! - [`conflicts`]: [`RetryTransactionConflicts`], single writes refused by a transaction in
+//!   flight tried again.
 //! - [`stream`]: DynamoDB stream records → changes; one batch handled with partial batch
 //!   failures.
 //! - [`poller`]: [`StreamPoller`], the event source mapping's job outside Lambda.
@@ -15,6 +17,7 @@
 
 pub mod calls;
 pub mod clients;
+pub mod conflicts;
 pub mod dispatch;
 pub mod items;
 pub mod poller;
@@ -25,6 +28,7 @@ pub mod tables;
 
 pub use calls::CountCalls;
 pub use clients::Aws;
+pub use conflicts::RetryTransactionConflicts;
 pub use dispatch::{LambdaDispatcher, WorkerEvent};
 pub use poller::{PollerOptions, StartingPosition, StreamPoller};
 pub use sender::{ApiGatewaySender, PushFailure, SenderOptions};

@@ -128,6 +128,7 @@ pub(crate) fn local_client(endpoint: &str) -> Client {
         .endpoint_url(endpoint)
         .credentials_provider(credentials)
         .interceptor(crate::CountCalls)
+        .retry_classifier(crate::RetryTransactionConflicts)
         .build();
     Client::from_conf(config)
 }
