@@ -427,13 +427,13 @@ async fn counted_once(store: Arc<dyn Store>, id: &str, changes: Vec<Change>) {
         limits: Limits::default(),
         access: streamer::core::Access::default(),
     };
-    let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
-    let processor = Processor::new(
-        schema,
-        Arc::clone(&store),
+    let processor = Processor::for_app(
+        handlers::app().handlers(),
+        &services,
         Arc::new(MemorySender::new()),
         Arc::new(NoJobs),
-    );
+    )
+    .unwrap();
     let moves = changes.iter().filter(|c| c.child_moved().is_some()).count();
     assert_eq!(moves, 5, "two starts and three ends");
     let half = changes.len() / 2;

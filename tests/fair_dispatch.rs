@@ -102,13 +102,13 @@ impl Setup {
             limits: Limits::default(),
             access: streamer::core::Access::default(),
         };
-        let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
-        let processor = Processor::new(
-            schema,
-            Arc::clone(&store),
+        let processor = Processor::for_app(
+            handlers::app().handlers(),
+            &services,
             Arc::new(MemorySender::new()),
             Arc::clone(&fair),
-        );
+        )
+        .unwrap();
         Self {
             t0: clock.now(),
             store,

@@ -211,7 +211,7 @@ async fn follow_split_stream(
         limits: streamer::core::Limits::default(),
         access: streamer::core::Access::default(),
     };
-    let schema = streamer::schema::build(handlers::app().handlers(), services).unwrap();
+
     for id in ["r1", "r2"] {
         store
             .put_subscription(&Subscription {
@@ -233,7 +233,13 @@ async fn follow_split_stream(
             .unwrap();
     }
     let sender = Arc::new(MemorySender::new());
-    let processor = Processor::new(schema, store, sender.clone(), Arc::new(NoJobs));
+    let processor = Processor::for_app(
+        handlers::app().handlers(),
+        &services,
+        sender.clone(),
+        Arc::new(NoJobs),
+    )
+    .unwrap();
     let options = PollerOptions {
         idle: Duration::from_millis(5),
         refresh: Duration::from_millis(50),

@@ -221,11 +221,18 @@ async fn stats() -> axum::Json<serde_json::Value> {
 /// (`streamer_gateway::pages`).
 async fn page(uri: axum::http::Uri) -> Response {
     match streamer_gateway::pages::page(uri.path(), None) {
-        Some(page) => (
-            [(axum::http::header::CONTENT_TYPE, page.content_type)],
-            page.body.into_owned(),
-        )
-            .into_response(),
+        Some(page) => {
+            // The assets are the binary's own bytes: served without a copy.
+            let body = match page.body {
+                std::borrow::Cow::Borrowed(bytes) => axum::body::Body::from(bytes),
+                std::borrow::Cow::Owned(bytes) => axum::body::Body::from(bytes),
+            };
+            (
+                [(axum::http::header::CONTENT_TYPE, page.content_type)],
+                body,
+            )
+                .into_response()
+        }
         None => axum::http::StatusCode::NOT_FOUND.into_response(),
     }
 }

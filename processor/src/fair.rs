@@ -60,9 +60,7 @@ impl FairDispatcher {
             .filter(|r| r.id != except && !r.is_batch())
             .count())
     }
-}
 
-impl FairDispatcher {
     /// The last child of the batch that `request` is a child of: the tenant's requests listed
     /// after it were enqueued after the batch.
     async fn after_batch_of(&self, request: &AsyncRequest) -> Result<Option<String>> {

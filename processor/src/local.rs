@@ -261,7 +261,7 @@ impl TaskDispatcher {
     fn enqueue(
         &self,
         request_id: String,
-        known: Option<AsyncRequest>,
+        known: Option<&AsyncRequest>,
         priority: i32,
         tenant: String,
         group: String,
@@ -293,7 +293,7 @@ impl TaskDispatcher {
             if let Some(known) = known
                 && waiting.known.len() < KNOWN_STATES
             {
-                waiting.known.insert(request_id, known);
+                waiting.known.insert(request_id, known.clone());
             }
         }
         self.inner.queued.notify_one();
@@ -439,7 +439,7 @@ impl Dispatcher for TaskDispatcher {
             .map_or(&request.id, |parent| &parent.id);
         self.enqueue(
             request.id.clone(),
-            Some(request.clone()),
+            Some(request),
             request.priority,
             request.tenant.clone(),
             group.clone(),
