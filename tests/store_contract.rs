@@ -235,6 +235,23 @@ async fn subscriptions(store: &dyn Store) {
         Some((3, None)),
         "released at 3; an older release changes nothing"
     );
+    assert_eq!(
+        store
+            .subscription(&k)
+            .await
+            .unwrap()
+            .map(|s| (s.key.clone(), s.last_version, s.pushing_until)),
+        Some((k.clone(), 3, None)),
+        "one subscription read by its key, as stored"
+    );
+    assert_eq!(
+        store
+            .subscription(&key(&other, "c1", "1"))
+            .await
+            .unwrap(),
+        None,
+        "a key of another request's partition finds nothing"
+    );
     store.put_subscription(&held).await.unwrap();
     store
         .release_push(&key(&request_id, "nope", "1"), 9)

@@ -821,6 +821,22 @@ impl Store for DynamoDbStore {
             .collect()
     }
 
+    async fn subscription(&self, key: &SubscriptionKey) -> Result<Option<Arc<Subscription>>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.subscriptions)
+            .set_key(Some(subscription_key(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::backend("reading a subscription", e))?;
+        output
+            .item
+            .map(|item| subscription_from_item(item).map(Arc::new))
+            .transpose()
+    }
+
     async fn release_push(&self, key: &SubscriptionKey, version: u64) -> Result<()> {
         let result = self
             .client

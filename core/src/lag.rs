@@ -178,6 +178,10 @@ impl Store for LaggingIndexes {
         self.inner.subscriptions(request_id).await
     }
 
+    async fn subscription(&self, key: &SubscriptionKey) -> Result<Option<Arc<Subscription>>> {
+        self.inner.subscription(key).await
+    }
+
     async fn release_push(&self, key: &SubscriptionKey, version: u64) -> Result<()> {
         self.inner.release_push(key, version).await
     }

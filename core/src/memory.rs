@@ -473,6 +473,10 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn subscription(&self, key: &SubscriptionKey) -> Result<Option<Arc<Subscription>>> {
+        Ok(self.tables().subscriptions.get(key).map(Arc::clone))
+    }
+
     async fn release_push(&self, key: &SubscriptionKey, version: u64) -> Result<()> {
         if let Some(subscription) = self.tables().subscriptions.get_mut(key)
             && subscription.last_version <= version

@@ -264,6 +264,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every subscription following a request (one consistent query on the request's key).
     /// Shared: the embedded store hands out the items it holds, without a copy each.
     async fn subscriptions(&self, request_id: &str) -> Result<Vec<Arc<Subscription>>>;
+    /// One subscription, read consistently (a `GetItem` on DynamoDB): what a change waiting
+    /// out a single hold reads again.
+    async fn subscription(&self, key: &SubscriptionKey) -> Result<Option<Arc<Subscription>>> {
+        Ok(self
+            .subscriptions(&key.request_id)
+            .await?
+            .into_iter()
+            .find(|subscription| subscription.key == *key))
+    }
     /// Releases a subscription the gateway held while it pushed up to `version` (its
     /// snapshot, a resume): raises `last_version` to it and clears the hold. The processor
     /// records a change it pushed the same way when the change will be handled again. A

@@ -63,6 +63,10 @@ struct Args {
     /// Lambda's event source mapping does (about 250 ms); by default at once after a batch.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     stream_pace_ms: u64,
+    /// Sweep (abandoned leases, due retries, lost dispatches) this often; the deployment
+    /// template's `SweepSchedule` sweeps once a minute.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    sweep_every_ms: u64,
 }
 
 #[tokio::main]
@@ -84,6 +88,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .local()
         .with_job_concurrency(args.job_concurrency)
         .with_limits(limits)
+        .with_sweep_every(std::time::Duration::from_millis(args.sweep_every_ms))
         .with_management_latency(std::time::Duration::from_millis(args.management_latency_ms));
     match &args.jwt_secret {
         Some(secret) => {

@@ -37,9 +37,12 @@ pub trait Dispatcher: Send + Sync + std::fmt::Debug {
 }
 
 /// How long a change waits for another push's hold on one of its subscriptions before it
-/// fails (a hold lasts at most `PUSH_HOLD_MS`, 10 s), and how often it looks again.
+/// fails (a hold lasts at most `PUSH_HOLD_MS`, 10 s), and how often it looks again: first
+/// after `HOLD_POLL_MS` (a snapshot on an idle store is out by then), then twice as long
+/// each time up to `HOLD_POLL_MAX_MS` (a busy store's snapshot takes a few round trips).
 const HOLD_WAIT_MS: u64 = 11_000;
 const HOLD_POLL_MS: u64 = 50;
+const HOLD_POLL_MAX_MS: u64 = 200;
 
 /// At most this many pushes of one change are in flight at once.
 const FAN_OUT_CONCURRENCY: usize = 64;
@@ -621,6 +624,7 @@ impl Processor {
             *known = Some(pushed_to(subscriptions, &delivered, state.version));
         }
         let waiting_until = tokio::time::Instant::now() + Duration::from_millis(HOLD_WAIT_MS);
+        let mut poll = Duration::from_millis(HOLD_POLL_MS);
         loop {
             let held: HashSet<SubscriptionKey> = delivered
                 .iter()
@@ -631,20 +635,36 @@ impl Processor {
             if held.is_empty() || failed || tokio::time::Instant::now() >= waiting_until {
                 return self.settle(state, delivered).await;
             }
-            tokio::time::sleep(Duration::from_millis(HOLD_POLL_MS)).await;
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(Duration::from_millis(HOLD_POLL_MAX_MS));
             delivered.retain(|(key, _)| !held.contains(key));
             // Read again: a held subscription's last version has moved, or it is gone.
-            let again = match self.store.subscriptions(&state.id).await {
-                Ok(subscriptions) => subscriptions
-                    .into_iter()
-                    .filter(|subscription| held.contains(&subscription.key))
-                    .collect(),
+            match self.held_again(&state.id, &held).await {
+                Ok(again) => delivered.extend(self.deliver_each(state, again).await),
                 Err(error) => {
                     self.checkpoint(state, &delivered).await?;
                     return Err(error);
                 }
-            };
-            delivered.extend(self.deliver_each(state, again).await);
+            }
         }
+    }
+
+    /// The `held` subscriptions of a request as stored now: one read of the one (the usual
+    /// case, a subscribe's snapshot), else one query of them all.
+    async fn held_again(
+        &self,
+        request_id: &str,
+        held: &HashSet<SubscriptionKey>,
+    ) -> Result<Vec<Arc<Subscription>>> {
+        if let (1, Some(key)) = (held.len(), held.iter().next()) {
+            return Ok(self.store.subscription(key).await?.into_iter().collect());
+        }
+        Ok(self
+            .store
+            .subscriptions(request_id)
+            .await?
+            .into_iter()
+            .filter(|subscription| held.contains(&subscription.key))
+            .collect())
     }
 }
