@@ -236,19 +236,16 @@ async fn subscriptions(store: &dyn Store) {
         "released at 3; an older release changes nothing"
     );
     assert_eq!(
-        store
-            .subscription(&k)
-            .await
-            .unwrap()
-            .map(|s| (s.key.clone(), s.last_version, s.pushing_until)),
+        store.subscription(&k).await.unwrap().map(|s| (
+            s.key.clone(),
+            s.last_version,
+            s.pushing_until
+        )),
         Some((k.clone(), 3, None)),
         "one subscription read by its key, as stored"
     );
     assert_eq!(
-        store
-            .subscription(&key(&other, "c1", "1"))
-            .await
-            .unwrap(),
+        store.subscription(&key(&other, "c1", "1")).await.unwrap(),
         None,
         "a key of another request's partition finds nothing"
     );
