@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use streamer::aws::stream::{self, StreamEvent};
 use streamer::aws::{DynamoDbStore, PollerOptions, StreamPoller, Tables};
 use streamer::core::protocol::Close;
-use streamer::core::{AsyncRequest, Error, Limits, ManualClock, RandomIds, Result, Sender, Store};
+use streamer::core::{
+    AsyncRequest, Clock, Error, Limits, ManualClock, RandomIds, Result, Sender, Store,
+};
 use streamer::gateway::Gateway;
 use streamer::processor::{Dispatcher, FairDispatcher, Processor, SweepOptions, Sweeper, Worker};
 use streamer::schema::Services;
@@ -525,6 +527,67 @@ async fn each_function_calls_exactly_what_its_role_allows() {
         plain.get_connection(GONE).await.unwrap().is_none(),
         "pruned"
     );
+
+    // A change that finds a subscription held (its snapshot still going out) waits, and
+    // reads that one subscription again until its hold is released.
+    gateway
+        .handle(event(frame("$connect", "CONNECT", "c4", None)))
+        .await;
+    message("c4", json!({ "type": "connection_init" })).await;
+    message("c4", json!({ "id": "h", "type": "subscribe", "payload": { "query": follow, "variables": { "id": second } } })).await;
+    let mut held = (*plain
+        .subscriptions(&second)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|subscription| subscription.key.connection_id == "c4")
+        .expect("c4 follows the second job"))
+    .clone();
+    held.pushing_until = Some(clock.now().timestamp_millis() + 60_000);
+    plain.put_subscription(&held).await.unwrap();
+    streamer::core::store::modify_request(&plain, &*clock, &second, |request, now| {
+        request.report(0.5, Some("half".into()), now)
+    })
+    .await
+    .unwrap();
+    let half_pushed = || {
+        processor_sender
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(connection, data)| connection == "c4" && data.contains("RUNNING"))
+    };
+    // Released once the processor has read it again (or after two seconds, and the
+    // assertion below fails).
+    let read_again = "dynamodb:GetItem SubscriptionsTable".to_owned();
+    let release = async {
+        for _ in 0..100 {
+            if calls["processor"].seen().contains(&read_again) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        plain
+            .release_push(&held.key, held.last_version)
+            .await
+            .unwrap();
+    };
+    let pushing = async {
+        for _ in 0..50 {
+            let _ = feed(processor.clone(), &poller).await;
+            if half_pushed() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::join!(release, pushing);
+    assert!(
+        calls["processor"].seen().contains(&read_again),
+        "the held subscription was read again"
+    );
+    assert!(half_pushed(), "the state waited out the hold and went out");
 
     // The workflow: a worker plans it, starts its children (checkpoints kept) and it waits;
     // its children run; the processor does not see them end (its wake is lost), the sweeper
