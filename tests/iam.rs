@@ -638,6 +638,13 @@ async fn each_function_calls_exactly_what_its_role_allows() {
         (1, 1, 1),
         "{report:?}"
     );
+    // A second waker of the same workflow, from the state it read before the first woke
+    // it, loses its conditional write, reads the request and finds it woken: no error.
+    assert!(
+        !streamer::processor::processor::wake_if_ready(&*sweeper_store, &*clock, waiting)
+            .await
+            .unwrap()
+    );
 
     let allowed = allowed();
     let mut problems = Vec::new();

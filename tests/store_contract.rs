@@ -419,6 +419,29 @@ async fn requests(store: &dyn Store) {
             .await,
         Err(Error::Conflict(_))
     ));
+
+    // Several read at once: those that exist, in the order asked, more than one batch call
+    // of 100 holds.
+    let mut others: Vec<String> = (0..101).map(|_| unique("many")).collect();
+    for other in &others {
+        store
+            .create_request(&AsyncRequest::new(other, "a", json!(null), at(0)))
+            .await
+            .unwrap();
+    }
+    others.reverse();
+    let mut asked = vec![unique("missing"), id.clone()];
+    asked.extend(others.iter().cloned());
+    let read: Vec<(String, u64)> = store
+        .get_requests(&asked)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|request| (request.id, request.version))
+        .collect();
+    let mut expected = vec![(id.clone(), 3)];
+    expected.extend(others.iter().map(|other| (other.clone(), 1)));
+    assert_eq!(read, expected, "the ones that exist, in the order asked");
 }
 
 async fn listing(store: &dyn Store) {

@@ -171,11 +171,22 @@ where
     Ok(got)
 }
 
+/// How a request's update in the form that keeps it counted or uncounted went.
+#[derive(Debug, PartialEq, Eq)]
+enum Plain {
+    Written,
+    /// The stored revision is not the expected one (or the request is gone): a conflict.
+    Moved,
+    /// The revision is the expected one, but the request crosses into or out of its
+    /// tenant's count: the counted form applies.
+    OtherForm,
+}
+
 impl DynamoDbStore {
     /// The requests with these ids (at most 100), in the order given, those that exist,
     /// strongly consistent. Keys DynamoDB leaves unprocessed (throttling) are asked again
     /// ([`until_processed`]).
-    async fn get_requests(&self, ids: &[String]) -> Result<Vec<AsyncRequest>> {
+    async fn get_hundred_requests(&self, ids: &[String]) -> Result<Vec<AsyncRequest>> {
         use aws_sdk_dynamodb::types::KeysAndAttributes;
         let keys: Vec<Item> = ids
             .iter()
@@ -370,7 +381,7 @@ impl DynamoDbStore {
         let mut items = Vec::new();
         for chunk in ids.chunks(100) {
             items.extend(
-                self.get_requests(chunk)
+                self.get_hundred_requests(chunk)
                     .await?
                     .into_iter()
                     .filter(|request| {
@@ -409,8 +420,9 @@ impl DynamoDbStore {
         }
     }
 
-    /// A conditional update of a request: `false` when its condition failed.
-    async fn update_plain(&self, update: Update) -> Result<bool> {
+    /// A conditional update of a request (at `expected_revision`) that keeps it counted or
+    /// uncounted; on a lost condition, the stored item tells which way it was lost.
+    async fn update_plain(&self, update: Update, expected_revision: u64) -> Result<Plain> {
         let result = self
             .client
             .update_item()
@@ -420,12 +432,26 @@ impl DynamoDbStore {
             .set_condition_expression(update.condition_expression)
             .set_expression_attribute_names(update.expression_attribute_names)
             .set_expression_attribute_values(update.expression_attribute_values)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
-            Err(error) if condition_failed(&error) => Ok(false),
-            Err(error) => Err(Error::backend("updating a request", error)),
+            Ok(_) => Ok(Plain::Written),
+            Err(error) => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    let stored = failed
+                        .item()
+                        .and_then(|item| item.get("revision"))
+                        .and_then(|revision| revision.as_n().ok())
+                        .and_then(|revision| revision.parse::<u64>().ok());
+                    Ok(if stored == Some(expected_revision) {
+                        Plain::OtherForm
+                    } else {
+                        Plain::Moved
+                    })
+                }
+                _ => Err(Error::backend("updating a request", error)),
+            },
         }
     }
 
@@ -1003,6 +1029,14 @@ impl Store for DynamoDbStore {
         output.item.map(request_from_item).transpose()
     }
 
+    async fn get_requests(&self, ids: &[String]) -> Result<Vec<AsyncRequest>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for hundred in ids.chunks(100) {
+            found.extend(self.get_hundred_requests(hundred).await?);
+        }
+        Ok(found)
+    }
+
     async fn update_request(&self, request: &AsyncRequest, expected_revision: u64) -> Result<()> {
         // An update of what may change: the payload (up to 64 KiB) and the rest a request
         // keeps from its creation are not sent again with every progress report and lease
@@ -1062,10 +1096,15 @@ impl Store for DynamoDbStore {
         let (same, crossing) = (update(same)?, update(crossing)?);
         let done = if ended {
             self.update_counted(crossing, &request.tenant, -1).await?
-                || self.update_plain(same).await?
+                || self.update_plain(same, expected_revision).await? == Plain::Written
         } else {
-            self.update_plain(same).await?
-                || self.update_counted(crossing, &request.tenant, 1).await?
+            // A writer that read before someone else wrote loses here, without trying the
+            // counted form (whose counter its role may not write: the sweeper's).
+            match self.update_plain(same, expected_revision).await? {
+                Plain::Written => true,
+                Plain::Moved => false,
+                Plain::OtherForm => self.update_counted(crossing, &request.tenant, 1).await?,
+            }
         };
         if done { Ok(()) } else { Err(conflict()) }
     }
@@ -1291,7 +1330,7 @@ impl Store for DynamoDbStore {
         // status asked for is left out.
         let mut items = Vec::new();
         for chunk in ids.chunks(100) {
-            for request in self.get_requests(chunk).await? {
+            for request in self.get_hundred_requests(chunk).await? {
                 let listed = filter.status.is_none_or(|status| request.status == status)
                     && filter
                         .owner

@@ -223,6 +223,10 @@ impl Store for LaggingIndexes {
         self.inner.get_request(id).await
     }
 
+    async fn get_requests(&self, ids: &[String]) -> Result<Vec<AsyncRequest>> {
+        self.inner.get_requests(ids).await
+    }
+
     async fn update_request(&self, request: &AsyncRequest, expected_revision: u64) -> Result<()> {
         self.inner
             .update_request(request, expected_revision)

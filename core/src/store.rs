@@ -315,6 +315,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<()>;
     /// Reads a request.
     async fn get_request(&self, id: &str) -> Result<Option<AsyncRequest>>;
+    /// The requests with these ids that exist, in the order given, read consistently (a
+    /// `BatchGetItem` per 100 on DynamoDB).
+    async fn get_requests(&self, ids: &[String]) -> Result<Vec<AsyncRequest>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(self.get_request(id).await?);
+        }
+        Ok(found)
+    }
     /// Replaces a request if its stored revision is still `expected_revision`, else
     /// [`Error::Conflict`]. The caller has moved `request.revision` on
     /// ([`modify_request`] does).

@@ -62,14 +62,13 @@ pub async fn wake_if_ready(
     }
     let id = request.id.clone();
     if !request.waiting_for.is_empty() {
-        let mut left = 0;
-        for child in &request.waiting_for {
-            if let Some(child) = store.get_request(child).await?
-                && !child.status.is_terminal()
-            {
-                left += 1;
-            }
-        }
+        // A gone child (past its retention) has ended too.
+        let left = store
+            .get_requests(&request.waiting_for)
+            .await?
+            .iter()
+            .filter(|child| !child.status.is_terminal())
+            .count();
         if left > 0 {
             // Its subscribers see the children end, one by one; nothing is written when the
             // count is what they saw last.
