@@ -442,6 +442,33 @@ async fn requests(store: &dyn Store) {
     let mut expected = vec![(id.clone(), 3)];
     expected.extend(others.iter().map(|other| (other.clone(), 1)));
     assert_eq!(read, expected, "the ones that exist, in the order asked");
+
+    // What a later state clears (a lease, a wait's children and time) is gone from the
+    // stored one too.
+    let workflow = unique("workflow");
+    let mut waiting = AsyncRequest::new(&workflow, "a", json!(null), at(0));
+    store.create_request(&waiting).await.unwrap();
+    waiting
+        .claim(at(1), chrono::Duration::seconds(30), 3)
+        .unwrap();
+    save(store, &mut waiting).await.unwrap();
+    waiting
+        .suspend(streamer::core::Wait::Children(vec!["child".into()]), at(2))
+        .unwrap();
+    save(store, &mut waiting).await.unwrap();
+    waiting.wake(at(3)).unwrap();
+    save(store, &mut waiting).await.unwrap();
+    let stored = store.get_request(&workflow).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.waiting_for.clone(),
+            stored.wake_at,
+            stored.lease_until
+        ),
+        (Vec::new(), None, None),
+        "cleared when stored"
+    );
+    assert_eq!(stored, waiting);
 }
 
 async fn listing(store: &dyn Store) {

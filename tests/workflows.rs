@@ -3,7 +3,8 @@
 //! children with no worker and its subscriber sees RUNNING, WAITING, RUNNING, COMPLETED; a
 //! child's failure reaches its parent typed; a sleep holds no worker; a replay that does
 //! not match its checkpoints fails `NON_DETERMINISTIC`; a cancel reaches the children; a
-//! step result over the checkpoint size fails `LIMIT_EXCEEDED`.
+//! step result over the checkpoint size fails `LIMIT_EXCEEDED`; children count against the
+//! tenant's active-requests quota.
 
 mod support;
 
@@ -415,6 +416,60 @@ async fn monthly_reports_wait_for_their_children(on: On) {
     assert!(children.iter().all(|c| c["node"]["status"] == "COMPLETED"));
 }
 
+/// A workflow's children count against its tenant's quota of active requests: past it, the
+/// workflow waits, with no worker, and starts the rest when it wakes.
+async fn children_count_against_the_tenant_quota(on: On) {
+    let server = TestServer::start_app(app(), on, |stack| {
+        stack.with_limits(streamer::core::Limits {
+            // The workflow and two of its four children.
+            max_tenant_active_requests: Some(3),
+            ..streamer::core::Limits::default()
+        })
+    })
+    .await;
+    let mut client = server.client().await;
+    client.init().await;
+    let data = client
+        .execute(
+            "m",
+            "mutation { monthlyReports(input: { from: \"2026-01\", to: \"2026-04\", rows: 10, stepDelayMs: 20 }) { id } }",
+            json!({}),
+        )
+        .await;
+    let id = data["monthlyReports"]["id"].as_str().unwrap().to_owned();
+    client
+        .send(json!({ "id": "f", "type": "subscribe", "payload": { "query": "subscription($id: ID!) { requestProgress(id: $id, afterVersion: 0) { status waitingFor wakeAt output { ... on MonthlySummary { months rows } } } }", "variables": { "id": id } } }))
+        .await;
+    let frames = client.until_done("f").await;
+    let states: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["id"] == "f" && f["type"] == "next")
+        .map(|f| &f["payload"]["data"]["requestProgress"])
+        .collect();
+    let waits: Vec<(bool, usize)> = states
+        .iter()
+        .filter(|s| s["status"] == "WAITING")
+        .map(|s| {
+            (
+                !s["wakeAt"].is_null(),
+                s["waitingFor"].as_array().map_or(0, Vec::len),
+            )
+        })
+        .collect();
+    assert_eq!(
+        waits.first(),
+        Some(&(true, 0)),
+        "it first waits for room, not for children: {states:?}"
+    );
+    let last = states.last().unwrap();
+    assert_eq!(last["status"], "COMPLETED", "{states:?}");
+    assert_eq!(last["output"]["months"], 4);
+    assert_eq!(last["output"]["rows"], 40);
+    let done = request(&mut client, &id).await;
+    let children = done["children"]["edges"].as_array().unwrap();
+    assert_eq!(children.len(), 4, "{done}");
+}
+
 async fn a_child_that_fails_for_good_reaches_its_parent(on: On) {
     let server = server(on).await;
     let mut client = server.client().await;
@@ -544,6 +599,7 @@ on_both_stores!(
     a_cancel_while_children_start_reaches_them,
     steps_outlive_a_deadline_a_crash_and_a_retryable_failure,
     monthly_reports_wait_for_their_children,
+    children_count_against_the_tenant_quota,
     a_child_that_fails_for_good_reaches_its_parent,
     a_sleep_holds_no_worker,
     replays_are_checked_and_cancels_cascade,

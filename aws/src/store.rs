@@ -48,6 +48,20 @@ const REQUEST_FIXED: &[&str] = &[
     BY_CREATION.sort_key,
 ];
 
+/// The attributes of a request that a state leaves out when it has none (a lease, a wait's
+/// children and time, ...): an update removes each one the new state leaves out, so that
+/// nothing cleared stays stored.
+const REQUEST_OMITTED_WHEN_EMPTY: &[&str] = &[
+    "leaseUntil",
+    "redrivenAfter",
+    "priority",
+    "template",
+    "batch",
+    "childMarks",
+    "waitingFor",
+    "wakeAt",
+];
+
 /// The string attribute `name` of an item.
 fn text_of<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     item.get(name)
@@ -1045,7 +1059,17 @@ impl Store for DynamoDbStore {
         let mut names = HashMap::new();
         let mut values = HashMap::new();
         let mut set = Vec::new();
-        for (n, (name, value)) in request_item(request)?
+        let item = request_item(request)?;
+        let mut remove: Vec<String> = REQUEST_OMITTED_WHEN_EMPTY
+            .iter()
+            .filter(|name| !item.contains_key(**name))
+            .enumerate()
+            .map(|(n, name)| {
+                names.insert(format!("#r{n}"), (*name).to_owned());
+                format!("#r{n}")
+            })
+            .collect();
+        for (n, (name, value)) in item
             .into_iter()
             .filter(|(name, _)| !REQUEST_FIXED.contains(&name.as_str()))
             .enumerate()
@@ -1054,10 +1078,13 @@ impl Store for DynamoDbStore {
             values.insert(format!(":v{n}"), value);
             set.push(format!("#a{n} = :v{n}"));
         }
-        let mut expression = format!("SET {}", set.join(", "));
         let ended = request.status.is_terminal();
         if ended {
-            expression.push_str(" REMOVE #active");
+            remove.push("#active".to_owned());
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
         names.insert("#active".to_owned(), ACTIVE.partition_key.to_owned());
         values.insert(":expected".to_owned(), n(expected_revision));
@@ -1436,6 +1463,37 @@ fn to_attribute<T: serde::Serialize>(value: T) -> Result<AttributeValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_update_removes_every_attribute_a_state_can_leave_out() {
+        let now = chrono::Utc::now();
+        let bare = request_item(&AsyncRequest::new("r", "a", Value::Null, now)).unwrap();
+        let mut full = AsyncRequest::new("r", "a", Value::Null, now).with_priority(1);
+        full.lease_until = Some(now);
+        full.redriven_after = 1;
+        full.template = Some("t@1".into());
+        full.parent = Some(streamer_core::ParentLink {
+            id: "p".into(),
+            index: 0,
+        });
+        full.batch = Some(streamer_core::BatchProgress::default());
+        full.child_marks = Some(streamer_core::batch::ChildMarks::default());
+        full.waiting_for = vec!["c".into()];
+        full.wake_at = Some(now);
+        let full = request_item(&full).unwrap();
+        let kept: Vec<&String> = full
+            .keys()
+            .filter(|name| !bare.contains_key(*name))
+            .filter(|name| {
+                !REQUEST_FIXED.contains(&name.as_str())
+                    && !REQUEST_OMITTED_WHEN_EMPTY.contains(&name.as_str())
+            })
+            .collect();
+        assert!(
+            kept.is_empty(),
+            "left out of a state when empty, but kept by an update: {kept:?}"
+        );
+    }
 
     #[tokio::test]
     async fn a_table_unlike_its_definition_is_reported() {

@@ -248,7 +248,8 @@ pub async fn run_processor(handlers: Arc<Handlers>) -> Result<(), Error> {
 pub async fn run_worker(handlers: Arc<Handlers>) -> Result<(), Error> {
     let function = Function::setup("worker").await?;
     let worker = Worker::new(function.store(), Arc::new(SystemClock), handlers)
-        .with_settings(function.config.worker);
+        .with_settings(function.config.worker)
+        .with_tenant_active_requests(function.config.limits.max_tenant_active_requests);
     let (function, worker) = (&function, &worker);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<WorkerEvent>| async move {

@@ -240,6 +240,9 @@ pub struct Worker {
     clock: Arc<dyn Clock>,
     handlers: Arc<Handlers>,
     settings: WorkerSettings,
+    /// The tenant's active-requests quota, which the children a workflow starts count
+    /// against as enqueues do.
+    max_active: Option<usize>,
     /// Attempts still to fail, by request id or action (fault injection).
     failing: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
 }
@@ -308,8 +311,16 @@ impl Worker {
             clock,
             handlers,
             settings: WorkerSettings::default(),
+            max_active: None,
             failing: Arc::default(),
         }
+    }
+
+    /// Children started by a workflow count against this quota of a tenant's requests
+    /// queued, running or retrying (`Limits::max_tenant_active_requests`), as enqueues do.
+    pub fn with_tenant_active_requests(mut self, max: Option<usize>) -> Self {
+        self.max_active = max;
+        self
     }
 
     /// Fails the next `attempts` attempts of `target` (a request id, or an action: any of
@@ -492,7 +503,8 @@ impl Worker {
                 Arc::clone(&self.handlers),
                 &request,
                 self.settings.max_result_bytes,
-            );
+            )
+            .with_tenant_active_requests(self.max_active);
         // The handler takes the context; this copy tells what its durable calls left.
         let durable = job.clone();
         // A panicking handler fails its job; it must not take the worker down with it.

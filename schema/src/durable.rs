@@ -31,6 +31,10 @@ const MAX_CHILDREN_PER_CALL: usize = 1_000;
 /// Children created or read at once.
 const CONCURRENT_CHILDREN: usize = 16;
 
+/// How long a workflow whose children the tenant's quota refused waits before it tries to
+/// start them again (the sweeper wakes it: at its next sweep after that).
+const QUOTA_WAIT: chrono::Duration = chrono::Duration::seconds(1);
+
 /// What a workflow's attempt needs for its durable calls: the store that keeps its
 /// checkpoints, and where it is in them.
 pub(crate) struct Durable {
@@ -51,6 +55,8 @@ pub(crate) struct Durable {
     children: Mutex<Vec<String>>,
     /// The largest checkpoint value, as JSON.
     max_bytes: usize,
+    /// The tenant's active-requests quota, which children count against.
+    max_active: Option<usize>,
 }
 
 impl JobContext {
@@ -76,7 +82,20 @@ impl JobContext {
             kept_one: AtomicBool::new(false),
             children: Mutex::new(Vec::new()),
             max_bytes,
+            max_active: None,
         }));
+        self
+    }
+
+    /// The children this attempt's durable calls start count against the tenant's quota of
+    /// requests queued, running or retrying: past it, the request waits (WAITING, `wakeAt`
+    /// a second on) and starts the rest when it wakes; the ones started stay. Set after
+    /// [`JobContext::with_checkpoints`].
+    #[must_use]
+    pub fn with_tenant_active_requests(mut self, max: Option<usize>) -> Self {
+        if let Some(durable) = self.durable.as_mut().and_then(Arc::get_mut) {
+            durable.max_active = max;
+        }
         self
     }
 
@@ -209,7 +228,12 @@ impl JobContext {
                 ids
             }
             None => {
-                let ids = durable.start_children(index, H::ACTION, payloads).await?;
+                let Some(ids) = durable.start_children(index, H::ACTION, payloads).await? else {
+                    // Over the tenant's quota: waits, holding no worker, and starts the
+                    // rest when it wakes (the ones started keep their ids).
+                    let wake = durable.clock.now() + QUOTA_WAIT;
+                    return Err(durable.suspend(Wait::Until(wake)));
+                };
                 durable
                     .keep(index, &name, json!({ "ids": ids, "digest": digest }))
                     .await?;
@@ -333,12 +357,13 @@ impl Durable {
     }
 
     /// Creates the children of call `index` (again after a crash: an existing one stays).
+    /// `None` when the tenant's active-requests quota left some of them unstarted.
     async fn start_children(
         &self,
         index: u32,
         action: &str,
         payloads: Vec<Value>,
-    ) -> Result<Vec<String>, JobError> {
+    ) -> Result<Option<Vec<String>>, JobError> {
         let now = self.clock.now();
         let children: Vec<AsyncRequest> = (0u32..)
             .zip(payloads)
@@ -359,20 +384,22 @@ impl Durable {
         let ids: Vec<String> = children.iter().map(|child| child.id.clone()).collect();
         self.started(&ids);
         // Owned futures: a borrow inside the stream's closures defeats `Send` inference.
-        futures::stream::iter(children)
+        let max_active = self.max_active;
+        let created: Vec<bool> = futures::stream::iter(children)
             .map(|child| {
                 let store = Arc::clone(&self.store);
                 async move {
-                    match store.create_request(&child).await {
-                        Ok(()) | Err(Error::Conflict(_)) => Ok(()),
+                    match store.create_request_within(&child, max_active).await {
+                        Ok(()) | Err(Error::Conflict(_)) => Ok(true),
+                        Err(Error::QuotaFull(_)) => Ok(false),
                         Err(error) => Err(store_error(error)),
                     }
                 }
             })
             .buffer_unordered(CONCURRENT_CHILDREN)
-            .try_collect::<Vec<()>>()
+            .try_collect()
             .await?;
-        Ok(ids)
+        Ok(created.iter().all(|created| *created).then_some(ids))
     }
 
     /// Notes `ids` among the children of this attempt, before they are created.
