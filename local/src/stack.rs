@@ -379,7 +379,8 @@ impl StackBuilder {
             Arc::clone(&self.clock),
             Arc::clone(&self.handlers),
         )
-        .with_settings(self.worker);
+        .with_settings(self.worker)
+        .with_tenant_active_requests(services.limits.max_tenant_active_requests);
         let share = self.tenant_job_share.unwrap_or_else(|| {
             streamer_processor::local::default_tenant_share(self.job_concurrency)
         });
