@@ -270,6 +270,37 @@ async fn request(client: &mut support::Client, id: &str) -> Value {
         .clone()
 }
 
+/// Starts `monthlyReports` from January to April (four children), follows it from its
+/// first state with `selection`, and returns its id and every state it went through.
+async fn four_monthly_reports(
+    client: &mut support::Client,
+    step_delay_ms: u32,
+    selection: &str,
+) -> (String, Vec<Value>) {
+    let data = client
+        .execute(
+            "m",
+            "mutation($delay: Int!) { monthlyReports(input: { from: \"2026-01\", to: \"2026-04\", rows: 10, stepDelayMs: $delay }) { id } }",
+            json!({ "delay": step_delay_ms }),
+        )
+        .await;
+    let id = data["monthlyReports"]["id"].as_str().unwrap().to_owned();
+    let query = format!(
+        "subscription($id: ID!) {{ requestProgress(id: $id, afterVersion: 0) {{ {selection} }} }}"
+    );
+    client
+        .send(json!({ "id": "f", "type": "subscribe", "payload": { "query": query, "variables": { "id": id } } }))
+        .await;
+    let states = client
+        .until_done("f")
+        .await
+        .into_iter()
+        .filter(|f| f["id"] == "f" && f["type"] == "next")
+        .map(|f| f["payload"]["data"]["requestProgress"].clone())
+        .collect();
+    (id, states)
+}
+
 async fn steps_outlive_a_deadline_a_crash_and_a_retryable_failure(on: On) {
     let server = server(on).await;
     let mut client = server.client().await;
@@ -348,23 +379,12 @@ async fn monthly_reports_wait_for_their_children(on: On) {
     let server = server(on).await;
     let mut client = server.client().await;
     client.init().await;
-    let data = client
-        .execute(
-            "m",
-            "mutation { monthlyReports(input: { from: \"2026-01\", to: \"2026-04\", rows: 10, stepDelayMs: 50 }) { id } }",
-            json!({}),
-        )
-        .await;
-    let id = data["monthlyReports"]["id"].as_str().unwrap().to_owned();
-    client
-        .send(json!({ "id": "f", "type": "subscribe", "payload": { "query": "subscription($id: ID!) { requestProgress(id: $id, afterVersion: 0) { status version progress message waitingFor output { ... on MonthlySummary { months rows url } } } }", "variables": { "id": id } } }))
-        .await;
-    let frames = client.until_done("f").await;
-    let states: Vec<&Value> = frames
-        .iter()
-        .filter(|f| f["id"] == "f" && f["type"] == "next")
-        .map(|f| &f["payload"]["data"]["requestProgress"])
-        .collect();
+    let (id, states) = four_monthly_reports(
+        &mut client,
+        50,
+        "status version progress message waitingFor output { ... on MonthlySummary { months rows url } }",
+    )
+    .await;
     let versions: Vec<u64> = states
         .iter()
         .map(|s| s["version"].as_u64().unwrap())
@@ -429,23 +449,12 @@ async fn children_count_against_the_tenant_quota(on: On) {
     .await;
     let mut client = server.client().await;
     client.init().await;
-    let data = client
-        .execute(
-            "m",
-            "mutation { monthlyReports(input: { from: \"2026-01\", to: \"2026-04\", rows: 10, stepDelayMs: 20 }) { id } }",
-            json!({}),
-        )
-        .await;
-    let id = data["monthlyReports"]["id"].as_str().unwrap().to_owned();
-    client
-        .send(json!({ "id": "f", "type": "subscribe", "payload": { "query": "subscription($id: ID!) { requestProgress(id: $id, afterVersion: 0) { status waitingFor wakeAt output { ... on MonthlySummary { months rows } } } }", "variables": { "id": id } } }))
-        .await;
-    let frames = client.until_done("f").await;
-    let states: Vec<&Value> = frames
-        .iter()
-        .filter(|f| f["id"] == "f" && f["type"] == "next")
-        .map(|f| &f["payload"]["data"]["requestProgress"])
-        .collect();
+    let (id, states) = four_monthly_reports(
+        &mut client,
+        20,
+        "status waitingFor wakeAt output { ... on MonthlySummary { months rows } }",
+    )
+    .await;
     let waits: Vec<(bool, usize)> = states
         .iter()
         .filter(|s| s["status"] == "WAITING")
