@@ -226,6 +226,7 @@ async fn snapshots_racing_a_retried_fan_out_keep_every_version_in_order() {
                     sender: &*sender,
                     limits: &Limits::default(),
                     clock: &SystemClock,
+                    access: streamer::core::Access::default(),
                 }
                 .snapshot(&subscription, &state)
                 .await

@@ -1,7 +1,8 @@
 //! Tenants: HS256 JWT authentication on the local stack; two tenants through the real
 //! graphql-ws client (tests/js/tenants.mjs) on both stores; a quota exceeded with its code
 //! while the tenant's other work and other tenants carry on; a token that expires during a
-//! connection; and the authorization rule over random principals and requests.
+//! connection; the authorization rule over random principals and requests; and pushes held
+//! to the same rule.
 
 mod support;
 
@@ -10,7 +11,10 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use streamer::core::{Access, AsyncRequest, Limits, MemoryStore, Principal, Store, SystemClock};
+use streamer::core::{
+    Access, AsyncRequest, Limits, MemorySender, MemoryStore, Principal, Store, Subscription,
+    SubscriptionKey, SystemClock,
+};
 use streamer::gateway::JwtAuthenticator;
 use support::{On, TestServer, run_node};
 
@@ -356,5 +360,67 @@ async fn authorization_rule_holds_for_random_principals_and_requests() {
                 .collect();
             assert_eq!(ids, visible);
         }
+    }
+}
+
+/// A stored subscription is pushed only what its subscriber may see, whatever was checked
+/// when it was stored: owner-scoped, not another owner's request of its own tenant.
+#[tokio::test]
+async fn a_push_goes_only_where_the_access_rule_lets_it() {
+    let store = Arc::new(MemoryStore::new());
+    let sender = MemorySender::new();
+    let now = chrono::Utc::now();
+    let state = Arc::new(
+        AsyncRequest::new("r", "flakyImport", json!({ "failTimes": 0 }), now)
+            .owned_by(&Principal::new("acme", "bob")),
+    );
+    let following = |user: &str| Subscription {
+        key: SubscriptionKey {
+            request_id: "r".into(),
+            connection_id: user.into(),
+            operation_id: "1".into(),
+        },
+        query: "subscription { requestProgress(id: \"r\") { status } }".into(),
+        operation_name: None,
+        variables: None,
+        last_version: 0,
+        created_at: now,
+        expires_at: (now + chrono::Duration::hours(1)).timestamp(),
+        pushing_until: None,
+        principal: Some(Principal::new("acme", user)),
+    };
+    for (access, reached) in [
+        (Access::Tenant, vec!["ann", "bob"]),
+        (Access::Owner, vec!["bob"]),
+    ] {
+        let services = streamer::schema::Services {
+            store: store.clone(),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(streamer::core::RandomIds),
+            limits: Limits::default(),
+            access,
+        };
+        let schema = streamer::schema::build_for_stored_documents(
+            support::handlers::app().handlers(),
+            services,
+        )
+        .unwrap();
+        let pusher = streamer::schema::Pusher {
+            schema: &schema,
+            store: &*store,
+            sender: &sender,
+            limits: &Limits::default(),
+            clock: &SystemClock,
+            access,
+        };
+        for user in ["ann", "bob"] {
+            pusher.deliver(&following(user), &state).await.unwrap();
+        }
+        let sent: Vec<String> = sender
+            .take()
+            .into_iter()
+            .map(|(connection, _)| connection)
+            .collect();
+        assert_eq!(sent, reached, "{access:?}");
     }
 }

@@ -247,6 +247,7 @@ impl Gateway {
             sender: &*self.sender,
             limits: &self.limits,
             clock: &*self.clock,
+            access: self.access,
         }
     }
 

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use futures::{StreamExt, stream};
 use streamer_core::store::{Change, ChangeKind, modify_request, modify_request_from};
 use streamer_core::{
-    AsyncRequest, ChildMove, Clock, Limits, RequestStatus, Result, Sender, Store, Subscription,
-    SubscriptionKey, SystemClock, metric,
+    Access, AsyncRequest, ChildMove, Clock, Limits, RequestStatus, Result, Sender, Store,
+    Subscription, SubscriptionKey, SystemClock, metric,
 };
 use streamer_schema::{Delivery, Handlers, Pusher, Resolutions, Services};
 
@@ -173,6 +173,7 @@ pub struct Processor {
     dispatcher: Arc<dyn Dispatcher>,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    access: Access,
 }
 
 impl std::fmt::Debug for Processor {
@@ -198,6 +199,7 @@ impl Processor {
             dispatcher,
             limits: Limits::default(),
             clock: Arc::new(SystemClock),
+            access: Access::default(),
         }
     }
 
@@ -222,11 +224,11 @@ impl Processor {
     ) -> std::result::Result<Self, async_graphql::dynamic::SchemaError> {
         // Stored documents were validated when subscribed.
         let schema = streamer_schema::build_for_stored_documents(handlers, services.clone())?;
-        Ok(
-            Self::new(schema, Arc::clone(&services.store), sender, dispatcher)
-                .with_limits(services.limits)
-                .with_clock(Arc::clone(&services.clock)),
-        )
+        let mut processor = Self::new(schema, Arc::clone(&services.store), sender, dispatcher)
+            .with_limits(services.limits)
+            .with_clock(Arc::clone(&services.clock));
+        processor.access = services.access;
+        Ok(processor)
     }
 
     /// Pushes through `sender` instead (the local stack's, once it knows its address).
@@ -552,6 +554,7 @@ impl Processor {
                     sender: &*this.sender,
                     limits: &this.limits,
                     clock: &*this.clock,
+                    access: this.access,
                 };
                 let delivery = pusher
                     .deliver_resolving(&subscription, &state, &resolutions)

@@ -17,7 +17,8 @@
 //! - a terminal push that fails otherwise puts the finished subscription back, so that the
 //!   retried change delivers the same state again;
 //! - a result over the message size limit ends the operation with an `error` saying so;
-//! - nothing is pushed to another tenant's subscription, nor once the subscriber's
+//! - nothing is pushed to a subscriber the access rule does not let see the request
+//!   (another tenant's; another owner's when owner-scoped), nor once the subscriber's
 //!   credentials have expired (its connection is closed then, 4403).
 
 use std::collections::HashMap;
@@ -28,8 +29,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use streamer_core::protocol::{Close, ServerMessage, next_text};
 use streamer_core::{
-    AsyncRequest, Clock, Connection, Error, Finish, LimitExceeded, Limits, Result, Sender, Store,
-    Subscription, SubscriptionKey,
+    Access, AsyncRequest, Clock, Connection, Error, Finish, LimitExceeded, Limits, Result, Sender,
+    Store, Subscription, SubscriptionKey,
 };
 use tokio::sync::OnceCell;
 
@@ -146,6 +147,9 @@ pub struct Pusher<'a> {
     pub limits: &'a Limits,
     /// The time of holds and of credential expiry: the pusher's own clock.
     pub clock: &'a dyn Clock,
+    /// Who may see a request: checked again on every push, whatever was checked when the
+    /// subscription was stored.
+    pub access: Access,
 }
 
 impl std::fmt::Debug for Pusher<'_> {
@@ -262,6 +266,7 @@ async fn deliver_resolving(
         sender,
         limits,
         clock,
+        access,
     } = pusher;
     let key = &subscription.key;
     if let Some(principal) = &subscription.principal {
@@ -275,8 +280,8 @@ async fn deliver_resolving(
             prune_connection(store, &key.connection_id).await?;
             return Ok(Delivery::Gone);
         }
-        if principal.tenant != state.tenant {
-            tracing::warn!(request_id = %state.id, connection_id = %key.connection_id, "not pushed: another tenant's subscription");
+        if !access.allows(principal, state) {
+            tracing::warn!(request_id = %state.id, connection_id = %key.connection_id, "not pushed: the subscriber may not see the request");
             return Ok(Delivery::Skipped);
         }
     }
